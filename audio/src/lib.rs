@@ -1,0 +1,1 @@
+//! Audio ingest: decoding, downmix and resampling to 16 kHz mono `f32`.

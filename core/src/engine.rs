@@ -1,0 +1,85 @@
+//! The [`Transcriber`] trait: one decoding context (for whisper, one `WhisperState`).
+//!
+//! The whisper implementation lives in `transcribe-engine`; tests of the streaming policy
+//! and of the transport use a scripted fake behind the same trait.
+
+use crate::transcript::Transcript;
+
+/// How to decode one buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodeOptions {
+    /// Spoken language (ISO 639-1 code); `None` detects it.
+    pub language: Option<String>,
+    /// Translate to English instead of transcribing.
+    pub translate: bool,
+    /// Text that preceded this audio (Whisper's prompt), if any.
+    pub prompt: Option<String>,
+    /// Encoder context in frames (`audio_ctx`); `None` uses the model's full 30 s window.
+    pub audio_ctx: Option<u32>,
+    /// Compute word timings and probabilities.
+    pub word_timestamps: bool,
+    /// Allow Whisper's temperature fallback when a decode looks degenerate.
+    pub temperature_fallback: bool,
+    /// Upper bound on text tokens per segment (`None`: the model's limit).
+    pub max_tokens: Option<u32>,
+    /// Treat the whole buffer as one segment (streaming does; files do not).
+    pub single_segment: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            translate: false,
+            prompt: None,
+            audio_ctx: None,
+            word_timestamps: true,
+            temperature_fallback: true,
+            max_tokens: None,
+            single_segment: false,
+        }
+    }
+}
+
+/// Why a decode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The decode was cancelled (client gone, deadline, shutdown). Nothing to retry.
+    #[error("decode cancelled")]
+    Cancelled,
+    /// The options are invalid for this model (e.g. a language it does not know).
+    /// Fix the request.
+    #[error("invalid decode options: {0}")]
+    InvalidOptions(String),
+    /// The engine failed internally. The stream should end; the engine stays usable.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// A decoding context: transcribes 16 kHz mono `f32` buffers.
+///
+/// Implementations are `Send` so that worker threads can own them; one instance decodes one
+/// buffer at a time.
+pub trait Transcriber: Send {
+    /// Transcribes `samples` (16 kHz mono, `[-1, 1]`). Times in the result are seconds from
+    /// the start of `samples`.
+    ///
+    /// # Errors
+    /// [`EngineError::Cancelled`] when cancelled, [`EngineError::InvalidOptions`] for options
+    /// the model cannot honour, [`EngineError::Inference`] otherwise.
+    fn transcribe(
+        &mut self,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Result<Transcript, EngineError>;
+}
+
+impl<T: Transcriber + ?Sized> Transcriber for Box<T> {
+    fn transcribe(
+        &mut self,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Result<Transcript, EngineError> {
+        (**self).transcribe(samples, options)
+    }
+}

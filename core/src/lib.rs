@@ -1,0 +1,28 @@
+//! Pure building blocks shared by every part of `transcribe`.
+//!
+//! Nothing here does I/O, spawns threads or reads the wall clock: every function takes
+//! samples or text and returns values, so all of it is unit-tested in milliseconds.
+//!
+//! # Layout
+//! - [`audio`]: the pipeline's audio constants (16 kHz mono f32) and sample/time conversions.
+//! - [`transcript`]: [`Transcript`], [`Segment`], [`Word`]: what an engine returns.
+//! - [`engine`]: the [`Transcriber`] trait every engine implements (whisper, and a scripted
+//!   fake in tests), with its [`DecodeOptions`] and [`EngineError`].
+//! - [`text`]: transcript normalisation and word error rate, used by tests and benchmarks.
+//!
+//! # Example
+//! ```
+//! use transcribe_core::text::wer;
+//! let w = wer("Ask not what your country can do", "ask not what your country can do!");
+//! assert_eq!(w.errors, 0);
+//! ```
+#![warn(missing_docs)]
+
+pub mod audio;
+pub mod engine;
+pub mod text;
+pub mod transcript;
+
+pub use audio::SAMPLE_RATE;
+pub use engine::{DecodeOptions, EngineError, Transcriber};
+pub use transcript::{Segment, Transcript, Word};

@@ -1,0 +1,1 @@
+//! Whisper inference through whisper-rs.

@@ -1,0 +1,1 @@
+//! Whisper models: names, cache, fetching and the CTranslate2 importer.
