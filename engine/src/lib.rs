@@ -1,1 +1,213 @@
-//! Whisper inference through whisper-rs.
+//! The Whisper inference engine: whisper.cpp through `whisper-rs`, behind
+//! [`transcribe_core::Transcriber`].
+//!
+//! One [`WhisperModel`] holds the loaded weights (a `WhisperContext`) and is shared; each
+//! [`WhisperSession`] owns one `WhisperState` (its own KV cache and buffers) and decodes one
+//! buffer at a time. A worker pool keeps one session per worker thread.
+//!
+//! # Layout
+//! - [`WhisperModel`], [`EngineConfig`], [`LoadError`]: loading a ggml file.
+//! - [`WhisperSession`]: a decoding context implementing `Transcriber`, with a
+//!   [`CancelHandle`] wired to whisper.cpp's abort callback.
+//! - [`backend`]: which compute backend this binary was built with.
+//! - `words` (private): assembling words with times and probabilities from tokens.
+//!
+//! # Example
+//! ```no_run
+//! use transcribe_core::{DecodeOptions, Transcriber};
+//! use transcribe_engine::{EngineConfig, WhisperModel};
+//! let model = WhisperModel::load("ggml-tiny.en.bin".as_ref(), &EngineConfig::default())?;
+//! let mut session = model.session()?;
+//! let transcript = session.transcribe(&vec![0.0; 16_000], &DecodeOptions::default())?;
+//! println!("{}", transcript.text());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+mod session;
+mod words;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+
+pub use session::{CancelHandle, ProgressFn, WhisperSession};
+use whisper_rs::{WhisperContext, WhisperContextParameters};
+
+/// The compute backend compiled into this binary: `cuda`, `metal`, `vulkan` or `cpu`
+/// (`coreml` adds the Neural Engine encoder to `metal`/`cpu`).
+pub fn backend() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "metal") {
+        "metal"
+    } else if cfg!(feature = "vulkan") {
+        "vulkan"
+    } else {
+        "cpu"
+    }
+}
+
+/// The model used when none is given: large-v3 on GPU builds; on CPU builds the model
+/// that keeps streaming real-time on a 2-core machine (README "Choosing the default model").
+pub fn default_model() -> &'static str {
+    if has_gpu_backend() { "large-v3" } else { DEFAULT_CPU_MODEL }
+}
+
+/// The CPU builds' default model (see [`default_model`]).
+pub const DEFAULT_CPU_MODEL: &str = "base";
+
+/// Whether this binary was built with a GPU backend.
+pub fn has_gpu_backend() -> bool {
+    backend() != "cpu"
+}
+
+/// whisper.cpp's version and the CPU features ggml was built with, for `--version` and logs.
+pub fn system_info() -> String {
+    format!(
+        "whisper.cpp {}; {}",
+        whisper_rs::get_whisper_version(),
+        whisper_rs::print_system_info().trim()
+    )
+}
+
+/// How to load a model and run decodes.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Threads per decode. On a small shared CPU, 1 per concurrent decode is best (ggml's
+    /// spinning workers collapse under contention: BRIEF.md).
+    pub threads: usize,
+    /// Use the GPU backend when the binary has one.
+    pub use_gpu: bool,
+    /// GPU device index.
+    pub gpu_device: i32,
+    /// Flash attention (faster on GPUs; whisper-rs defaults it off).
+    pub flash_attn: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
+            use_gpu: has_gpu_backend(),
+            gpu_device: 0,
+            flash_attn: has_gpu_backend(),
+        }
+    }
+}
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file does not exist or cannot be read. Check the path, or fetch the model with
+    /// `transcribe models pull NAME`.
+    #[error("cannot read model file {path}: {source}")]
+    Unreadable {
+        /// The model path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// whisper.cpp rejected the file (not a ggml Whisper model, or truncated). Re-download
+    /// or re-import it.
+    #[error("{path} is not a loadable Whisper ggml model ({reason})")]
+    Invalid {
+        /// The model path.
+        path: PathBuf,
+        /// What whisper.cpp said.
+        reason: String,
+    },
+    /// A decoding state could not be allocated (out of memory).
+    #[error("cannot create a decoding state for {path}: {reason}")]
+    State {
+        /// The model path.
+        path: PathBuf,
+        /// What whisper.cpp said.
+        reason: String,
+    },
+}
+
+/// A loaded Whisper model, cheap to clone and shared by every session.
+#[derive(Clone)]
+pub struct WhisperModel {
+    inner: Arc<ModelInner>,
+}
+
+struct ModelInner {
+    ctx: WhisperContext,
+    path: PathBuf,
+    config: EngineConfig,
+}
+
+static LOGGING: Once = Once::new();
+
+impl WhisperModel {
+    /// Loads a ggml model file.
+    ///
+    /// # Errors
+    /// [`LoadError::Unreadable`] when the file cannot be opened, [`LoadError::Invalid`] when
+    /// whisper.cpp cannot parse it.
+    pub fn load(path: &Path, config: &EngineConfig) -> Result<Self, LoadError> {
+        // Route whisper.cpp/ggml logs away from stderr (whisper-rs prints them until told).
+        LOGGING.call_once(whisper_rs::install_logging_hooks);
+        let meta = std::fs::metadata(path)
+            .map_err(|source| LoadError::Unreadable { path: path.to_owned(), source })?;
+        if !meta.is_file() {
+            return Err(LoadError::Invalid { path: path.to_owned(), reason: "not a file".into() });
+        }
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu(config.use_gpu).flash_attn(config.flash_attn).gpu_device(config.gpu_device);
+        let path_str = path.to_str().ok_or_else(|| LoadError::Invalid {
+            path: path.to_owned(),
+            reason: "path is not valid UTF-8".into(),
+        })?;
+        let ctx = WhisperContext::new_with_params(path_str, params)
+            .map_err(|e| LoadError::Invalid { path: path.to_owned(), reason: e.to_string() })?;
+        tracing::info!(
+            message = "Model loaded.",
+            path = %path.display(),
+            model_type = %ctx.model_type_readable_str_lossy().unwrap_or_default(),
+            multilingual = ctx.is_multilingual(),
+            backend = backend(),
+            use_gpu = config.use_gpu,
+            flash_attn = config.flash_attn,
+        );
+        Ok(Self { inner: Arc::new(ModelInner { ctx, path: path.to_owned(), config: config.clone() }) })
+    }
+
+    /// Creates a decoding session with its own `WhisperState`.
+    ///
+    /// # Errors
+    /// [`LoadError::State`] when whisper.cpp cannot allocate the state.
+    pub fn session(&self) -> Result<WhisperSession, LoadError> {
+        WhisperSession::new(self.clone())
+    }
+
+    /// The model file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Whether the model knows languages other than English.
+    pub fn is_multilingual(&self) -> bool {
+        self.inner.ctx.is_multilingual()
+    }
+
+    /// whisper.cpp's size label ("tiny", "base", ...).
+    pub fn model_type(&self) -> String {
+        self.inner.ctx.model_type_readable_str_lossy().map(|s| s.into_owned()).unwrap_or_default()
+    }
+
+    /// The configuration the model was loaded with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn context(&self) -> &WhisperContext {
+        &self.inner.ctx
+    }
+}
+
+/// Whether `code` is a language whisper knows (ISO 639-1 like `en`, or a full name).
+pub fn is_known_language(code: &str) -> bool {
+    whisper_rs::get_lang_id(code).is_some()
+}

@@ -1,0 +1,238 @@
+//! One decoding context: a `WhisperState` plus cached parameters, implementing
+//! [`Transcriber`].
+//!
+//! This module is the crate's FFI boundary for callbacks: whisper-rs's closure-based abort
+//! callback does not see captured state (BRIEF.md), so a plain `extern "C"` function reads an
+//! `AtomicBool` through the user-data pointer.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use transcribe_core::{DecodeOptions, EngineError, Segment, Transcriber, Transcript};
+use whisper_rs::{FullParams, SamplingStrategy, WhisperState};
+
+use crate::words::{TokenPiece, assemble};
+use crate::{LoadError, WhisperModel};
+
+/// Whisper's timestamps are in units of 10 ms (whisper.cpp `whisper_full_get_segment_t0`).
+const TIMESTAMP_UNIT_SECONDS: f64 = 0.01;
+
+/// Most prompt tokens passed to the decoder: half of the 448-token text context, as
+/// openai/whisper does (`decoding.py`: `n_ctx // 2 - 1`).
+const MAX_PROMPT_TOKENS: usize = 223;
+
+/// Temperature step of Whisper's fallback (openai/whisper `transcribe.py` defaults to
+/// 0.0, 0.2, ..., 1.0).
+const TEMPERATURE_INCREMENT: f32 = 0.2;
+
+/// Cancels the decode a session is running (or the next one it starts).
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// Asks the decode to stop at its next check (between encoder/decoder passes).
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Clears a cancellation so the session can decode again.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// whisper.cpp's abort callback: returns true when the flag behind `user_data` is set.
+extern "C" fn abort_requested(user_data: *mut c_void) -> bool {
+    if user_data.is_null() {
+        return false;
+    }
+    // SAFETY: `user_data` is the address of the `AtomicBool` inside the session's
+    // `CancelHandle` Arc, which the session keeps alive for the whole `full()` call.
+    let flag = unsafe { &*(user_data as *const AtomicBool) };
+    flag.load(Ordering::Relaxed)
+}
+
+/// A decoding context with its own `WhisperState`. Not shared: one decode at a time.
+pub struct WhisperSession {
+    model: WhisperModel,
+    state: WhisperState,
+    cancel: CancelHandle,
+    /// Parameters per (language, translate). whisper-rs leaks a C string each time a language
+    /// is set, so each combination is built once and cloned per decode (bounded by the number
+    /// of languages).
+    params: Vec<(Option<String>, bool, FullParams<'static, 'static>)>,
+    progress: Option<ProgressFn>,
+}
+
+/// A progress callback: receives whisper.cpp's percentage (0-100) during a decode.
+pub type ProgressFn = Arc<dyn Fn(i32) + Send + Sync>;
+
+impl WhisperSession {
+    pub(crate) fn new(model: WhisperModel) -> Result<Self, LoadError> {
+        let state = model.context().create_state().map_err(|e| LoadError::State {
+            path: model.path().to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { model, state, cancel: CancelHandle::default(), params: Vec::new(), progress: None })
+    }
+
+    /// The handle that cancels this session's decodes.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+
+    /// Uses `handle` for cancellation from now on (a worker pool passes each job's own).
+    pub fn set_cancel_handle(&mut self, handle: CancelHandle) {
+        self.cancel = handle;
+    }
+
+    /// Reports decode progress of long buffers to `progress` (None: no reports).
+    pub fn set_progress(&mut self, progress: Option<ProgressFn>) {
+        self.progress = progress;
+    }
+
+    /// The model this session decodes with.
+    pub fn model(&self) -> &WhisperModel {
+        &self.model
+    }
+
+    fn base_params(&mut self, language: Option<&str>, translate: bool) -> FullParams<'static, 'static> {
+        if let Some((_, _, p)) =
+            self.params.iter().find(|(l, t, _)| l.as_deref() == language && *t == translate)
+        {
+            return p.clone();
+        }
+        let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        // `get_lang_str` gives a 'static name for a known language; unknown ones were
+        // rejected by the caller.
+        let lang: Option<&'static str> =
+            language.and_then(whisper_rs::get_lang_id).and_then(whisper_rs::get_lang_str);
+        p.set_language(Some(lang.unwrap_or("auto")));
+        p.set_translate(translate);
+        p.set_print_progress(false);
+        p.set_print_realtime(false);
+        p.set_print_special(false);
+        p.set_print_timestamps(false);
+        p.set_suppress_blank(true);
+        p.set_no_context(true);
+        self.params.push((language.map(str::to_owned), translate, p.clone()));
+        p
+    }
+
+    fn validate(&self, options: &DecodeOptions) -> Result<(), EngineError> {
+        if let Some(lang) = options.language.as_deref() {
+            if whisper_rs::get_lang_id(lang).is_none() {
+                return Err(EngineError::InvalidOptions(format!("unknown language {lang:?}")));
+            }
+            if !self.model.is_multilingual() && lang != "en" && lang != "english" {
+                return Err(EngineError::InvalidOptions(format!(
+                    "this model is English-only; it cannot transcribe language {lang:?}"
+                )));
+            }
+        }
+        if options.translate && !self.model.is_multilingual() {
+            return Err(EngineError::InvalidOptions(
+                "this model is English-only; translation needs a multilingual model".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Transcriber for WhisperSession {
+    fn transcribe(
+        &mut self,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Result<Transcript, EngineError> {
+        self.validate(options)?;
+        if self.cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        if samples.is_empty() {
+            return Ok(Transcript { segments: vec![], language: options.language.clone() });
+        }
+        let model = self.model.clone();
+        let ctx = model.context();
+        let prompt_tokens = match options.prompt.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => {
+                let mut t = ctx
+                    .tokenize(p, 4 * MAX_PROMPT_TOKENS)
+                    .map_err(|e| EngineError::Inference(format!("tokenizing the prompt: {e}")))?;
+                if t.len() > MAX_PROMPT_TOKENS {
+                    t.drain(..t.len() - MAX_PROMPT_TOKENS);
+                }
+                t
+            }
+            _ => Vec::new(),
+        };
+        let threads = model.config().threads.max(1);
+        let mut params = self.base_params(options.language.as_deref(), options.translate);
+        params.set_n_threads(threads as i32);
+        params.set_single_segment(options.single_segment);
+        params.set_token_timestamps(options.word_timestamps);
+        params.set_audio_ctx(options.audio_ctx.map_or(0, |c| c as i32));
+        params.set_max_tokens(options.max_tokens.map_or(0, |m| m as i32));
+        params.set_temperature_inc(if options.temperature_fallback { TEMPERATURE_INCREMENT } else { 0.0 });
+        params.set_tokens(&prompt_tokens);
+        if let Some(progress) = self.progress.clone() {
+            params.set_progress_callback_safe(move |p: i32| progress(p));
+        }
+        let flag: *const AtomicBool = Arc::as_ptr(&self.cancel.0);
+        // SAFETY: `abort_requested` only reads an `AtomicBool` through the pointer, and the
+        // Arc it points into (held by `self.cancel`) outlives the `full()` call below.
+        unsafe {
+            params.set_abort_callback(Some(abort_requested));
+            params.set_abort_callback_user_data(flag as *mut c_void);
+        }
+        let result = self.state.full(params, samples);
+        if self.cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        result.map_err(|e| EngineError::Inference(e.to_string()))?;
+        let eot = ctx.token_eot();
+        let mut segments = Vec::new();
+        for seg in self.state.as_iter() {
+            let start = seg.start_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS;
+            let end = seg.end_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS;
+            let text = seg.to_str_lossy().map(|s| s.trim().to_string()).unwrap_or_default();
+            let mut pieces = Vec::new();
+            let mut logprob_sum = 0.0f32;
+            for i in 0..seg.n_tokens() {
+                let Some(token) = seg.get_token(i) else { continue };
+                if token.token_id() >= eot {
+                    continue; // special and timestamp tokens
+                }
+                let data = token.token_data();
+                logprob_sum += data.plog;
+                pieces.push(TokenPiece {
+                    bytes: token.to_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+                    start: data.t0 as f64 * TIMESTAMP_UNIT_SECONDS,
+                    end: data.t1 as f64 * TIMESTAMP_UNIT_SECONDS,
+                    probability: data.p,
+                });
+            }
+            let avg_logprob = if pieces.is_empty() { 0.0 } else { logprob_sum / pieces.len() as f32 };
+            let words = if options.word_timestamps { assemble(&pieces, start, end) } else { Vec::new() };
+            segments.push(Segment {
+                start,
+                end,
+                text,
+                words,
+                no_speech_prob: seg.no_speech_probability(),
+                avg_logprob,
+            });
+        }
+        let language = whisper_rs::get_lang_str(self.state.full_lang_id_from_state())
+            .map(str::to_owned)
+            .or_else(|| options.language.clone());
+        Ok(Transcript { segments, language })
+    }
+}
