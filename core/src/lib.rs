@@ -9,6 +9,8 @@
 //! - [`engine`]: the [`Transcriber`] trait every engine implements (whisper, and a scripted
 //!   fake in tests), with its [`DecodeOptions`] and [`EngineError`].
 //! - [`text`]: transcript normalisation and word error rate, used by tests and benchmarks.
+//! - [`vad`]: [`Vad`], an energy + spectral voice activity detector with an adaptive noise
+//!   floor and hangover: utterance start/end events in absolute sample positions.
 //!
 //! # Example
 //! ```
@@ -22,7 +24,9 @@ pub mod audio;
 pub mod engine;
 pub mod text;
 pub mod transcript;
+pub mod vad;
 
 pub use audio::SAMPLE_RATE;
 pub use engine::{DecodeOptions, EngineError, Transcriber};
 pub use transcript::{Segment, Transcript, Word};
+pub use vad::{ConfigError, Vad, VadConfig, VadEvent};
