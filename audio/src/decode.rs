@@ -1,0 +1,1105 @@
+//! [`decode_file`]: any supported audio file to 16 kHz mono `f32` ([`DecodedAudio`]).
+//!
+//! The format is detected from the content (magic bytes); the extension is only a hint for
+//! content without a signature. WAV goes through hound (symphonia takes the encodings hound
+//! lacks, such as mu-law or ADPCM); FLAC, MP3, Ogg Vorbis, AIFF and MP4/AAC through symphonia;
+//! NIST SPHERE through [`crate::sphere`]. Every decoder streams into one [`Converter`], the same
+//! one live streams use, so a file and the same audio sent in chunks give the same samples.
+
+use std::fs::File;
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, DecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use crate::{AudioError, Converter, g711, sphere};
+
+/// A decoded file: 16 kHz mono samples and what the source was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedAudio {
+    /// Mono samples at [`transcribe_core::SAMPLE_RATE`], nominally in [-1, 1].
+    pub samples: Vec<f32>,
+    /// The source file's format.
+    pub info: SourceInfo,
+}
+
+/// What a decoded file was, before conversion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceInfo {
+    /// The file as given to [`decode_file`].
+    pub path: PathBuf,
+    /// Container format: `"wav"`, `"flac"`, `"mp3"`, `"ogg"`, `"aiff"`, `"mp4"`, `"aac"`,
+    /// `"nist-sphere"`.
+    pub container: &'static str,
+    /// Codec, in ffmpeg's naming where it has one: `"pcm_s16le"`, `"pcm_f32le"`, `"flac"`,
+    /// `"mp3"`, `"vorbis"`, `"pcm_mulaw"`, ...
+    pub codec: String,
+    /// Source sample rate in Hz.
+    pub sample_rate: u32,
+    /// Source channel count (all channels are averaged into the mono output).
+    pub channels: u16,
+    /// Bits per sample of the stored samples, for PCM-like codecs; `None` for lossy codecs.
+    pub bits_per_sample: Option<u32>,
+    /// Source frames (samples per channel) decoded.
+    pub frames: u64,
+}
+
+impl SourceInfo {
+    /// Duration of the source in seconds (`frames / sample_rate`).
+    pub fn duration_secs(&self) -> f64 {
+        if self.sample_rate == 0 {
+            0.0
+        } else {
+            self.frames as f64 / f64::from(self.sample_rate)
+        }
+    }
+}
+
+/// Bytes read to detect the format: enough for every signature below, including an Ogg
+/// page header with a full segment table before the first packet (27 + 255 bytes).
+const SNIFF_LEN: usize = 512;
+
+/// Interleaved samples handed to the converter per call while decoding PCM.
+const PCM_BLOCK: usize = 16_384;
+
+/// What the first bytes of a file say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detected {
+    Wav,
+    Rf64,
+    Flac,
+    Mp3,
+    Adts,
+    Ogg,
+    OggOpus,
+    Aiff,
+    Mp4,
+    Sphere,
+    Caf,
+    Matroska,
+    Unknown,
+}
+
+impl Detected {
+    /// Container name for [`SourceInfo::container`] and error messages.
+    fn container(self) -> &'static str {
+        match self {
+            Detected::Wav | Detected::Rf64 => "wav",
+            Detected::Flac => "flac",
+            Detected::Mp3 => "mp3",
+            Detected::Adts => "aac",
+            Detected::Ogg | Detected::OggOpus => "ogg",
+            Detected::Aiff => "aiff",
+            Detected::Mp4 => "mp4",
+            Detected::Sphere => "nist-sphere",
+            Detected::Caf => "caf",
+            Detected::Matroska => "matroska",
+            Detected::Unknown => "unknown",
+        }
+    }
+
+    /// Format name for [`AudioError::Corrupt`].
+    fn format_name(self) -> &'static str {
+        match self {
+            Detected::Wav | Detected::Rf64 => "WAV",
+            Detected::Flac => "FLAC",
+            Detected::Mp3 => "MP3",
+            Detected::Adts => "AAC",
+            Detected::Ogg | Detected::OggOpus => "Ogg",
+            Detected::Aiff => "AIFF",
+            Detected::Mp4 => "MP4",
+            Detected::Sphere => "NIST SPHERE",
+            Detected::Caf => "CAF",
+            Detected::Matroska => "Matroska",
+            Detected::Unknown => "audio",
+        }
+    }
+}
+
+/// Detects the format from the first bytes of a file.
+fn sniff(head: &[u8]) -> Detected {
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    if at(0, b"RIFF") && at(8, b"WAVE") {
+        Detected::Wav
+    } else if (at(0, b"RF64") || at(0, b"BW64")) && at(8, b"WAVE") {
+        Detected::Rf64
+    } else if at(0, b"fLaC") {
+        Detected::Flac
+    } else if at(0, b"OggS") {
+        if head.windows(8).any(|w| w == b"OpusHead") {
+            Detected::OggOpus
+        } else {
+            Detected::Ogg
+        }
+    } else if at(0, b"FORM") && (at(8, b"AIFF") || at(8, b"AIFC")) {
+        Detected::Aiff
+    } else if at(4, b"ftyp") {
+        Detected::Mp4
+    } else if at(0, sphere::MAGIC) {
+        Detected::Sphere
+    } else if at(0, b"caff") {
+        Detected::Caf
+    } else if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {
+        Detected::Matroska
+    } else if at(0, b"ID3") {
+        // ID3v2 tags precede MP3 (rarely AAC) streams; symphonia's probe skips them.
+        Detected::Mp3
+    } else if let [0xFF, b1, b2, ..] = *head {
+        // MPEG audio frame sync: 11 set bits, then version and layer. Layer 00 is ADTS AAC.
+        let layer = (b1 >> 1) & 0x03;
+        let bitrate = b2 >> 4;
+        let rate = (b2 >> 2) & 0x03;
+        if b1 & 0xE0 != 0xE0 {
+            Detected::Unknown
+        } else if layer == 0 && b1 & 0xF0 == 0xF0 {
+            Detected::Adts
+        } else if layer != 0 && bitrate != 0x0F && rate != 0x03 {
+            Detected::Mp3
+        } else {
+            Detected::Unknown
+        }
+    } else {
+        Detected::Unknown
+    }
+}
+
+/// For content without a recognised signature: what the extension suggests, if it names a
+/// format whose streams may legitimately start without one (MP3 or AAC after junk bytes).
+/// A `.wav` is handed to hound, whose error then says what is wrong with the header.
+fn from_extension(ext: &str) -> Detected {
+    match ext {
+        "wav" | "wave" => Detected::Wav,
+        "mp3" => Detected::Mp3,
+        "aac" => Detected::Adts,
+        _ => Detected::Unknown,
+    }
+}
+
+/// Decodes an audio file to 16 kHz mono `f32`.
+///
+/// Supported: WAV (8/16/24/32-bit PCM, 32/64-bit float, mu-law/A-law, extensible headers, any
+/// rate and channel count), FLAC, MP3, Ogg Vorbis, AIFF, MP4/M4A with AAC, ADTS AAC, and
+/// uncompressed NIST SPHERE. Channels are averaged; see [`Converter`] for the resampling.
+///
+/// # Errors
+/// [`AudioError::Io`] when the file cannot be opened or read; [`AudioError::Unsupported`] for
+/// unrecognised content, Ogg Opus, headerless PCM and other formats without a decoder here;
+/// [`AudioError::Corrupt`] for damaged or truncated files; [`AudioError::Empty`] when the
+/// file holds no samples. Every error's `Display` names the file.
+///
+/// # Example
+/// ```no_run
+/// let audio = transcribe_audio::decode_file("speech.flac")?;
+/// println!("{} s of {}", audio.info.duration_secs(), audio.info.codec);
+/// # Ok::<(), transcribe_audio::AudioError>(())
+/// ```
+pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
+    let path = path.as_ref();
+    let io = |source| AudioError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    (&mut file)
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    if head.is_empty() {
+        return Err(AudioError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let detected = match sniff(&head) {
+        Detected::Unknown => from_extension(&ext),
+        found => found,
+    };
+    let unsupported = |reason: String| AudioError::Unsupported {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match detected {
+        Detected::Wav => decode_wav(path, file),
+        Detected::Sphere => decode_sphere(path, file),
+        Detected::OggOpus => Err(unsupported(opus_reason())),
+        Detected::Rf64 => Err(unsupported(
+            "RF64/BW64 (64-bit WAV) is not supported; convert to FLAC or a plain WAV".into(),
+        )),
+        Detected::Caf | Detected::Matroska => Err(unsupported(format!(
+            "{} containers are not supported; convert to FLAC or WAV \
+             (e.g. `ffmpeg -i IN -ar 16000 -ac 1 out.wav`)",
+            detected.format_name()
+        ))),
+        Detected::Unknown if matches!(ext.as_str(), "pcm" | "raw" | "s16" | "f32") => {
+            Err(unsupported(
+                "headerless PCM has no sample rate or sample format to read; wrap it in WAV \
+                 (e.g. `ffmpeg -f s16le -ar 16000 -ac 1 -i IN out.wav`) or send it to the \
+                 server as raw chunks with the format declared"
+                    .into(),
+            ))
+        }
+        Detected::Unknown => Err(unsupported(format!(
+            "unrecognised content (first bytes {}); supported: WAV, FLAC, MP3, Ogg Vorbis, \
+             AIFF, M4A/AAC, NIST SPHERE",
+            hex_prefix(&head)
+        ))),
+        Detected::Flac
+        | Detected::Mp3
+        | Detected::Adts
+        | Detected::Ogg
+        | Detected::Aiff
+        | Detected::Mp4 => decode_symphonia(path, file, detected),
+    }
+}
+
+fn opus_reason() -> String {
+    "Opus is not supported (no Opus decoder is built in); convert to FLAC or WAV, e.g. \
+     `ffmpeg -i IN -ar 16000 -ac 1 out.wav`"
+        .into()
+}
+
+fn hex_prefix(head: &[u8]) -> String {
+    head.iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A converter for a file's stream; a rate or channel count it cannot take is the file's fault.
+fn converter_for(path: &Path, rate: u32, channels: u16) -> Result<Converter, AudioError> {
+    Converter::new(rate, channels).map_err(|e| AudioError::Unsupported {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// hound reports a file that ends early as `UnexpectedEof` or, from its own read loop, as
+/// `Other` with "Failed to read enough bytes.".
+fn is_short_read(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::UnexpectedEof
+        || (e.kind() == ErrorKind::Other && e.to_string().contains("enough bytes"))
+}
+
+/// WAV through hound; encodings hound does not read go to symphonia.
+fn decode_wav(path: &Path, file: File) -> Result<DecodedAudio, AudioError> {
+    let corrupt = |reason: String| AudioError::Corrupt {
+        path: path.to_path_buf(),
+        format: "WAV",
+        reason,
+    };
+    let mut reader = match hound::WavReader::new(BufReader::new(file)) {
+        Ok(r) => r,
+        Err(hound::Error::Unsupported) => return decode_wav_with_symphonia(path),
+        Err(hound::Error::IoError(e)) if is_short_read(&e) => {
+            return Err(corrupt("the header is cut short (truncated file?)".into()));
+        }
+        Err(hound::Error::IoError(source)) => {
+            return Err(AudioError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Err(e) => return Err(corrupt(e.to_string())),
+    };
+    let spec = reader.spec();
+    if spec.channels == 0 || spec.sample_rate == 0 {
+        return Err(corrupt(format!(
+            "the header declares {} Hz with {} channels",
+            spec.sample_rate, spec.channels
+        )));
+    }
+    let declared = u64::from(reader.len());
+    let codec = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, bits) => format!("pcm_f{bits}le"),
+        (hound::SampleFormat::Int, 8) => "pcm_u8".to_owned(),
+        (hound::SampleFormat::Int, bits) => format!("pcm_s{bits}le"),
+    };
+    let mut conv = converter_for(path, spec.sample_rate, spec.channels)?;
+    let mut out = Vec::new();
+    let mut block = Vec::with_capacity(PCM_BLOCK);
+    let mut read: u64 = 0;
+    let mut failure = None;
+    match spec.sample_format {
+        hound::SampleFormat::Float => {
+            for s in reader.samples::<f32>() {
+                match s {
+                    Ok(v) => block.push(v),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                if block.len() == PCM_BLOCK {
+                    conv.push_into(&block, &mut out);
+                    read += block.len() as u64;
+                    block.clear();
+                }
+            }
+        }
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            for s in reader.samples::<i32>() {
+                match s {
+                    Ok(v) => block.push(v as f32 * scale),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                if block.len() == PCM_BLOCK {
+                    conv.push_into(&block, &mut out);
+                    read += block.len() as u64;
+                    block.clear();
+                }
+            }
+        }
+    }
+    conv.push_into(&block, &mut out);
+    read += block.len() as u64;
+    match failure {
+        None => {}
+        // Widths hound cannot read (12-bit, 20-bit in 3 bytes, 64-bit float...).
+        Some(hound::Error::Unsupported | hound::Error::TooWide) if read == 0 => {
+            return decode_wav_with_symphonia(path);
+        }
+        Some(hound::Error::IoError(e)) if is_short_read(&e) => {
+            // A data size of 0xFFFFFFFF (or close) is how streaming writers say "unknown
+            // length"; the data then simply ends. Anything else that ends early is truncated.
+            let bytes_per_sample = u64::from(spec.bits_per_sample.div_ceil(8).max(1));
+            if declared * bytes_per_sample < 0xFFFF_0000 {
+                return Err(corrupt(format!(
+                    "the data ends after {} of the {declared} samples the header declares \
+                     (truncated file?)",
+                    read
+                )));
+            }
+        }
+        Some(hound::Error::IoError(source)) => {
+            return Err(AudioError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Some(e) => return Err(corrupt(e.to_string())),
+    }
+    let frames = read / u64::from(spec.channels);
+    if frames == 0 {
+        return Err(AudioError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    out.extend(conv.finish());
+    Ok(DecodedAudio {
+        samples: out,
+        info: SourceInfo {
+            path: path.to_path_buf(),
+            container: "wav",
+            codec,
+            sample_rate: spec.sample_rate,
+            channels: spec.channels,
+            bits_per_sample: Some(u32::from(spec.bits_per_sample)),
+            frames,
+        },
+    })
+}
+
+/// WAV encodings hound does not read: G.711 (mu-law, A-law) here, the rest (ADPCM, 64-bit
+/// float, odd widths) through symphonia.
+fn decode_wav_with_symphonia(path: &Path) -> Result<DecodedAudio, AudioError> {
+    let io = |source| AudioError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io)?;
+    if let Some(wav) = G711Wav::parse(&bytes) {
+        return decode_g711_wav(path, &wav);
+    }
+    let file = File::open(path).map_err(io)?;
+    decode_symphonia(path, file, Detected::Wav)
+}
+
+/// WAVE format tags of the G.711 codecs (RFC 2361, appendix A).
+const WAVE_FORMAT_ALAW: u16 = 6;
+const WAVE_FORMAT_MULAW: u16 = 7;
+const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
+
+/// A WAV file holding 8-bit G.711 samples, located by a minimal RIFF chunk walk.
+struct G711Wav<'a> {
+    mulaw: bool,
+    channels: u16,
+    sample_rate: u32,
+    data: &'a [u8],
+    declared: u32,
+}
+
+impl<'a> G711Wav<'a> {
+    /// `Some` for a RIFF/WAVE file whose `fmt ` chunk says mu-law or A-law (plain or as the
+    /// extensible sub-format) and that has a `data` chunk.
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        if bytes.get(0..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
+            return None;
+        }
+        let u16_at =
+            |b: &[u8], i: usize| Some(u16::from_le_bytes(b.get(i..i + 2)?.try_into().ok()?));
+        let u32_at =
+            |b: &[u8], i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        let mut fmt = None;
+        let mut pos = 12usize;
+        while pos.checked_add(8)? <= bytes.len() {
+            let id = bytes.get(pos..pos + 4)?;
+            let size = u32_at(bytes, pos + 4)?;
+            let start = pos + 8;
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            let body = &bytes[start..end];
+            if id == b"fmt " {
+                let mut tag = u16_at(body, 0)?;
+                if tag == WAVE_FORMAT_EXTENSIBLE {
+                    tag = u16_at(body, 24)?; // first two bytes of the sub-format GUID
+                }
+                let channels = u16_at(body, 2)?;
+                let sample_rate = u32_at(body, 4)?;
+                let bits = u16_at(body, 14)?;
+                fmt = Some((tag, channels, sample_rate, bits));
+            } else if id == b"data" {
+                let (tag, channels, sample_rate, bits) = fmt?;
+                if !matches!(tag, WAVE_FORMAT_ALAW | WAVE_FORMAT_MULAW) || bits != 8 {
+                    return None;
+                }
+                return Some(Self {
+                    mulaw: tag == WAVE_FORMAT_MULAW,
+                    channels,
+                    sample_rate,
+                    data: body,
+                    declared: size,
+                });
+            }
+            pos = start
+                .checked_add(size as usize)?
+                .checked_add((size & 1) as usize)?;
+        }
+        None
+    }
+}
+
+fn decode_g711_wav(path: &Path, wav: &G711Wav<'_>) -> Result<DecodedAudio, AudioError> {
+    // 0xFFFFFFFF is how streaming writers say "unknown length".
+    if wav.declared != u32::MAX && (wav.data.len() as u64) < u64::from(wav.declared) {
+        return Err(AudioError::Corrupt {
+            path: path.to_path_buf(),
+            format: "WAV",
+            reason: format!(
+                "the data ends after {} of the {} bytes the header declares (truncated file?)",
+                wav.data.len(),
+                wav.declared
+            ),
+        });
+    }
+    let channels = usize::from(wav.channels.max(1));
+    let whole = wav.data.len() / channels * channels;
+    let frames = (whole / channels) as u64;
+    if frames == 0 {
+        return Err(AudioError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let expand = if wav.mulaw {
+        g711::mulaw_to_i16
+    } else {
+        g711::alaw_to_i16
+    };
+    let samples: Vec<f32> = wav.data[..whole]
+        .iter()
+        .map(|&b| f32::from(expand(b)) / 32_768.0)
+        .collect();
+    let mut conv = converter_for(path, wav.sample_rate, wav.channels)?;
+    let mut out = conv.push(&samples);
+    out.extend(conv.finish());
+    Ok(DecodedAudio {
+        samples: out,
+        info: SourceInfo {
+            path: path.to_path_buf(),
+            container: "wav",
+            codec: if wav.mulaw { "pcm_mulaw" } else { "pcm_alaw" }.to_owned(),
+            sample_rate: wav.sample_rate,
+            channels: wav.channels,
+            bits_per_sample: Some(8),
+            frames,
+        },
+    })
+}
+
+fn decode_sphere(path: &Path, file: File) -> Result<DecodedAudio, AudioError> {
+    let (header, samples) = sphere::read(path, BufReader::new(file))?;
+    let frames = (samples.len() / usize::from(header.channels)) as u64;
+    if frames == 0 {
+        return Err(AudioError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut conv = converter_for(path, header.sample_rate, header.channels)?;
+    let mut out = conv.push(&samples);
+    out.extend(conv.finish());
+    Ok(DecodedAudio {
+        samples: out,
+        info: SourceInfo {
+            path: path.to_path_buf(),
+            container: "nist-sphere",
+            codec: header.codec_name().to_owned(),
+            sample_rate: header.sample_rate,
+            channels: header.channels,
+            bits_per_sample: Some(header.bits()),
+            frames,
+        },
+    })
+}
+
+/// Everything symphonia decodes: FLAC, MP3, Ogg Vorbis, AIFF, MP4/AAC, and WAV encodings
+/// hound lacks.
+fn decode_symphonia(
+    path: &Path,
+    file: File,
+    detected: Detected,
+) -> Result<DecodedAudio, AudioError> {
+    let format_name = detected.format_name();
+    let corrupt = |reason: String| AudioError::Corrupt {
+        path: path.to_path_buf(),
+        format: format_name,
+        reason,
+    };
+    let unsupported = |reason: String| AudioError::Unsupported {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io = |source| AudioError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+
+    let mut hint = Hint::new();
+    hint.with_extension(match detected {
+        Detected::Adts => "aac",
+        Detected::Mp4 => "m4a",
+        other => other.container(),
+    });
+    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    // Gapless: trim the encoder delay and padding MP3/AAC declare, as ffmpeg does, so the
+    // samples line up with the source.
+    let format_opts = FormatOptions {
+        enable_gapless: true,
+        ..Default::default()
+    };
+    let probed = symphonia::default::get_probe()
+        .format(&hint, stream, &format_opts, &MetadataOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(_) => unsupported(format!(
+                "the content looks like {format_name} but no demuxer recognises it"
+            )),
+            SymError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                corrupt("the file ends inside its header (truncated?)".into())
+            }
+            SymError::IoError(e) => io(e),
+            other => corrupt(other.to_string()),
+        })?;
+    let mut reader = probed.format;
+    let track = reader
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| unsupported(format!("the {format_name} file has no audio track")))?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let codecs = symphonia::default::get_codecs();
+    let codec_name = codecs
+        .get_codec(params.codec)
+        .map(|d| d.short_name)
+        .unwrap_or("unknown");
+    if params.codec == CODEC_TYPE_OPUS {
+        return Err(unsupported(opus_reason()));
+    }
+    let mut decoder = codecs
+        .make(&params, &DecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(_) => unsupported(format!(
+                "the {codec_name} codec in this {format_name} file is not supported; convert \
+                 to FLAC or WAV"
+            )),
+            other => corrupt(other.to_string()),
+        })?;
+    let lossless = codec_name == "flac" || codec_name.starts_with("pcm");
+    let bits = params.bits_per_sample.or(if lossless {
+        params.bits_per_coded_sample
+    } else {
+        None
+    });
+
+    let mut conv: Option<Converter> = None;
+    let mut stream_spec = None;
+    let mut buf: Option<SampleBuffer<f32>> = None;
+    let mut out = Vec::new();
+    let mut frames: u64 = 0;
+    let (mut good, mut bad) = (0u64, 0u64);
+    let mut last_bad = String::new();
+    loop {
+        let packet = match reader.next_packet() {
+            Ok(p) => p,
+            // End of stream: symphonia reports it as an unexpected EOF.
+            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
+            // A chained stream (new Ogg logical stream): we take the first one.
+            Err(SymError::ResetRequired) => break,
+            Err(SymError::IoError(e)) => return Err(io(e)),
+            Err(e) => return Err(corrupt(format!("demuxing failed: {e}"))),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            Err(SymError::DecodeError(msg)) => {
+                bad += 1;
+                last_bad = msg.to_owned();
+                // Keep the timeline: a lost packet becomes silence of its duration.
+                if let (Some(c), Some((rate, channels))) = (conv.as_mut(), stream_spec) {
+                    let dur = packet.dur().min(u64::from(rate)) as usize;
+                    c.push_into(&vec![0.0; dur * usize::from(channels)], &mut out);
+                    frames += dur as u64;
+                }
+                continue;
+            }
+            Err(SymError::IoError(e)) => {
+                bad += 1;
+                last_bad = e.to_string();
+                continue;
+            }
+            Err(SymError::ResetRequired) => break,
+            Err(e) => return Err(corrupt(format!("decoding failed: {e}"))),
+        };
+        let spec = *decoded.spec();
+        let channels = u16::try_from(spec.channels.count()).unwrap_or(0);
+        match stream_spec {
+            None => {
+                conv = Some(converter_for(path, spec.rate, channels)?);
+                stream_spec = Some((spec.rate, channels));
+            }
+            Some(s) if s != (spec.rate, channels) => {
+                return Err(unsupported(format!(
+                    "the stream changes from {} Hz/{} ch to {} Hz/{} ch midway",
+                    s.0, s.1, spec.rate, channels
+                )));
+            }
+            Some(_) => {}
+        }
+        good += 1;
+        if decoded.frames() == 0 {
+            continue;
+        }
+        let needed = decoded.capacity() as u64;
+        let sample_buf = match &mut buf {
+            Some(b) if b.capacity() as u64 >= needed * u64::from(channels) => b,
+            slot => slot.insert(SampleBuffer::new(needed, spec)),
+        };
+        frames += decoded.frames() as u64;
+        sample_buf.copy_interleaved_ref(decoded);
+        if let Some(c) = conv.as_mut() {
+            c.push_into(sample_buf.samples(), &mut out);
+        }
+    }
+
+    let (Some(conv), Some((rate, channels))) = (conv, stream_spec) else {
+        return Err(if bad > 0 {
+            corrupt(format!(
+                "no packet could be decoded ({bad} failed: {last_bad})"
+            ))
+        } else {
+            AudioError::Empty {
+                path: path.to_path_buf(),
+            }
+        });
+    };
+    if bad > good {
+        return Err(corrupt(format!(
+            "{bad} of {} packets could not be decoded (last: {last_bad})",
+            bad + good
+        )));
+    }
+    if frames == 0 {
+        return Err(AudioError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    if let Some(declared) = params.n_frames {
+        if lossless && frames < declared {
+            return Err(corrupt(format!(
+                "the data ends after {frames} of the {declared} frames the header declares \
+                 (truncated file?)"
+            )));
+        }
+    }
+    out.extend(conv.finish());
+    Ok(DecodedAudio {
+        samples: out,
+        info: SourceInfo {
+            path: path.to_path_buf(),
+            container: detected.container(),
+            codec: codec_name.to_owned(),
+            sample_rate: rate,
+            channels,
+            bits_per_sample: bits,
+            frames,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::f64::consts::PI;
+    use std::io::Write;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A 440 Hz tone with a slow ramp, so every sample differs.
+    fn test_signal(n: usize, rate: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / f64::from(rate);
+                (0.8 * (2.0 * PI * 440.0 * t).sin() * (0.5 + 0.5 * (i as f64 / n as f64))) as f32
+            })
+            .collect()
+    }
+
+    fn write_wav(
+        path: &Path,
+        spec: hound::WavSpec,
+        container_bytes: Option<u16>,
+        samples: &[f32],
+    ) -> TestResult {
+        let file = std::io::BufWriter::new(File::create(path)?);
+        let mut w = match container_bytes {
+            Some(bytes) => hound::WavWriter::new_with_spec_ex(
+                file,
+                hound::WavSpecEx {
+                    spec,
+                    bytes_per_sample: bytes,
+                },
+            )?,
+            None => hound::WavWriter::new(file, spec)?,
+        };
+        for &s in samples {
+            match spec.sample_format {
+                hound::SampleFormat::Float => w.write_sample(s)?,
+                hound::SampleFormat::Int => {
+                    let max = (1i64 << (spec.bits_per_sample - 1)) as f64;
+                    let v = (f64::from(s) * max).round().clamp(-max, max - 1.0) as i32;
+                    w.write_sample(v)?
+                }
+            }
+        }
+        w.finalize()?;
+        Ok(())
+    }
+
+    fn spec(rate: u32, channels: u16, bits: u16, float: bool) -> hound::WavSpec {
+        hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: bits,
+            sample_format: if float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
+        }
+    }
+
+    #[test]
+    fn wav_widths_read_back_within_quantisation() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let signal = test_signal(4_000, 16_000);
+        // (bits, float, container bytes, codec name)
+        let cases: [(u16, bool, Option<u16>, &str); 6] = [
+            (8, false, None, "pcm_u8"),
+            (16, false, None, "pcm_s16le"),
+            (24, false, None, "pcm_s24le"),
+            (24, false, Some(4), "pcm_s24le"), // WAVE_FORMAT_EXTENSIBLE, 24 bits in 4 bytes
+            (32, false, None, "pcm_s32le"),
+            (32, true, None, "pcm_f32le"),
+        ];
+        for (bits, float, container, codec) in cases {
+            let path = dir.path().join(format!("w{bits}{float}{container:?}.wav"));
+            write_wav(&path, spec(16_000, 1, bits, float), container, &signal)?;
+            let audio = decode_file(&path)?;
+            let tolerance = if float {
+                0.0
+            } else {
+                1.0 / f32::powi(2.0, i32::from(bits) - 1)
+            };
+            assert_eq!(audio.samples.len(), signal.len());
+            let worst = audio
+                .samples
+                .iter()
+                .zip(&signal)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                worst <= tolerance,
+                "{bits} bit: error {worst} > {tolerance}"
+            );
+            let info = &audio.info;
+            assert_eq!(
+                (
+                    info.container,
+                    info.codec.as_str(),
+                    info.sample_rate,
+                    info.channels
+                ),
+                ("wav", codec, 16_000, 1)
+            );
+            assert_eq!(info.bits_per_sample, Some(u32::from(bits)));
+            assert_eq!(info.frames, 4_000);
+            assert!((info.duration_secs() - 0.25).abs() < 1e-9);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn multichannel_extensible_wav_is_averaged() -> TestResult {
+        // More than two channels makes hound write WAVE_FORMAT_EXTENSIBLE.
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("three.wav");
+        let frames: Vec<f32> = (0..1_000).flat_map(|_| [0.5, -0.25, 0.5]).collect();
+        write_wav(&path, spec(16_000, 3, 16, false), None, &frames)?;
+        let audio = decode_file(&path)?;
+        assert_eq!(audio.info.channels, 3);
+        assert_eq!(audio.samples.len(), 1_000);
+        assert!(audio.samples.iter().all(|&s| (s - 0.25).abs() < 1e-4));
+        Ok(())
+    }
+
+    #[test]
+    fn stereo_cancelling_channels_give_silence() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("cancel.wav");
+        let frames: Vec<f32> = (0..800).flat_map(|_| [1.0, -1.0]).collect();
+        write_wav(&path, spec(16_000, 2, 32, true), None, &frames)?;
+        let audio = decode_file(&path)?;
+        assert_eq!(audio.samples, vec![0.0; 800]);
+        Ok(())
+    }
+
+    #[test]
+    fn file_decoding_equals_streaming_conversion() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("stereo.wav");
+        let interleaved = test_signal(2 * 33_333, 22_050);
+        write_wav(&path, spec(22_050, 2, 32, true), None, &interleaved)?;
+        let audio = decode_file(&path)?;
+        let mut conv = Converter::new(22_050, 2)?;
+        let mut streamed = Vec::new();
+        for chunk in interleaved.chunks(777) {
+            conv.push_into(chunk, &mut streamed);
+        }
+        streamed.extend(conv.finish());
+        assert!(
+            audio.samples == streamed,
+            "file and streamed outputs differ"
+        );
+        assert_eq!(
+            audio.samples.len(),
+            (33_333.0f64 * 16_000.0 / 22_050.0).round() as usize
+        );
+        Ok(())
+    }
+
+    /// Decodes `bytes` written to `name` in a temporary directory, returning the error.
+    fn decode_bytes_err(
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<AudioError, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(name);
+        File::create(&path)?.write_all(bytes)?;
+        match decode_file(&path) {
+            Ok(a) => Err(format!(
+                "{name}: decoded {} samples, expected an error",
+                a.samples.len()
+            )
+            .into()),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(name), "error does not name the file: {msg}");
+                Ok(e)
+            }
+        }
+    }
+
+    fn valid_wav_bytes(n: usize) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("v.wav");
+        write_wav(
+            &path,
+            spec(16_000, 1, 16, false),
+            None,
+            &test_signal(n, 16_000),
+        )?;
+        Ok(std::fs::read(path)?)
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let err = decode_file("/no/such/dir/speech.flac").err();
+        assert!(matches!(err, Some(AudioError::Io { .. })), "{err:?}");
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("/no/such/dir/speech.flac"), "{msg}");
+    }
+
+    #[test]
+    fn garbage_is_rejected_clearly() -> TestResult {
+        let mut x = 0x1234_5678u32;
+        let garbage: Vec<u8> = (0..10_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8 & 0x7F // no 0xFF bytes, so no MPEG sync either
+            })
+            .collect();
+        let e = decode_bytes_err("garbage.wav", &garbage)?;
+        assert!(
+            matches!(e, AudioError::Corrupt { format: "WAV", .. }),
+            "{e}"
+        );
+        let e = decode_bytes_err("garbage.bin", &garbage)?;
+        assert!(matches!(e, AudioError::Unsupported { .. }), "{e}");
+        assert!(e.to_string().contains("unrecognised"), "{e}");
+        let e = decode_bytes_err("garbage.flac", b"fLaC\0\0\0\x22garbage garbage")?;
+        assert!(
+            matches!(e, AudioError::Corrupt { format: "FLAC", .. }),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_wav_header_and_data_are_errors() -> TestResult {
+        let wav = valid_wav_bytes(1_000)?;
+        let e = decode_bytes_err("short_header.wav", &wav[..20])?;
+        assert!(matches!(e, AudioError::Corrupt { .. }), "{e}");
+        let e = decode_bytes_err("short_data.wav", &wav[..wav.len() - 500])?;
+        assert!(matches!(e, AudioError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("truncated"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn empty_files_are_empty_errors() -> TestResult {
+        let e = decode_bytes_err("zero_samples.wav", &valid_wav_bytes(0)?)?;
+        assert!(matches!(e, AudioError::Empty { .. }), "{e}");
+        let e = decode_bytes_err("zero_bytes.wav", &[])?;
+        assert!(matches!(e, AudioError::Empty { .. }), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn unsupported_formats_say_what_to_do() -> TestResult {
+        // The first Ogg page of an Opus stream: header, one segment, the OpusHead packet.
+        let mut page = b"OggS\0\x02".to_vec();
+        page.extend_from_slice(&[0; 20]);
+        page.push(1); // one segment
+        page.push(19);
+        page.extend_from_slice(b"OpusHead\x01\x01\x38\x01\x80\x3e\0\0\0\0\0");
+        let e = decode_bytes_err("voice.opus", &page)?;
+        assert!(matches!(e, AudioError::Unsupported { .. }), "{e}");
+        assert!(e.to_string().contains("Opus is not supported"), "{e}");
+        let e = decode_bytes_err("speech.pcm", &[0u8; 3_200])?;
+        assert!(e.to_string().contains("headerless PCM"), "{e}");
+        Ok(())
+    }
+
+    /// A minimal WAV with a 16-byte `fmt ` chunk (as most writers make it) and `tag`.
+    fn wav_with_tag(tag: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
+        let mut wav = b"RIFF".to_vec();
+        wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&tag.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+        wav.extend_from_slice(&rate.to_le_bytes());
+        wav.extend_from_slice(&(rate * u32::from(bits) / 8).to_le_bytes()); // byte rate
+        wav.extend_from_slice(&(bits / 8).to_le_bytes()); // block align
+        wav.extend_from_slice(&bits.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        wav.extend_from_slice(data);
+        wav
+    }
+
+    #[test]
+    fn g711_wav_decodes() -> TestResult {
+        // hound reads neither law, and symphonia wants an 18-byte fmt chunk.
+        let dir = tempfile::tempdir()?;
+        // Alternating full-scale positive and negative codes: (+max, -max) averages to zero
+        // after resampling's low-pass, but the sample count and codec must come through.
+        for (tag, codec, pos, neg) in [
+            (7u16, "pcm_mulaw", 0x80u8, 0x00u8),
+            (6, "pcm_alaw", 0xAA, 0x2A),
+        ] {
+            let data: Vec<u8> = (0..1_600u32)
+                .map(|i| if i < 800 { pos } else { neg })
+                .collect();
+            let path = dir.path().join(format!("{codec}.wav"));
+            File::create(&path)?.write_all(&wav_with_tag(tag, 8_000, 8, &data))?;
+            let audio = decode_file(&path)?;
+            assert_eq!(audio.info.codec, codec);
+            assert_eq!((audio.info.frames, audio.info.sample_rate), (1_600, 8_000));
+            assert_eq!(audio.samples.len(), 3_200);
+            // First half near +0.98, second half near -0.98 (away from the step's ringing).
+            assert!(
+                (audio.samples[800] - 0.98).abs() < 0.02,
+                "{}",
+                audio.samples[800]
+            );
+            assert!(
+                (audio.samples[2_400] + 0.98).abs() < 0.02,
+                "{}",
+                audio.samples[2_400]
+            );
+            let cut = &wav_with_tag(tag, 8_000, 8, &data)[..1_000];
+            let e = decode_bytes_err(&format!("cut_{codec}.wav"), cut)?;
+            assert!(e.to_string().contains("truncated"), "{e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sniffing_table() {
+        let cases: [(&[u8], Detected); 11] = [
+            (b"RIFF\0\0\0\0WAVEfmt ", Detected::Wav),
+            (b"RF64\0\0\0\0WAVEds64", Detected::Rf64),
+            (b"fLaC\0\0\0\x22", Detected::Flac),
+            (b"ID3\x04\0\0\0\0", Detected::Mp3),
+            (&[0xFF, 0xFB, 0x90, 0x64], Detected::Mp3),
+            (&[0xFF, 0xF1, 0x50, 0x80], Detected::Adts),
+            (b"OggS\0\x02\0\0\0\0\0\0\0\0\x01\x1evorbis", Detected::Ogg),
+            (b"FORM\0\0\0\0AIFFCOMM", Detected::Aiff),
+            (b"\0\0\0\x20ftypM4A ", Detected::Mp4),
+            (b"NIST_1A\n   1024\n", Detected::Sphere),
+            (b"hello world", Detected::Unknown),
+        ];
+        for (head, want) in cases {
+            assert_eq!(sniff(head), want, "{head:?}");
+        }
+    }
+}
