@@ -1,0 +1,334 @@
+//! Server configuration: command-line flags with `TRANSCRIBE_*` environment equivalents
+//! ([`ServerArgs`]), validated into a [`ServerConfig`] before any port is bound or model loaded.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Default listen address: loopback only, gRPC's customary port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// Default concurrent streams (StreamingRecognize and Recognize calls together) per worker.
+/// On 2 CPU cores one worker keeps about 4 real-time tiny.en streams under 2 s of lag
+/// (BENCHMARKS.md); more streams are refused rather than slowing everyone down.
+pub const DEFAULT_STREAMS_PER_WORKER: usize = 4;
+
+/// Default largest `audio_content` chunk: 512 KiB, about 2.7 s of 48 kHz stereo FLOAT32
+/// (the API recommends 20-200 ms chunks; tonic's own message limit is 4 MiB).
+pub const DEFAULT_MAX_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Largest chunk limit accepted: tonic's default decoding message size (4 MiB).
+pub const MAX_CHUNK_BYTES_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Default longest stream, in seconds of audio (one hour).
+pub const DEFAULT_MAX_STREAM_SECONDS: u64 = 3_600;
+
+/// Default time without any client message before a stream ends with OUT_OF_RANGE.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 30;
+
+/// Default bound on the graceful drain at shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: u64 = 10;
+
+/// Workers on a GPU build: a GPU overlaps several decodes.
+const DEFAULT_GPU_WORKERS: usize = 4;
+
+/// Most threads per decode by default (ggml scales poorly beyond this for small models).
+const MAX_DEFAULT_THREADS: usize = 4;
+
+/// Command-line flags of `transcribe-server`. Each has a `TRANSCRIBE_*` environment variable;
+/// the flag wins when both are given.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "transcribe-server", version, about = "Real-time speech transcription over gRPC")]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TRANSCRIBE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Model(s) to serve: a name (tiny.en, base, large-v3, ...) or a path to a ggml file.
+    /// Repeat the flag or separate with commas; the first is the default model.
+    /// [default: the build's default model]
+    #[arg(long = "model", env = "TRANSCRIBE_MODEL", value_delimiter = ',')]
+    pub models: Vec<String>,
+
+    /// Inference worker threads (concurrent decodes). [default: 1 on CPU, 4 on GPU]
+    #[arg(long, env = "TRANSCRIBE_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Threads per decode. [default: 1 on 2 or fewer cores, else cores / workers, at most 4]
+    #[arg(long, env = "TRANSCRIBE_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Decode jobs allowed to wait for a worker before new streams are refused with
+    /// RESOURCE_EXHAUSTED. [default: the stream limit]
+    #[arg(long, env = "TRANSCRIBE_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+
+    /// Concurrent streams (and unary calls) admitted; more get RESOURCE_EXHAUSTED.
+    /// [default: 4 per worker]
+    #[arg(long, env = "TRANSCRIBE_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+
+    /// Largest audio chunk accepted in one StreamingRecognize message, in bytes.
+    #[arg(long, env = "TRANSCRIBE_MAX_CHUNK_BYTES", default_value_t = DEFAULT_MAX_CHUNK_BYTES)]
+    pub max_chunk_bytes: usize,
+
+    /// Longest audio one stream may send (e.g. 3600s, 90m, 1h); then OUT_OF_RANGE.
+    #[arg(long, env = "TRANSCRIBE_MAX_STREAM_DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub max_stream_duration: Duration,
+
+    /// A stream with no client message for this long ends with OUT_OF_RANGE.
+    #[arg(long, env = "TRANSCRIBE_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long shutdown waits for open streams to flush their finals.
+    #[arg(long, env = "TRANSCRIBE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// New audio between decodes of the open utterance (e.g. 500ms). Widens automatically
+    /// when inference falls behind. [default: the streaming policy's]
+    #[arg(long, env = "TRANSCRIBE_STEP", value_parser = parse_duration)]
+    pub step: Option<Duration>,
+
+    /// Trailing silence that ends an utterance (e.g. 500ms). [default: the policy's]
+    #[arg(long, env = "TRANSCRIBE_ENDPOINT_SILENCE", value_parser = parse_duration)]
+    pub endpoint_silence: Option<Duration>,
+
+    /// Longest utterance before a final is forced (at most 30s, Whisper's window).
+    /// [default: the policy's]
+    #[arg(long, env = "TRANSCRIBE_MAX_UTTERANCE", value_parser = parse_duration)]
+    pub max_utterance: Option<Duration>,
+
+    /// Use the CPU even when the binary was built with a GPU backend.
+    #[arg(long, env = "TRANSCRIBE_CPU")]
+    pub cpu: bool,
+}
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Model names as given (the first is the default). Never empty.
+    pub models: Vec<String>,
+    /// Inference workers (at least 1).
+    pub workers: usize,
+    /// Threads per decode (at least 1).
+    pub threads: usize,
+    /// Waiting decode jobs above which new streams are refused (at least 1).
+    pub queue_depth: usize,
+    /// Concurrent streams admitted (at least 1).
+    pub max_streams: usize,
+    /// Largest audio chunk in bytes.
+    pub max_chunk_bytes: usize,
+    /// Longest audio per stream.
+    pub max_stream_duration: Duration,
+    /// Longest silence from the client (no message at all).
+    pub idle_timeout: Duration,
+    /// Bound on the graceful drain.
+    pub drain_timeout: Duration,
+    /// Decode step override.
+    pub step: Option<Duration>,
+    /// Endpoint silence override.
+    pub endpoint_silence: Option<Duration>,
+    /// Maximum utterance override.
+    pub max_utterance: Option<Duration>,
+    /// Use the GPU backend when the binary has one.
+    pub use_gpu: bool,
+}
+
+impl ServerConfig {
+    /// A configuration for tests and embedding: `models` with the defaults of every other
+    /// setting (as if no flag were given).
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `models` is empty or a name is blank.
+    pub fn with_models(models: &[&str]) -> Result<Self, ConfigError> {
+        let mut args = ServerArgs::parse_from(["transcribe-server"]);
+        args.models = models.iter().map(|m| (*m).to_owned()).collect();
+        if args.models.is_empty() {
+            return Err(ConfigError::Invalid { flag: "--model", reason: "give at least one".into() });
+        }
+        args.validate()
+    }
+}
+
+/// A flag value that cannot work. Exit with usage status (64) and the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `flag` has a value outside its range; `reason` says which values work.
+    #[error("invalid {flag}: {reason}")]
+    Invalid {
+        /// The flag (`--workers`, ...).
+        flag: &'static str,
+        /// What is wrong and what would work.
+        reason: String,
+    },
+}
+
+impl ServerArgs {
+    /// Checks every value and fills in defaults that depend on the machine.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad flag.
+    pub fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let invalid = |flag, reason: &str| ConfigError::Invalid { flag, reason: reason.to_owned() };
+        let gpu = transcribe_engine::has_gpu_backend() && !self.cpu;
+        let models = if self.models.is_empty() {
+            vec![transcribe_engine::default_model().to_owned()]
+        } else {
+            self.models
+        };
+        if let Some(blank) = models.iter().find(|m| m.trim().is_empty()) {
+            return Err(invalid("--model", &format!("empty model name in {blank:?}")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = models.iter().find(|m| !seen.insert(m.as_str())) {
+            return Err(invalid("--model", &format!("{dup} is given twice")));
+        }
+        let workers = self.workers.unwrap_or(if gpu { DEFAULT_GPU_WORKERS } else { 1 });
+        if workers == 0 {
+            return Err(invalid("--workers", "must be at least 1"));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = self.threads.unwrap_or(if cores <= 2 {
+            1
+        } else {
+            (cores / workers).clamp(1, MAX_DEFAULT_THREADS)
+        });
+        if threads == 0 {
+            return Err(invalid("--threads", "must be at least 1"));
+        }
+        let max_streams = self.max_streams.unwrap_or(DEFAULT_STREAMS_PER_WORKER * workers);
+        if max_streams == 0 {
+            return Err(invalid("--max-streams", "must be at least 1"));
+        }
+        let queue_depth = self.queue_depth.unwrap_or(max_streams);
+        if queue_depth == 0 {
+            return Err(invalid("--queue-depth", "must be at least 1"));
+        }
+        if self.max_chunk_bytes < 4 || self.max_chunk_bytes > MAX_CHUNK_BYTES_LIMIT {
+            return Err(invalid(
+                "--max-chunk-bytes",
+                &format!("must be between 4 and {MAX_CHUNK_BYTES_LIMIT} (4 MiB)"),
+            ));
+        }
+        if self.max_stream_duration.is_zero() {
+            return Err(invalid("--max-stream-duration", "must be positive"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(invalid("--idle-timeout", "must be positive"));
+        }
+        if let Some(step) = self.step
+            && (step < Duration::from_millis(100) || step > Duration::from_secs(10))
+        {
+            return Err(invalid("--step", "must be between 100ms and 10s"));
+        }
+        if let Some(s) = self.endpoint_silence
+            && (s < Duration::from_millis(100) || s > Duration::from_secs(10))
+        {
+            return Err(invalid("--endpoint-silence", "must be between 100ms and 10s"));
+        }
+        if let Some(m) = self.max_utterance
+            && (m < Duration::from_secs(1) || m > Duration::from_secs(30))
+        {
+            return Err(invalid("--max-utterance", "must be between 1s and 30s (Whisper's window)"));
+        }
+        Ok(ServerConfig {
+            models,
+            workers,
+            threads,
+            queue_depth,
+            max_streams,
+            max_chunk_bytes: self.max_chunk_bytes,
+            max_stream_duration: self.max_stream_duration,
+            idle_timeout: self.idle_timeout,
+            drain_timeout: self.drain_timeout,
+            step: self.step,
+            endpoint_silence: self.endpoint_silence,
+            max_utterance: self.max_utterance,
+            use_gpu: gpu,
+        })
+    }
+}
+
+/// Parses a duration: a number with a unit `ms`, `s`, `m` or `h` (`500ms`, `1.5s`, `90m`),
+/// or a bare number of seconds.
+///
+/// # Errors
+/// A message naming the accepted forms, for clap to print.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (use e.g. 500ms, 2s, 1.5m, 1h)"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3_600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServerArgs {
+        ServerArgs::parse_from(std::iter::once("transcribe-server").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn durations_parse() -> Result<(), String> {
+        assert_eq!(parse_duration("500ms")?, Duration::from_millis(500));
+        assert_eq!(parse_duration("2")?, Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s")?, Duration::from_millis(1_500));
+        assert_eq!(parse_duration("90m")?, Duration::from_secs(5_400));
+        assert_eq!(parse_duration("1h")?, Duration::from_secs(3_600));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn defaults_validate() -> Result<(), ConfigError> {
+        let c = args(&["--model", "tiny.en", "--cpu"]).validate()?;
+        assert_eq!(c.models, ["tiny.en"]);
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.max_streams, DEFAULT_STREAMS_PER_WORKER);
+        assert_eq!(c.queue_depth, c.max_streams);
+        assert!(!c.use_gpu);
+        Ok(())
+    }
+
+    #[test]
+    fn models_repeat_or_comma_separate() -> Result<(), ConfigError> {
+        let c = args(&["--model", "tiny.en,base", "--model", "small"]).validate()?;
+        assert_eq!(c.models, ["tiny.en", "base", "small"]);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--workers", "0"], "--workers"),
+            (&["--threads", "0"], "--threads"),
+            (&["--max-streams", "0"], "--max-streams"),
+            (&["--queue-depth", "0"], "--queue-depth"),
+            (&["--max-chunk-bytes", "2"], "--max-chunk-bytes"),
+            (&["--idle-timeout", "0s"], "--idle-timeout"),
+            (&["--max-utterance", "40s"], "--max-utterance"),
+            (&["--step", "10ms"], "--step"),
+            (&["--model", "a", "--model", "a"], "--model"),
+        ];
+        for (flags, want) in cases {
+            match args(flags).validate() {
+                Err(ConfigError::Invalid { flag, .. }) => assert_eq!(flag, *want, "{flags:?}"),
+                Ok(_) => panic!("{flags:?} validated"),
+            }
+        }
+    }
+}

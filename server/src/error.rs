@@ -1,0 +1,235 @@
+//! Errors of the server, and the one place where request errors become gRPC statuses
+//! ([`RequestError::to_status`]).
+//!
+//! Codes follow the API's contract (`transcribe.proto`): INVALID_ARGUMENT with `BadRequest`
+//! field violations for bad config or audio, NOT_FOUND for an unknown model (listing the valid
+//! names), OUT_OF_RANGE for stream limits (with `ErrorInfo` reasons), RESOURCE_EXHAUSTED with
+//! `RetryInfo` for overload, UNAVAILABLE while loading or draining, and INTERNAL with a generic
+//! message (details go to the log, never to the client).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use transcribe_core::EngineError;
+
+/// `ErrorInfo.domain` of every error this server sends.
+pub const ERROR_DOMAIN: &str = "transcribe.v1";
+
+/// Retry hint sent with RESOURCE_EXHAUSTED: long enough for a short stream to finish.
+pub const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Retry hint sent with UNAVAILABLE while the model loads.
+pub const LOADING_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Why one request (a stream or a unary call) failed. Each variant maps to exactly one gRPC
+/// code in [`RequestError::to_status`].
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A request field is invalid (bad config, unsupported or inconsistent audio format, a
+    /// chunk that is not whole frames or too large, a message out of order). The client must
+    /// fix the request: INVALID_ARGUMENT with a field violation.
+    #[error("invalid {field}: {description}")]
+    InvalidArgument {
+        /// The offending field, as a path in the request (`streaming_config.config.model`).
+        field: String,
+        /// What is wrong and what would be accepted.
+        description: String,
+    },
+    /// The requested model is not served here: NOT_FOUND listing the valid names.
+    #[error("unknown model {name:?}; this server has: {}", valid.join(", "))]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The names ListModels returns.
+        valid: Vec<String>,
+    },
+    /// The stream exceeded its maximum audio duration: OUT_OF_RANGE with reason
+    /// `STREAM_DURATION_EXCEEDED`. Reconnect with `stream_start_offset` to continue.
+    #[error("stream exceeded the maximum audio duration of {}s", limit.as_secs_f64())]
+    StreamTooLong {
+        /// The server's limit.
+        limit: Duration,
+    },
+    /// The client sent nothing for too long: OUT_OF_RANGE with reason `AUDIO_TIMEOUT`.
+    #[error("no audio received for {}s", limit.as_secs_f64())]
+    AudioTimeout {
+        /// The server's idle limit.
+        limit: Duration,
+    },
+    /// Too many concurrent streams or too many queued decodes: RESOURCE_EXHAUSTED with
+    /// `RetryInfo`. Retrying later may succeed.
+    #[error("server overloaded: {reason}")]
+    Overloaded {
+        /// Which limit was hit.
+        reason: String,
+    },
+    /// The server is still loading its model: UNAVAILABLE, retry shortly.
+    #[error("the model is still loading")]
+    Loading,
+    /// The server is shutting down: UNAVAILABLE, retry against another instance or later.
+    #[error("the server is shutting down")]
+    Draining,
+    /// The request was cancelled (client gone or shutdown): CANCELLED.
+    #[error("the request was cancelled")]
+    Cancelled,
+    /// Anything else. INTERNAL with a generic message; `detail` is only logged.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// What went wrong (logged, never sent).
+        detail: String,
+    },
+}
+
+impl RequestError {
+    /// An [`RequestError::InvalidArgument`] for `field`.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), description: description.into() }
+    }
+
+    /// An [`RequestError::Internal`] with `detail` (logged, not sent).
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::Internal { detail: detail.into() }
+    }
+
+    /// The gRPC status for this error: the single mapping from server errors to codes.
+    pub fn to_status(&self) -> Status {
+        match self {
+            Self::InvalidArgument { field, description } => {
+                let details = ErrorDetails::with_bad_request_violation(field, description);
+                Status::with_error_details(Code::InvalidArgument, self.to_string(), details)
+            }
+            Self::UnknownModel { name, valid } => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info(
+                    "MODEL_NOT_FOUND",
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("model".to_owned(), name.clone()),
+                        ("available".to_owned(), valid.join(",")),
+                    ]),
+                );
+                details.set_resource_info("model", name, "", "see ListModels");
+                Status::with_error_details(Code::NotFound, self.to_string(), details)
+            }
+            Self::StreamTooLong { limit } => out_of_range(self, "STREAM_DURATION_EXCEEDED", *limit),
+            Self::AudioTimeout { limit } => out_of_range(self, "AUDIO_TIMEOUT", *limit),
+            Self::Overloaded { .. } => {
+                let mut details = ErrorDetails::with_retry_info(Some(OVERLOAD_RETRY_AFTER));
+                details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::ResourceExhausted, self.to_string(), details)
+            }
+            Self::Loading => {
+                let details = ErrorDetails::with_retry_info(Some(LOADING_RETRY_AFTER));
+                Status::with_error_details(Code::Unavailable, self.to_string(), details)
+            }
+            Self::Draining => {
+                let details = ErrorDetails::with_error_info("DRAINING", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::Unavailable, self.to_string(), details)
+            }
+            Self::Cancelled => Status::cancelled(self.to_string()),
+            Self::Internal { .. } => Status::internal("internal error; see the server log"),
+        }
+    }
+}
+
+fn out_of_range(error: &RequestError, reason: &str, limit: Duration) -> Status {
+    let details = ErrorDetails::with_error_info(
+        reason,
+        ERROR_DOMAIN,
+        HashMap::from([("limit_seconds".to_owned(), format!("{}", limit.as_secs_f64()))]),
+    );
+    Status::with_error_details(Code::OutOfRange, error.to_string(), details)
+}
+
+impl From<RequestError> for Status {
+    fn from(error: RequestError) -> Self {
+        error.to_status()
+    }
+}
+
+impl From<EngineError> for RequestError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Cancelled => Self::Cancelled,
+            EngineError::InvalidOptions(reason) => Self::invalid("config", reason),
+            EngineError::Inference(detail) => Self::Internal { detail },
+        }
+    }
+}
+
+/// Why the server could not start or stopped abnormally. `main` prints it and exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A model could not be resolved or loaded; the server stops. Check the name or path,
+    /// or fetch the model first (`transcribe models pull NAME`).
+    #[error("cannot load model {name}: {reason}")]
+    ModelLoad {
+        /// The model name as configured.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The inference workers could not be started (out of memory for decoding states).
+    #[error("cannot start inference worker: {0}")]
+    Worker(String),
+    /// The gRPC transport failed (the listener broke).
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor sets (a build problem).
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// An I/O error on the listener.
+    #[error("listener error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_code() {
+        let cases = [
+            (RequestError::invalid("audio_content", "odd length"), Code::InvalidArgument),
+            (RequestError::UnknownModel { name: "x".into(), valid: vec!["tiny.en".into()] }, Code::NotFound),
+            (RequestError::StreamTooLong { limit: Duration::from_secs(5) }, Code::OutOfRange),
+            (RequestError::AudioTimeout { limit: Duration::from_secs(5) }, Code::OutOfRange),
+            (RequestError::Overloaded { reason: "streams".into() }, Code::ResourceExhausted),
+            (RequestError::Loading, Code::Unavailable),
+            (RequestError::Draining, Code::Unavailable),
+            (RequestError::Cancelled, Code::Cancelled),
+            (RequestError::internal("secret detail"), Code::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.to_status().code(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn details_are_attached() {
+        let status = RequestError::invalid("streaming_config", "sent twice").to_status();
+        let details = status.get_error_details();
+        let violations = details.bad_request().map(|b| b.field_violations.clone()).unwrap_or_default();
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].field, "streaming_config");
+
+        let status = RequestError::Overloaded { reason: "streams".into() }.to_status();
+        let retry = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+        assert_eq!(retry, Some(OVERLOAD_RETRY_AFTER));
+
+        let status = RequestError::UnknownModel {
+            name: "huge".into(),
+            valid: vec!["tiny.en".into(), "base".into()],
+        }
+        .to_status();
+        assert!(status.message().contains("tiny.en, base"), "{}", status.message());
+    }
+
+    #[test]
+    fn internal_detail_stays_in_the_log() {
+        let status = RequestError::internal("secret detail").to_status();
+        assert!(!status.message().contains("secret"));
+    }
+}
