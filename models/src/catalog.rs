@@ -154,6 +154,25 @@ impl ModelName {
             n_vocab,
         }
     }
+
+    /// whisper.cpp's hparams for this model as an f16 file (30 s encoder window of 1500
+    /// positions, 448 decoder positions).
+    pub fn hparams(self) -> crate::ggml::Hparams {
+        let d = self.dims();
+        crate::ggml::Hparams {
+            n_vocab: d.n_vocab,
+            n_audio_ctx: 1500,
+            n_audio_state: d.n_state,
+            n_audio_head: d.n_head,
+            n_audio_layer: d.n_audio_layer,
+            n_text_ctx: 448,
+            n_text_state: d.n_state,
+            n_text_head: d.n_head,
+            n_text_layer: d.n_text_layer,
+            n_mels: d.n_mels,
+            ftype: crate::ggml::FTYPE_F16,
+        }
+    }
 }
 
 impl fmt::Display for ModelName {

