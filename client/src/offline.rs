@@ -1,0 +1,146 @@
+//! In-process transcription of files.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use transcribe_core::{DecodeOptions, Transcriber};
+use transcribe_engine::{EngineConfig, WhisperModel, WhisperSession};
+
+use crate::cli::{Args, UsageError};
+use crate::format::{Report, render};
+
+/// Files shorter than this get no progress bar (they finish in about a second).
+const PROGRESS_MIN_SECONDS: f64 = 30.0;
+
+/// Resolves `--model` (or the default) to a file, fetching it when needed.
+pub fn resolve_model(spec: Option<&str>, offline: bool, progress: bool) -> anyhow::Result<PathBuf> {
+    let spec = spec.unwrap_or(transcribe_engine::default_model());
+    let spec = transcribe_models::ModelSpec::parse(spec).map_err(|e| UsageError(format!("{e}")))?;
+    let options = transcribe_models::FetchOptions {
+        offline,
+        progress,
+        ..Default::default()
+    };
+    Ok(transcribe_models::resolve(&spec, &options)?)
+}
+
+/// Transcribes every file in `args.files`; returns the exit status (2 if any failed).
+pub fn run(args: &Args) -> anyhow::Result<u8> {
+    if let Some(lang) = args.language.as_deref() {
+        if !transcribe_engine::is_known_language(lang) {
+            return Err(UsageError(format!(
+                "unknown language {lang:?}: use an ISO 639-1 code such as en, de or fr"
+            ))
+            .into());
+        }
+    }
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    }
+    let show_progress = !args.no_progress && std::io::stderr().is_terminal();
+    let model_path = resolve_model(args.model.as_deref(), args.offline, show_progress)?;
+    let mut config = EngineConfig::default();
+    if let Some(t) = args.threads {
+        if t == 0 {
+            return Err(UsageError("--threads must be at least 1".into()).into());
+        }
+        config.threads = t;
+    }
+    let model = WhisperModel::load(&model_path, &config)?;
+    let mut session = model.session()?;
+    let model_label = args
+        .model
+        .clone()
+        .unwrap_or_else(|| transcribe_engine::default_model().to_string());
+    let options = DecodeOptions {
+        language: args.language.clone(),
+        translate: args.translate,
+        ..DecodeOptions::default()
+    };
+    let mut failed = 0usize;
+    let mut stdout = std::io::stdout().lock();
+    for file in &args.files {
+        match transcribe_one(
+            &mut session,
+            file,
+            &options,
+            args,
+            &model_label,
+            show_progress,
+        ) {
+            Ok(text) => match &args.output_dir {
+                Some(dir) => {
+                    let out = output_path(dir, file, args.format.extension());
+                    std::fs::write(&out, text)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                }
+                None => {
+                    stdout.write_all(text.as_bytes())?;
+                    stdout.flush()?;
+                }
+            },
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        crate::EXIT_OK
+    } else {
+        crate::EXIT_ERROR
+    })
+}
+
+fn transcribe_one(
+    session: &mut WhisperSession,
+    file: &Path,
+    options: &DecodeOptions,
+    args: &Args,
+    model_label: &str,
+    show_progress: bool,
+) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let audio = transcribe_audio::decode_file(file)?;
+    let duration = transcribe_core::audio::samples_to_seconds(audio.samples.len());
+    let bar = (show_progress && duration >= PROGRESS_MIN_SECONDS).then(|| {
+        let bar = indicatif::ProgressBar::new(100);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}% ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(file.display().to_string());
+        bar
+    });
+    session.set_progress(bar.clone().map(|b| -> transcribe_engine::ProgressFn {
+        Arc::new(move |p| b.set_position(p.clamp(0, 100) as u64))
+    }));
+    let result = session.transcribe(&audio.samples, options);
+    session.set_progress(None);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let transcript = result.with_context(|| format!("transcribing {}", file.display()))?;
+    let file_label = file.display().to_string();
+    let report = Report {
+        file: &file_label,
+        model: model_label,
+        language: transcript.language.as_deref(),
+        audio_duration: duration,
+        processing_time: started.elapsed().as_secs_f64(),
+        text: transcript.text(),
+        segments: &transcript.segments,
+    };
+    Ok(render(args.format, &transcript, &report))
+}
+
+fn output_path(dir: &Path, input: &Path, ext: &str) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map_or_else(|| "output".into(), |s| s.to_string_lossy().into_owned());
+    dir.join(format!("{stem}.{ext}"))
+}

@@ -1,0 +1,267 @@
+//! End-to-end tests of the `transcribe` binary on real files with the real tiny.en model.
+//!
+//! The model is fetched into the cache on first use (the README's test command pulls it
+//! first). Transcripts are compared by WER after normalisation, never exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use transcribe_core::text::{explain, wer};
+
+/// Model used by the tests: the smallest English model, fetchable on every machine.
+const TEST_MODEL: &str = "tiny.en";
+
+/// WER threshold for our espeak-ng fixtures with tiny.en. Synthetic voices at several
+/// speeds; measured WER is reported by each test (most clips score 0).
+const FIXTURE_WER: f64 = 0.20;
+
+/// WER threshold for the 8 kHz fixtures: everything above 4 kHz is gone, and tiny.en
+/// loses consonants (audio-fixtures/README.md).
+const NARROWBAND_WER: f64 = 0.40;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn transcribe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_transcribe"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the transcribe binary runs")
+}
+
+struct Fixture {
+    path: String,
+    kind: String,
+    reference: String,
+}
+
+fn fixtures(kind: &str) -> Vec<Fixture> {
+    let manifest = std::fs::read_to_string(root().join("audio-fixtures/manifest.tsv"))
+        .expect("audio-fixtures/manifest.tsv exists");
+    manifest
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols.len() >= 4).then(|| Fixture {
+                path: format!("audio-fixtures/{}", cols[1]),
+                kind: cols[2].to_string(),
+                reference: cols[3].to_string(),
+            })
+        })
+        .filter(|f| f.kind == kind)
+        .collect()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn speech_and_format_fixtures_transcribe_within_wer() {
+    let mut all: Vec<Fixture> = fixtures("speech");
+    all.extend(fixtures("format"));
+    all.extend(
+        fixtures("signal")
+            .into_iter()
+            .filter(|f| !f.reference.is_empty()),
+    );
+    assert!(
+        all.len() >= 10,
+        "expected the speech, format and signal fixtures"
+    );
+    let paths: Vec<&str> = all.iter().map(|f| f.path.as_str()).collect();
+    // One process for all files: the model loads once; output is one JSON document per file.
+    let mut args = vec!["--model", TEST_MODEL, "--format", "json", "--no-progress"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_s = dir.path().to_string_lossy().into_owned();
+    args.extend(["--output-dir", &dir_s]);
+    args.extend(paths.iter().copied());
+    let out = transcribe(&args);
+    assert!(out.status.success(), "transcribe failed: {}", stderr(&out));
+    let mut failures = Vec::new();
+    for f in &all {
+        let stem = Path::new(&f.path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let json = std::fs::read_to_string(dir.path().join(format!("{stem}.json")))
+            .unwrap_or_else(|e| panic!("no output for {}: {e}", f.path));
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let text = v["text"].as_str().unwrap_or_default();
+        let score = wer(&f.reference, text);
+        println!("{:<45} WER {:.3}", f.path, score.rate());
+        let threshold = if f.path.contains("8k") {
+            NARROWBAND_WER
+        } else {
+            FIXTURE_WER
+        };
+        if score.rate() > threshold {
+            failures.push(format!("{}: {}", f.path, explain(&f.reference, text)));
+        }
+        // Word timings: monotonic, inside the audio.
+        let duration = v["audio_duration"].as_f64().unwrap_or_default();
+        let mut last = 0.0;
+        for seg in v["segments"].as_array().into_iter().flatten() {
+            for w in seg["words"].as_array().into_iter().flatten() {
+                let (s, e) = (
+                    w["start"].as_f64().unwrap_or(-1.0),
+                    w["end"].as_f64().unwrap_or(-1.0),
+                );
+                assert!(
+                    s >= last - 1e-6 && e >= s && e <= duration + 0.5,
+                    "{}: bad word timing {w}",
+                    f.path
+                );
+                let p = w["probability"].as_f64().unwrap_or(-1.0);
+                assert!((0.0..=1.0).contains(&p), "{}: bad probability {w}", f.path);
+                last = s;
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "over the WER threshold:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn subtitle_formats_have_cues() {
+    let out = transcribe(&[
+        "--model",
+        TEST_MODEL,
+        "--format",
+        "srt",
+        "audio-fixtures/speech/park.wav",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let srt = stdout(&out);
+    assert!(srt.starts_with("1\n00:00:0"), "SRT: {srt}");
+    assert!(srt.contains(" --> "), "SRT: {srt}");
+    let out = transcribe(&[
+        "--model",
+        TEST_MODEL,
+        "--format",
+        "vtt",
+        "audio-fixtures/speech/park.wav",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let vtt = stdout(&out);
+    assert!(vtt.starts_with("WEBVTT\n\n00:00:0"), "VTT: {vtt}");
+}
+
+#[test]
+fn silence_gives_no_text() {
+    let out = transcribe(&[
+        "--model",
+        TEST_MODEL,
+        "audio-fixtures/signals/silence_10s.wav",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "", "silence produced text");
+}
+
+#[test]
+fn corrupt_files_fail_clearly_and_the_rest_still_transcribe() {
+    let corrupt = fixtures("corrupt");
+    assert!(corrupt.len() >= 4);
+    let mut args = vec!["--model", TEST_MODEL];
+    args.extend(corrupt.iter().map(|f| f.path.as_str()));
+    args.push("audio-fixtures/speech/short.wav");
+    let out = transcribe(&args);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    for f in &corrupt {
+        let name = Path::new(&f.path)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert!(err.contains(&name), "stderr does not name {name}: {err}");
+    }
+    let score = wer("Please close the door. It is cold.", &stdout(&out));
+    assert!(
+        score.rate() <= FIXTURE_WER,
+        "{}",
+        explain("Please close the door. It is cold.", &stdout(&out))
+    );
+}
+
+#[test]
+fn missing_file_is_a_runtime_error_naming_it() {
+    let out = transcribe(&["--model", TEST_MODEL, "no/such/file.wav"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no/such/file.wav"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    assert_eq!(transcribe(&[]).status.code(), Some(64));
+    assert_eq!(
+        transcribe(&["--format", "docx", "x.wav"]).status.code(),
+        Some(64)
+    );
+    let out = transcribe(&["--model", "huge-v9", "audio-fixtures/speech/short.wav"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tiny.en"),
+        "unknown model error should list valid names: {}",
+        stderr(&out)
+    );
+    let out = transcribe(&[
+        "--model",
+        TEST_MODEL,
+        "--language",
+        "xx-nope",
+        "audio-fixtures/speech/short.wav",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(transcribe(&["--help"]).status.success());
+}
+
+#[test]
+fn english_only_model_rejects_translation_clearly() {
+    let out = transcribe(&[
+        "--model",
+        TEST_MODEL,
+        "--translate",
+        "audio-fixtures/speech/short.wav",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("English-only"), "{}", stderr(&out));
+}
+
+#[test]
+fn output_dir_writes_one_file_per_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_string_lossy().into_owned();
+    let out = transcribe(&[
+        "--model",
+        TEST_MODEL,
+        "--format",
+        "vtt",
+        "--output-dir",
+        &d,
+        "audio-fixtures/speech/short.wav",
+        "audio-fixtures/speech/park.wav",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "stdout must stay empty with --output-dir");
+    for name in ["short.vtt", "park.vtt"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).expect("output written");
+        assert!(text.starts_with("WEBVTT"));
+    }
+}
