@@ -11,6 +11,13 @@
 //! - [`text`]: transcript normalisation and word error rate, used by tests and benchmarks.
 //! - [`vad`]: [`Vad`], an energy + spectral voice activity detector with an adaptive noise
 //!   floor and hangover: utterance start/end events in absolute sample positions.
+//! - [`policy`]: [`StreamingPolicy`], the sans-IO streaming state machine (utterances,
+//!   partial and final [`DecodeJob`]s, LocalAgreement-2 commits, step widening, guards
+//!   against hallucinations and loops) emitting [`PolicyEvent`]s.
+//! - [`stream`]: a synchronous driver running a policy over a buffer with any
+//!   [`Transcriber`] (tests, offline streaming benchmarks).
+//! - [`fake`]: [`fake::ScriptedTranscriber`], a scripted engine (timed words, unstable
+//!   tails, scripted faults) for testing the policy and the transport without a model.
 //!
 //! # Example
 //! ```
@@ -22,11 +29,15 @@
 
 pub mod audio;
 pub mod engine;
+pub mod fake;
+pub mod policy;
+pub mod stream;
 pub mod text;
 pub mod transcript;
 pub mod vad;
 
 pub use audio::SAMPLE_RATE;
 pub use engine::{DecodeOptions, EngineError, Transcriber};
+pub use policy::{DecodeJob, JobKind, PolicyConfig, PolicyEvent, StreamingPolicy};
 pub use transcript::{Segment, Transcript, Word};
 pub use vad::{ConfigError, Vad, VadConfig, VadEvent};
