@@ -1094,10 +1094,12 @@ fn tail_chars(text: &str, max_chars: usize) -> &str {
         .nth(count - max_chars)
         .map_or(text.len(), |(i, _)| i);
     let rest = &text[cut..];
-    // Skip a partial first word unless that leaves nothing.
+    // Skip a partial first word.
     let starts_mid_word = !text[..cut].ends_with(char::is_whitespace);
     match rest.find(char::is_whitespace) {
         Some(sp) if starts_mid_word => rest[sp..].trim_start(),
+        // A lone word fragment: drop it where words are spaced, keep it otherwise (CJK).
+        None if starts_mid_word && text.contains(char::is_whitespace) => "",
         _ => rest.trim_start(),
     }
 }

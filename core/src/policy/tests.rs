@@ -1047,3 +1047,19 @@ fn fixture_speech_streams_to_its_sentences() -> TestResult {
     assert_eq!(final_texts(&events), expected);
     Ok(())
 }
+
+#[test]
+fn prompt_tail_starts_at_a_word_boundary() {
+    let table: &[(&str, usize, &str)] = &[
+        ("alpha beta gamma", 100, "alpha beta gamma"),
+        ("alpha beta gamma", 10, "beta gamma"),
+        ("alpha beta gamma", 9, "gamma"),
+        ("alpha beta gamma", 3, ""),
+        ("alpha beta gamma", 0, ""),
+        ("我们今天去公园散步", 4, "公园散步"),
+        ("déjà vu à Paris", 8, "à Paris"),
+    ];
+    for &(text, max, want) in table {
+        assert_eq!(tail_chars(text, max), want, "{text:?} {max}");
+    }
+}
