@@ -110,6 +110,10 @@ impl WhisperSession {
             return p.clone();
         }
         let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        // Suppress non-speech tokens ("[BLANK_AUDIO]", "(beeping)"), as openai/whisper does
+        // by default (`suppress_tokens="-1"`): measured here, it also stopped tiny.en from
+        // opening audio-fixtures/speech/dog.wav with a hallucinated "You know,".
+        p.set_suppress_nst(true);
         // `get_lang_str` gives a 'static name for a known language; unknown ones were
         // rejected by the caller.
         let lang: Option<&'static str> =
