@@ -107,6 +107,8 @@ pub struct ServerArgs {
 /// A validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
     /// Model names as given (the first is the default). Never empty.
     pub models: Vec<String>,
     /// Inference workers (at least 1).
@@ -233,6 +235,7 @@ impl ServerArgs {
             return Err(invalid("--max-utterance", "must be between 1s and 30s (Whisper's window)"));
         }
         Ok(ServerConfig {
+            listen: self.listen,
             models,
             workers,
             threads,

@@ -45,6 +45,13 @@ pub enum RequestError {
         /// The names ListModels returns.
         valid: Vec<String>,
     },
+    /// The request asks for something this server does not allow (a server-side audio
+    /// URI): PERMISSION_DENIED. Send the audio inline instead.
+    #[error("not allowed: {what}")]
+    PermissionDenied {
+        /// What was refused.
+        what: String,
+    },
     /// The stream exceeded its maximum audio duration: OUT_OF_RANGE with reason
     /// `STREAM_DURATION_EXCEEDED`. Reconnect with `stream_start_offset` to continue.
     #[error("stream exceeded the maximum audio duration of {}s", limit.as_secs_f64())]
@@ -113,6 +120,7 @@ impl RequestError {
                 details.set_resource_info("model", name, "", "see ListModels");
                 Status::with_error_details(Code::NotFound, self.to_string(), details)
             }
+            Self::PermissionDenied { .. } => Status::permission_denied(self.to_string()),
             Self::StreamTooLong { limit } => out_of_range(self, "STREAM_DURATION_EXCEEDED", *limit),
             Self::AudioTimeout { limit } => out_of_range(self, "AUDIO_TIMEOUT", *limit),
             Self::Overloaded { .. } => {
@@ -194,6 +202,7 @@ mod tests {
         let cases = [
             (RequestError::invalid("audio_content", "odd length"), Code::InvalidArgument),
             (RequestError::UnknownModel { name: "x".into(), valid: vec!["tiny.en".into()] }, Code::NotFound),
+            (RequestError::PermissionDenied { what: "uri".into() }, Code::PermissionDenied),
             (RequestError::StreamTooLong { limit: Duration::from_secs(5) }, Code::OutOfRange),
             (RequestError::AudioTimeout { limit: Duration::from_secs(5) }, Code::OutOfRange),
             (RequestError::Overloaded { reason: "streams".into() }, Code::ResourceExhausted),

@@ -1,6 +1,255 @@
-//! The transcribe gRPC server (work in progress).
+//! The transcribe gRPC server: real-time streaming recognition (`transcribe.v1`) on one
+//! shared Whisper model and a pool of inference workers, with health and reflection.
+//!
+//! The binary (`transcribe-server`) only parses flags and wires things; everything lives in
+//! this library so tests start a real server on `127.0.0.1:0` with an injected shutdown
+//! future and a fake engine ([`models::FnLoader`]).
+//!
+//! # Layout
+//! - [`config`]: flags with `TRANSCRIBE_*` environment equivalents ([`ServerArgs`]),
+//!   validated into a [`ServerConfig`] before the port is bound.
+//! - [`error`]: [`RequestError`] and its single mapping to gRPC statuses
+//!   ([`RequestError::to_status`]); [`ServerError`] for start-up and transport failures.
+//! - [`models`]: what is served: names known up front, a [`ModelLoader`] run after binding
+//!   ([`WhisperLoader`] for ggml files, [`FnLoader`] for tests).
+//! - [`pool`]: the engine pool: N worker threads each owning a decoder per model, one
+//!   queue with one place per admitted stream, admission control, replace-stale, cancellation
+//!   through the engine's abort callback, panic isolation.
+//! - [`ingest`]: per-stream audio validation and conversion (LINEAR16, FLOAT32, MULAW, ALAW at
+//!   8-48 kHz, 1-8 channels, to 16 kHz mono).
+//! - `session` (private): one StreamingRecognize call as a tokio task driving the
+//!   `StreamingPolicy` from `transcribe-core` and the pool.
+//! - `service` (private): the `TranscriptionService` implementation (StreamingRecognize,
+//!   Recognize, ListModels) and request validation.
+//! - [`convert`]: engine values to API messages (durations, words, results).
+//! - [`client`]: a Rust client helper that streams samples to a server ([`client::stream_samples`]).
+//!
+//! # Channels, capacities and what happens when they are full
+//! - Client audio in: tonic's `Streaming` read one message at a time; HTTP/2 flow control
+//!   pushes back on the client while the session is busy (**block**).
+//! - Decode jobs (`pool`): one queue place per admitted stream, so the queue is bounded by
+//!   `--max-streams`; a stream never has two jobs in flight. New streams are refused with
+//!   RESOURCE_EXHAUSTED when `--max-streams` streams are open or `--queue-depth` jobs wait
+//!   (**fail fast**).
+//! - Decode results: one `oneshot` per job (capacity 1 by construction).
+//! - Responses out: [`service::OUTBOUND_CAPACITY`] per stream; interims and heartbeats
+//!   **keep only the latest**, finals, events and the closing status **block** the session.
+//!
+//! # Shutdown
+//! [`run`] takes a shutdown future. When it resolves: health turns NOT_SERVING, new calls get
+//! UNAVAILABLE, open streams stop reading audio, flush their finals and end with
+//! UNAVAILABLE, the transport drains; after `--drain-timeout` whatever is left is cancelled
+//! (decodes through the abort callback) and the workers are joined.
+//!
+//! # Example
+//! ```no_run
+//! use transcribe_server::{ServerConfig, WhisperLoader, run};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ServerConfig::with_models(&["tiny.en"])?;
+//! let loader = WhisperLoader::from_config(&config, Default::default())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! run(listener, config, Box::new(loader), async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
+pub mod convert;
 pub mod error;
+pub mod ingest;
+pub mod models;
 pub mod pool;
+mod service;
+mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use transcribe_proto::v1::transcription_service_server::TranscriptionServiceServer;
+
+pub use config::{ConfigError, ServerArgs, ServerConfig};
+pub use error::{RequestError, ServerError};
+pub use models::{FnLoader, LoadedModel, ModelInfo, ModelLoader, WhisperLoader};
+pub use pool::PoolStats;
+pub use service::OUTBOUND_CAPACITY;
+
+use crate::pool::{EnginePool, PoolLimits};
+use crate::service::{AppState, Ready, Service};
+
+/// The gRPC service name health reports on (besides the overall `""`).
+pub const SERVICE_NAME: &str = "transcribe.v1.TranscriptionService";
+
+/// A server before it runs: lets tests observe it while it serves.
+pub struct Server {
+    state: Arc<AppState>,
+    loader: Box<dyn ModelLoader>,
+}
+
+/// A view of a running server's state, for tests and metrics.
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<AppState>,
+}
+
+impl ServerHandle {
+    /// The engine pool's gauges and counters; `None` while the models load.
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.state.ready.get().map(|r| r.pool.stats())
+    }
+
+    /// Whether the models are loaded and the server takes streams.
+    pub fn is_serving(&self) -> bool {
+        self.state.ready.get().is_some() && !self.state.draining.load(Ordering::SeqCst)
+    }
+}
+
+impl Server {
+    /// A server with `config` serving what `loader` loads.
+    pub fn new(config: ServerConfig, loader: Box<dyn ModelLoader>) -> Self {
+        let names = loader.names();
+        Self { state: Arc::new(AppState::new(config, names)), loader }
+    }
+
+    /// A handle on the server's state.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { state: self.state.clone() }
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains (see the crate doc).
+    /// Models load after the listener is serving; health is NOT_SERVING until they are.
+    ///
+    /// # Errors
+    /// [`ServerError::ModelLoad`] or [`ServerError::Worker`] when loading fails (the server
+    /// stops), [`ServerError::Transport`] when the transport fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let Self { state, loader } = self;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(transcribe_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(transcribe_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let service = TranscriptionServiceServer::new(Service { state: state.clone() });
+        let local = listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(server);
+        tokio::pin!(shutdown);
+        tracing::info!(message = "Listening.", address = %local, models = ?state.names);
+
+        let config = state.config.clone();
+        let load = tokio::task::spawn_blocking(move || -> Result<Ready, ServerError> {
+            let loaded = loader.load()?;
+            let models = loaded.iter().map(|m| m.info.clone()).collect();
+            let factories = loaded.into_iter().map(|m| m.factory).collect();
+            let limits = PoolLimits {
+                workers: config.workers,
+                max_streams: config.max_streams,
+                queue_depth: config.queue_depth,
+            };
+            let pool = EnginePool::start(factories, limits).map_err(ServerError::Worker)?;
+            Ok(Ready { pool, models })
+        });
+        tokio::pin!(load);
+
+        let mut loading = true;
+        loop {
+            tokio::select! {
+                result = &mut server => {
+                    shutdown_pool(&state).await;
+                    return result.map_err(ServerError::from);
+                }
+                loaded = &mut load, if loading => {
+                    loading = false;
+                    let ready = match loaded {
+                        Ok(Ok(ready)) => ready,
+                        Ok(Err(error)) => {
+                            tracing::error!(message = "Loading failed; stopping.", %error);
+                            let _ = stop_tx.send(());
+                            let _ = server.await;
+                            return Err(error);
+                        }
+                        Err(join) => {
+                            let _ = stop_tx.send(());
+                            let _ = server.await;
+                            return Err(ServerError::Worker(format!("model loading panicked: {join}")));
+                        }
+                    };
+                    let _ = state.ready.set(ready);
+                    reporter.set_service_status("", ServingStatus::Serving).await;
+                    reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+                    tracing::info!(message = "Serving.", address = %local);
+                }
+                () = &mut shutdown => break,
+            }
+        }
+
+        // Drain.
+        tracing::info!(message = "Draining.", timeout_seconds = state.config.drain_timeout.as_secs_f64());
+        state.draining.store(true, Ordering::SeqCst);
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+        state.drain.cancel();
+        let _ = stop_tx.send(());
+        let result = match tokio::time::timeout(state.config.drain_timeout, &mut server).await {
+            Ok(result) => result.map_err(ServerError::from),
+            Err(_) => {
+                tracing::warn!(message = "Drain timed out; cancelling what is left.");
+                Ok(())
+            }
+        };
+        shutdown_pool(&state).await;
+        tracing::info!(message = "Stopped.");
+        result
+    }
+}
+
+async fn shutdown_pool(state: &Arc<AppState>) {
+    let state = state.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        if let Some(ready) = state.ready.get() {
+            ready.pool.shutdown();
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::error!(message = "Pool shutdown panicked.");
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves (mini-redis style). See [`Server::serve`].
+///
+/// # Errors
+/// As [`Server::serve`].
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    loader: Box<dyn ModelLoader>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    Server::new(config, loader).serve(listener, shutdown).await
+}

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use transcribe_core::{DecodeOptions, EngineError, Transcriber, Transcript};
-use transcribe_engine::{CancelHandle, WhisperModel, WhisperSession};
+use transcribe_engine::{WhisperModel, WhisperSession};
+
+pub use transcribe_engine::CancelHandle;
 
 /// A decoding context owned by one worker thread, with per-job cancellation.
 pub trait Decoder: Send {
@@ -223,7 +225,7 @@ pub enum AdmitError {
 /// workers after their current decode.
 pub struct EnginePool {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl EnginePool {
@@ -245,7 +247,7 @@ impl EnginePool {
             cancelled: AtomicU64::new(0),
         });
         let mut workers = Vec::with_capacity(limits.workers);
-        let mut pool = Self { shared: shared.clone(), workers: Vec::new() };
+        let pool = Self { shared: shared.clone(), workers: Mutex::new(Vec::new()) };
         for index in 0..limits.workers.max(1) {
             let decoders = factories.iter().map(|f| f.create()).collect::<Result<Vec<_>, _>>()?;
             let worker = Worker { shared: shared.clone(), factories: factories.clone(), decoders };
@@ -255,7 +257,7 @@ impl EnginePool {
                 .map_err(|e| format!("spawning worker thread: {e}"))?;
             workers.push(handle);
         }
-        pool.workers = workers;
+        *pool.workers.lock().unwrap_or_else(PoisonError::into_inner) = workers;
         Ok(pool)
     }
 
@@ -305,9 +307,10 @@ impl EnginePool {
 
     /// Refuses new streams, cancels queued and running decodes, and waits for the workers
     /// to exit. Blocking: call it from a blocking context.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(&self) {
         self.close();
-        for handle in self.workers.drain(..) {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        for handle in workers {
             if handle.join().is_err() {
                 tracing::error!(message = "Inference worker panicked outside a decode.");
             }
@@ -386,6 +389,19 @@ impl StreamLease {
             self.shared.wake.notify_one();
         }
         Submitted { output, replaced }
+    }
+
+    /// Takes back this stream's job if no worker has started it yet (it will not run and
+    /// its output channel closes).
+    pub fn withdraw(&self) -> Option<Job> {
+        let mut state = self.shared.lock();
+        let slot = state.slots.get_mut(&self.id)?;
+        let pending = slot.pending.take()?;
+        if slot.queued {
+            slot.queued = false;
+            state.queue.retain(|id| *id != self.id);
+        }
+        Some(pending.job)
     }
 
     /// This stream's cancellation handle (set when the lease is dropped).
@@ -617,6 +633,24 @@ mod tests {
         started.recv_timeout(Duration::from_secs(5))?;
         go.send(())?;
         assert!(sub.output.blocking_recv()?.result.is_ok());
+        pool.shutdown();
+        Ok(())
+    }
+
+    #[test]
+    fn a_queued_job_can_be_withdrawn() -> Result<(), Box<dyn std::error::Error>> {
+        let (pool, started, go) = gate_pool(PoolLimits { workers: 1, max_streams: 2, queue_depth: 2 })?;
+        let busy = pool.admit()?;
+        let _busy = busy.submit(job(1, 0));
+        started.recv_timeout(Duration::from_secs(5))?;
+        let s = pool.admit()?;
+        let sub = s.submit(job(2, 9));
+        assert_eq!(pool.stats().queued_jobs, 1);
+        assert_eq!(s.withdraw().map(|j| j.tag), Some(9));
+        assert_eq!(pool.stats().queued_jobs, 0);
+        assert!(s.withdraw().is_none());
+        go.send(())?;
+        assert!(sub.output.blocking_recv().is_err());
         pool.shutdown();
         Ok(())
     }

@@ -1,1 +1,321 @@
-//! End-to-end test helpers.
+//! End-to-end test helpers: start a real server on `127.0.0.1:0` with a shutdown oneshot,
+//! fake or real engines, fixtures, and raw gRPC streams.
+//!
+//! # Layout
+//! - [`TestServer`]: a server task on an ephemeral port, stopped by a oneshot.
+//! - [`fake_loader`], [`gated_loader`]: model loaders backed by the scripted fake engine.
+//! - [`whisper_loader`]: the real `tiny.en` (or `None` when it cannot be resolved).
+//! - [`fixture`], [`read_fixture`]: files under `audio-fixtures/`.
+//! - [`raw_stream`]: send a scripted list of requests and collect responses and the status.
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use transcribe_core::fake::{Script, ScriptedTranscriber};
+use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
+use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClient;
+use transcribe_proto::v1::{
+    AudioEncoding, AudioFormat, RecognitionConfig, StreamingRecognitionConfig,
+    StreamingRecognizeRequest, StreamingRecognizeResponse,
+};
+use transcribe_server::models::{LoadFn, ModelInfo};
+use transcribe_server::pool::{Decoder, DecoderFactory, Uninterruptible};
+use transcribe_server::{FnLoader, LoadedModel, ModelLoader, ServerConfig, ServerError, ServerHandle};
+
+/// A boxed error for tests.
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+/// A file under `audio-fixtures/`.
+pub fn fixture(relative: &str) -> PathBuf {
+    workspace_root().join("audio-fixtures").join(relative)
+}
+
+/// A fixture decoded to 16 kHz mono, and its reference text (`.txt` beside it, if any).
+///
+/// # Errors
+/// When the file cannot be decoded.
+pub fn read_fixture(relative: &str) -> TestResult<(Vec<f32>, String)> {
+    let path = fixture(relative);
+    let audio = transcribe_audio::decode_file(&path)?;
+    let reference = std::fs::read_to_string(path.with_extension("txt")).unwrap_or_default();
+    Ok((audio.samples, reference.trim().to_owned()))
+}
+
+/// A running server.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The server's state.
+    pub handle: ServerHandle,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config` (its listen address is ignored) serving `loader`.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn start(config: ServerConfig, loader: Box<dyn ModelLoader>) -> TestResult<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = transcribe_server::Server::new(config, loader);
+        let handle = server.handle();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Ok(Self { url, handle, shutdown: Some(tx), task: Some(task) })
+    }
+
+    /// Starts a server and waits until its models are loaded.
+    ///
+    /// # Errors
+    /// When the port cannot be bound or loading takes over a minute.
+    pub async fn start_ready(config: ServerConfig, loader: Box<dyn ModelLoader>) -> TestResult<Self> {
+        let server = Self::start(config, loader).await?;
+        server.wait_until(Duration::from_secs(60), |h| h.is_serving()).await?;
+        Ok(server)
+    }
+
+    /// Polls `check` every 10 ms until it holds.
+    ///
+    /// # Errors
+    /// When `timeout` passes first.
+    pub async fn wait_until(&self, timeout: Duration, check: impl Fn(&ServerHandle) -> bool) -> TestResult {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !check(&self.handle) {
+            if tokio::time::Instant::now() > deadline {
+                return Err("condition not reached in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// A client connected to the server.
+    ///
+    /// # Errors
+    /// When it cannot connect.
+    pub async fn client(&self) -> TestResult<TranscriptionServiceClient<Channel>> {
+        Ok(TranscriptionServiceClient::connect(self.url.clone()).await?)
+    }
+
+    /// A raw channel to the server (for health and reflection clients).
+    ///
+    /// # Errors
+    /// When it cannot connect.
+    pub async fn channel(&self) -> TestResult<Channel> {
+        Ok(Channel::from_shared(self.url.clone())?.connect().await?)
+    }
+
+    /// Triggers shutdown without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down and waits for the server to stop.
+    ///
+    /// # Errors
+    /// The server's own error, or a panic of its task.
+    pub async fn stop(mut self) -> TestResult {
+        self.trigger_shutdown();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+/// Name the fake model is served under.
+pub const FAKE_MODEL: &str = "fake.en";
+
+/// The standard fake script: two phrases with a pause between them (6 s of audio).
+///
+/// # Errors
+/// Never for these constants.
+pub fn two_phrases() -> TestResult<(Script, Vec<f32>)> {
+    let script = Script::from_phrases(
+        &[(0.5, "hello there general kenobi"), (3.5, "you are a bold one")],
+        0.3,
+        0.1,
+    )?;
+    let audio = script.render(6.5);
+    Ok((script, audio))
+}
+
+/// A loader serving [`FAKE_MODEL`] with scripted fakes that hear `script` in `audio`.
+pub fn fake_loader(script: Script, audio: Vec<f32>) -> Box<dyn ModelLoader> {
+    fake_loader_with(script, audio, Duration::ZERO)
+}
+
+/// Like [`fake_loader`], each decode taking at least `cost` of wall time.
+pub fn fake_loader_with(script: Script, audio: Vec<f32>, cost: Duration) -> Box<dyn ModelLoader> {
+    Box::new(FnLoader::new(vec![FAKE_MODEL.into()], fake_load(script, audio, cost)))
+}
+
+/// A loader that waits for `gate` before loading the fake (for "not serving yet" tests).
+pub fn gated_loader(script: Script, audio: Vec<f32>, gate: std::sync::mpsc::Receiver<()>) -> Box<dyn ModelLoader> {
+    let load = fake_load(script, audio, Duration::ZERO);
+    Box::new(FnLoader::new(
+        vec![FAKE_MODEL.into()],
+        Box::new(move || {
+            let _ = gate.recv();
+            load()
+        }),
+    ))
+}
+
+fn fake_load(script: Script, audio: Vec<f32>, cost: Duration) -> LoadFn {
+    Box::new(move || {
+        let fake = Arc::new(Mutex::new(ScriptedTranscriber::new(script, &audio)));
+        let factory = move || -> Result<Box<dyn Decoder>, String> {
+            let t = fake.lock().map_err(|_| "poisoned".to_owned())?.clone();
+            Ok(Box::new(Slow { inner: Uninterruptible(t), cost }))
+        };
+        let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
+        Ok(vec![LoadedModel {
+            info: ModelInfo { name: FAKE_MODEL.into(), multilingual: false, attributes: Default::default() },
+            factory,
+        }])
+    })
+}
+
+/// A decoder that takes at least `cost` per call (sleeping in slices, cancellable).
+struct Slow<D> {
+    inner: D,
+    cost: Duration,
+}
+
+impl<D: Decoder> Decoder for Slow<D> {
+    fn decode(
+        &mut self,
+        samples: &[f32],
+        options: &transcribe_core::DecodeOptions,
+        cancel: &transcribe_server::pool::CancelHandle,
+    ) -> Result<transcribe_core::Transcript, transcribe_core::EngineError> {
+        let deadline = std::time::Instant::now() + self.cost;
+        while std::time::Instant::now() < deadline {
+            if cancel.is_cancelled() {
+                return Err(transcribe_core::EngineError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.inner.decode(samples, options, cancel)
+    }
+}
+
+/// The real `tiny.en` loader, or `None` (with a note printed) when the model cannot be
+/// resolved here.
+pub fn whisper_loader(config: &ServerConfig) -> Option<Box<dyn ModelLoader>> {
+    let spec = transcribe_models::ModelSpec::parse("tiny.en").ok()?;
+    if let Err(error) = transcribe_models::resolve(&spec, &transcribe_models::FetchOptions::default()) {
+        eprintln!("note: skipping: tiny.en is not available here: {error}");
+        return None;
+    }
+    match transcribe_server::WhisperLoader::from_config(config, Default::default()) {
+        Ok(loader) => Some(Box::new(loader)),
+        Err(error) => {
+            eprintln!("note: skipping: {error}");
+            None
+        }
+    }
+}
+
+/// 16-bit little-endian PCM of `samples`.
+pub fn linear16(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32_767.0).round() as i16).to_le_bytes())
+        .collect()
+}
+
+/// A config request for 16 kHz mono LINEAR16 (model empty = the server's default).
+pub fn config_request(model: &str, interim: bool) -> StreamingRecognizeRequest {
+    config_request_with(
+        AudioFormat { encoding: AudioEncoding::Linear16.into(), sample_rate_hertz: 16_000, audio_channel_count: 1 },
+        model,
+        interim,
+    )
+}
+
+/// A config request with `format`.
+pub fn config_request_with(format: AudioFormat, model: &str, interim: bool) -> StreamingRecognizeRequest {
+    StreamingRecognizeRequest {
+        streaming_request: Some(StreamingRequest::StreamingConfig(StreamingRecognitionConfig {
+            config: Some(RecognitionConfig {
+                audio_format: Some(format),
+                model: model.to_owned(),
+                enable_word_time_offsets: true,
+                enable_word_confidence: true,
+                ..Default::default()
+            }),
+            interim_results: interim,
+            ..Default::default()
+        })),
+    }
+}
+
+/// An audio request.
+pub fn audio_request(bytes: Vec<u8>) -> StreamingRecognizeRequest {
+    StreamingRecognizeRequest { streaming_request: Some(StreamingRequest::AudioContent(bytes)) }
+}
+
+/// Audio requests of `chunk_samples` each, as LINEAR16.
+pub fn audio_requests(samples: &[f32], chunk_samples: usize) -> Vec<StreamingRecognizeRequest> {
+    samples.chunks(chunk_samples.max(1)).map(|c| audio_request(linear16(c))).collect()
+}
+
+/// Sends `requests` (then half-closes) and collects every response and the final status
+/// (`Ok` for a clean end).
+pub async fn raw_stream(
+    client: &mut TranscriptionServiceClient<Channel>,
+    requests: Vec<StreamingRecognizeRequest>,
+) -> (Vec<StreamingRecognizeResponse>, Result<(), tonic::Status>) {
+    let mut responses = Vec::new();
+    let call = client.streaming_recognize(tokio_stream::iter(requests)).await;
+    let mut inbound = match call {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (responses, Err(status)),
+    };
+    loop {
+        match inbound.next().await {
+            Some(Ok(r)) => responses.push(r),
+            Some(Err(status)) => return (responses, Err(status)),
+            None => return (responses, Ok(())),
+        }
+    }
+}
+
+/// The concatenated final transcripts of `responses`, trimmed.
+pub fn final_text(responses: &[StreamingRecognizeResponse]) -> String {
+    let mut text = String::new();
+    for r in responses {
+        for result in r.results.iter().filter(|r| r.is_final) {
+            if let Some(top) = result.alternatives.first() {
+                text.push_str(&top.transcript);
+            }
+        }
+    }
+    text.trim().to_owned()
+}
