@@ -8,8 +8,8 @@
 //! use transcribe_server::client::{StreamEvent, StreamOptions, stream_samples};
 //! # async fn demo(samples: Vec<f32>) -> Result<(), transcribe_server::client::ClientError> {
 //! let summary = stream_samples("http://127.0.0.1:50051", &samples, &StreamOptions::default(), |event| {
-//!     if let StreamEvent::Final { text, .. } = event {
-//!         println!("{text}");
+//!     if let StreamEvent::Final(f) = event {
+//!         println!("{}", f.text);
 //!     }
 //! })
 //! .await?;
@@ -169,12 +169,17 @@ pub enum ClientError {
 /// # Errors
 /// [`ClientError::InvalidUrl`] or [`ClientError::Connect`].
 pub async fn connect(url: &str) -> Result<TranscriptionServiceClient<Channel>, ClientError> {
-    let endpoint = Channel::from_shared(url.to_owned())
-        .map_err(|e| ClientError::InvalidUrl { url: url.to_owned(), reason: e.to_string() })?;
+    let endpoint = Channel::from_shared(url.to_owned()).map_err(|e| ClientError::InvalidUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
     let channel = endpoint
         .connect()
         .await
-        .map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
+        .map_err(|source| ClientError::Connect {
+            url: url.to_owned(),
+            source,
+        })?;
     Ok(TranscriptionServiceClient::new(channel))
 }
 
@@ -199,11 +204,13 @@ pub fn streaming_config(options: &StreamOptions) -> StreamingRecognizeRequest {
         ..Default::default()
     };
     StreamingRecognizeRequest {
-        streaming_request: Some(StreamingRequest::StreamingConfig(StreamingRecognitionConfig {
-            config: Some(config),
-            interim_results: options.interim_results,
-            ..Default::default()
-        })),
+        streaming_request: Some(StreamingRequest::StreamingConfig(
+            StreamingRecognitionConfig {
+                config: Some(config),
+                interim_results: options.interim_results,
+                ..Default::default()
+            },
+        )),
     }
 }
 
@@ -249,7 +256,9 @@ pub async fn stream_with(
                 ticker.tick().await;
             }
             let bytes: Vec<u8> = piece.iter().flat_map(|s| s.to_le_bytes()).collect();
-            let request = StreamingRecognizeRequest { streaming_request: Some(StreamingRequest::AudioContent(bytes)) };
+            let request = StreamingRecognizeRequest {
+                streaming_request: Some(StreamingRequest::AudioContent(bytes)),
+            };
             if tx.send(request).await.is_err() {
                 return;
             }
@@ -297,7 +306,9 @@ pub fn events_of(response: &StreamingRecognizeResponse) -> Vec<StreamEvent> {
     let mut events = Vec::new();
     let mut interim: Option<(u64, String, String)> = None;
     for result in &response.results {
-        let Some(top) = result.alternatives.first() else { continue };
+        let Some(top) = result.alternatives.first() else {
+            continue;
+        };
         if result.is_final {
             let words = top
                 .words
@@ -318,10 +329,15 @@ pub fn events_of(response: &StreamingRecognizeResponse) -> Vec<StreamEvent> {
                 language: (!result.language_code.is_empty()).then(|| result.language_code.clone()),
             }));
         } else {
-            let entry = interim.get_or_insert_with(|| (result.utterance_index, String::new(), String::new()));
+            let entry = interim
+                .get_or_insert_with(|| (result.utterance_index, String::new(), String::new()));
             let text = top.transcript.trim();
             // Stability >= 0.5 is the committed part, below is the tail.
-            let part = if result.stability >= 0.5 { &mut entry.1 } else { &mut entry.2 };
+            let part = if result.stability >= 0.5 {
+                &mut entry.1
+            } else {
+                &mut entry.2
+            };
             if !text.is_empty() {
                 if !part.is_empty() {
                     part.push(' ');
@@ -331,13 +347,19 @@ pub fn events_of(response: &StreamingRecognizeResponse) -> Vec<StreamEvent> {
         }
     }
     if let Some((utterance_index, stable, unstable)) = interim {
-        events.push(StreamEvent::Interim { utterance_index, stable, unstable });
+        events.push(StreamEvent::Interim {
+            utterance_index,
+            stable,
+            unstable,
+        });
     }
     if response.results.is_empty() {
         let progress = response.progress.as_ref();
         events.push(StreamEvent::Progress {
             processed: seconds(progress.and_then(|p| p.audio_processed.as_ref())),
-            latency: progress.and_then(|p| p.processing_latency.as_ref()).and_then(std_duration),
+            latency: progress
+                .and_then(|p| p.processing_latency.as_ref())
+                .and_then(std_duration),
         });
     }
     events

@@ -69,7 +69,11 @@ pub fn word_infos(words: &[Word], options: WordOptions) -> Vec<WordInfo> {
             start_offset: options.offsets.then(|| duration_of_seconds(base + w.start)),
             end_offset: options.offsets.then(|| duration_of_seconds(base + w.end)),
             word: w.text.clone(),
-            confidence: if options.confidence { w.probability.clamp(0.0, 1.0) } else { 0.0 },
+            confidence: if options.confidence {
+                w.probability.clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
         })
         .collect()
 }
@@ -84,7 +88,11 @@ pub fn mean_confidence(words: &[Word]) -> f32 {
 }
 
 /// A unary result for one decoded segment (times relative to the audio start).
-pub fn segment_result(segment: &Segment, language: Option<&str>, words: WordOptions) -> SpeechRecognitionResult {
+pub fn segment_result(
+    segment: &Segment,
+    language: Option<&str>,
+    words: WordOptions,
+) -> SpeechRecognitionResult {
     SpeechRecognitionResult {
         alternatives: vec![SpeechRecognitionAlternative {
             transcript: segment.text.clone(),
@@ -107,19 +115,43 @@ mod tests {
     fn durations_convert() {
         let d = duration_of_samples(24_000, Duration::from_secs(10));
         assert_eq!((d.seconds, d.nanos), (11, 500_000_000));
-        assert_eq!(duration_of_seconds(-1.0), prost_types::Duration { seconds: 0, nanos: 0 });
-        let back = std_duration(&prost_types::Duration { seconds: 2, nanos: 5 });
+        assert_eq!(
+            duration_of_seconds(-1.0),
+            prost_types::Duration {
+                seconds: 0,
+                nanos: 0
+            }
+        );
+        let back = std_duration(&prost_types::Duration {
+            seconds: 2,
+            nanos: 5,
+        });
         assert_eq!(back, Some(Duration::new(2, 5)));
-        assert_eq!(std_duration(&prost_types::Duration { seconds: -2, nanos: 0 }), None);
+        assert_eq!(
+            std_duration(&prost_types::Duration {
+                seconds: -2,
+                nanos: 0
+            }),
+            None
+        );
     }
 
     #[test]
     fn words_respect_options() {
-        let words = [Word { text: "hi".into(), start: 0.5, end: 0.75, probability: 0.8 }];
+        let words = [Word {
+            text: "hi".into(),
+            start: 0.5,
+            end: 0.75,
+            probability: 0.8,
+        }];
         assert!(word_infos(&words, WordOptions::default()).is_empty());
         let infos = word_infos(
             &words,
-            WordOptions { offsets: true, confidence: false, base: Duration::from_secs(1) },
+            WordOptions {
+                offsets: true,
+                confidence: false,
+                base: Duration::from_secs(1),
+            },
         );
         assert_eq!(infos[0].start_offset, Some(duration_of_seconds(1.5)));
         assert_eq!(infos[0].confidence, 0.0);

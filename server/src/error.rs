@@ -92,12 +92,17 @@ pub enum RequestError {
 impl RequestError {
     /// An [`RequestError::InvalidArgument`] for `field`.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument { field: field.into(), description: description.into() }
+        Self::InvalidArgument {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 
     /// An [`RequestError::Internal`] with `detail` (logged, not sent).
     pub fn internal(detail: impl Into<String>) -> Self {
-        Self::Internal { detail: detail.into() }
+        Self::Internal {
+            detail: detail.into(),
+        }
     }
 
     /// The gRPC status for this error: the single mapping from server errors to codes.
@@ -133,7 +138,8 @@ impl RequestError {
                 Status::with_error_details(Code::Unavailable, self.to_string(), details)
             }
             Self::Draining => {
-                let details = ErrorDetails::with_error_info("DRAINING", ERROR_DOMAIN, HashMap::new());
+                let details =
+                    ErrorDetails::with_error_info("DRAINING", ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::Unavailable, self.to_string(), details)
             }
             Self::Cancelled => Status::cancelled(self.to_string()),
@@ -146,7 +152,10 @@ fn out_of_range(error: &RequestError, reason: &str, limit: Duration) -> Status {
     let details = ErrorDetails::with_error_info(
         reason,
         ERROR_DOMAIN,
-        HashMap::from([("limit_seconds".to_owned(), format!("{}", limit.as_secs_f64()))]),
+        HashMap::from([(
+            "limit_seconds".to_owned(),
+            format!("{}", limit.as_secs_f64()),
+        )]),
     );
     Status::with_error_details(Code::OutOfRange, error.to_string(), details)
 }
@@ -200,12 +209,39 @@ mod tests {
     #[test]
     fn every_variant_has_its_code() {
         let cases = [
-            (RequestError::invalid("audio_content", "odd length"), Code::InvalidArgument),
-            (RequestError::UnknownModel { name: "x".into(), valid: vec!["tiny.en".into()] }, Code::NotFound),
-            (RequestError::PermissionDenied { what: "uri".into() }, Code::PermissionDenied),
-            (RequestError::StreamTooLong { limit: Duration::from_secs(5) }, Code::OutOfRange),
-            (RequestError::AudioTimeout { limit: Duration::from_secs(5) }, Code::OutOfRange),
-            (RequestError::Overloaded { reason: "streams".into() }, Code::ResourceExhausted),
+            (
+                RequestError::invalid("audio_content", "odd length"),
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::UnknownModel {
+                    name: "x".into(),
+                    valid: vec!["tiny.en".into()],
+                },
+                Code::NotFound,
+            ),
+            (
+                RequestError::PermissionDenied { what: "uri".into() },
+                Code::PermissionDenied,
+            ),
+            (
+                RequestError::StreamTooLong {
+                    limit: Duration::from_secs(5),
+                },
+                Code::OutOfRange,
+            ),
+            (
+                RequestError::AudioTimeout {
+                    limit: Duration::from_secs(5),
+                },
+                Code::OutOfRange,
+            ),
+            (
+                RequestError::Overloaded {
+                    reason: "streams".into(),
+                },
+                Code::ResourceExhausted,
+            ),
             (RequestError::Loading, Code::Unavailable),
             (RequestError::Draining, Code::Unavailable),
             (RequestError::Cancelled, Code::Cancelled),
@@ -220,12 +256,21 @@ mod tests {
     fn details_are_attached() {
         let status = RequestError::invalid("streaming_config", "sent twice").to_status();
         let details = status.get_error_details();
-        let violations = details.bad_request().map(|b| b.field_violations.clone()).unwrap_or_default();
+        let violations = details
+            .bad_request()
+            .map(|b| b.field_violations.clone())
+            .unwrap_or_default();
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].field, "streaming_config");
 
-        let status = RequestError::Overloaded { reason: "streams".into() }.to_status();
-        let retry = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+        let status = RequestError::Overloaded {
+            reason: "streams".into(),
+        }
+        .to_status();
+        let retry = status
+            .get_error_details()
+            .retry_info()
+            .and_then(|r| r.retry_delay);
         assert_eq!(retry, Some(OVERLOAD_RETRY_AFTER));
 
         let status = RequestError::UnknownModel {
@@ -233,7 +278,11 @@ mod tests {
             valid: vec!["tiny.en".into(), "base".into()],
         }
         .to_status();
-        assert!(status.message().contains("tiny.en, base"), "{}", status.message());
+        assert!(
+            status.message().contains("tiny.en, base"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

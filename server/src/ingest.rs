@@ -109,7 +109,10 @@ impl RawFormat {
         if !(0..=MAX_CHANNELS).contains(&format.audio_channel_count) {
             return Err(RequestError::invalid(
                 format!("{field}.audio_channel_count"),
-                format!("{} channels: use 0 or 1 for mono, at most {MAX_CHANNELS}", format.audio_channel_count),
+                format!(
+                    "{} channels: use 0 or 1 for mono, at most {MAX_CHANNELS}",
+                    format.audio_channel_count
+                ),
             ));
         }
         Ok(Self {
@@ -130,7 +133,7 @@ impl RawFormat {
     /// [`RequestError::InvalidArgument`] when `bytes` is not whole frames or holds non-finite
     /// floats.
     pub fn to_f32(&self, bytes: &[u8], field: &str) -> Result<Vec<f32>, RequestError> {
-        if bytes.len() % self.frame_bytes() != 0 {
+        if !bytes.len().is_multiple_of(self.frame_bytes()) {
             return Err(RequestError::invalid(
                 field,
                 format!(
@@ -167,9 +170,15 @@ impl Ingest {
     /// # Errors
     /// [`RequestError::InvalidArgument`] if the converter rejects the rate or channels.
     pub fn new(format: RawFormat, max_chunk_bytes: usize) -> Result<Self, RequestError> {
-        let converter = Converter::new(format.sample_rate, format.channels)
-            .map_err(|e| RequestError::invalid("streaming_config.config.audio_format", e.to_string()))?;
-        Ok(Self { format, converter, max_chunk_bytes, frames_in: 0 })
+        let converter = Converter::new(format.sample_rate, format.channels).map_err(|e| {
+            RequestError::invalid("streaming_config.config.audio_format", e.to_string())
+        })?;
+        Ok(Self {
+            format,
+            converter,
+            max_chunk_bytes,
+            frames_in: 0,
+        })
     }
 
     /// Converts one chunk; returns the 16 kHz mono samples now ready.
@@ -235,7 +244,11 @@ mod tests {
     use super::*;
 
     fn format(encoding: AudioEncoding, rate: i32, channels: i32) -> AudioFormat {
-        AudioFormat { encoding: encoding.into(), sample_rate_hertz: rate, audio_channel_count: channels }
+        AudioFormat {
+            encoding: encoding.into(),
+            sample_rate_hertz: rate,
+            audio_channel_count: channels,
+        }
     }
 
     fn field_of(result: Result<RawFormat, RequestError>) -> String {
@@ -250,18 +263,47 @@ mod tests {
         let f = "cfg.audio_format";
         assert_eq!(field_of(RawFormat::from_proto(None, f)), f);
         let cases = [
-            (format(AudioEncoding::Unspecified, 16_000, 1), "cfg.audio_format.encoding"),
-            (format(AudioEncoding::Flac, 16_000, 1), "cfg.audio_format.encoding"),
-            (format(AudioEncoding::Linear16, 0, 1), "cfg.audio_format.sample_rate_hertz"),
-            (format(AudioEncoding::Linear16, 96_000, 1), "cfg.audio_format.sample_rate_hertz"),
-            (format(AudioEncoding::Float32, 16_000, -1), "cfg.audio_format.audio_channel_count"),
-            (format(AudioEncoding::Float32, 16_000, 9), "cfg.audio_format.audio_channel_count"),
+            (
+                format(AudioEncoding::Unspecified, 16_000, 1),
+                "cfg.audio_format.encoding",
+            ),
+            (
+                format(AudioEncoding::Flac, 16_000, 1),
+                "cfg.audio_format.encoding",
+            ),
+            (
+                format(AudioEncoding::Linear16, 0, 1),
+                "cfg.audio_format.sample_rate_hertz",
+            ),
+            (
+                format(AudioEncoding::Linear16, 96_000, 1),
+                "cfg.audio_format.sample_rate_hertz",
+            ),
+            (
+                format(AudioEncoding::Float32, 16_000, -1),
+                "cfg.audio_format.audio_channel_count",
+            ),
+            (
+                format(AudioEncoding::Float32, 16_000, 9),
+                "cfg.audio_format.audio_channel_count",
+            ),
         ];
         for (fmt, want) in cases {
-            assert_eq!(field_of(RawFormat::from_proto(Some(&fmt), f)), want, "{fmt:?}");
+            assert_eq!(
+                field_of(RawFormat::from_proto(Some(&fmt), f)),
+                want,
+                "{fmt:?}"
+            );
         }
-        let unknown = AudioFormat { encoding: 99, sample_rate_hertz: 16_000, audio_channel_count: 1 };
-        assert_eq!(field_of(RawFormat::from_proto(Some(&unknown), f)), "cfg.audio_format.encoding");
+        let unknown = AudioFormat {
+            encoding: 99,
+            sample_rate_hertz: 16_000,
+            audio_channel_count: 1,
+        };
+        assert_eq!(
+            field_of(RawFormat::from_proto(Some(&unknown), f)),
+            "cfg.audio_format.encoding"
+        );
     }
 
     #[test]
@@ -269,8 +311,14 @@ mod tests {
         let fmt = RawFormat::from_proto(Some(&format(AudioEncoding::Linear16, 16_000, 2)), "f")?;
         assert_eq!(fmt.frame_bytes(), 4);
         let mut ingest = Ingest::new(fmt, 64)?;
-        assert!(matches!(ingest.push(&[0; 6]), Err(RequestError::InvalidArgument { .. })));
-        assert!(matches!(ingest.push(&[0; 68]), Err(RequestError::InvalidArgument { .. })));
+        assert!(matches!(
+            ingest.push(&[0; 6]),
+            Err(RequestError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            ingest.push(&[0; 68]),
+            Err(RequestError::InvalidArgument { .. })
+        ));
         assert_eq!(ingest.push(&[0; 8])?.len(), 2);
         assert_eq!(ingest.received(), Duration::from_secs_f64(2.0 / 16_000.0));
         Ok(())
@@ -280,7 +328,9 @@ mod tests {
     fn stereo_48k_becomes_16k_mono() -> Result<(), RequestError> {
         let fmt = RawFormat::from_proto(Some(&format(AudioEncoding::Float32, 48_000, 2)), "f")?;
         let mut ingest = Ingest::new(fmt, 1 << 20)?;
-        let bytes: Vec<u8> = (0..48_000 * 2).flat_map(|_| 0.25f32.to_le_bytes()).collect();
+        let bytes: Vec<u8> = (0..48_000 * 2)
+            .flat_map(|_| 0.25f32.to_le_bytes())
+            .collect();
         let mut out = Vec::new();
         for chunk in bytes.chunks(4 * 2 * 480) {
             out.extend(ingest.push(chunk)?);

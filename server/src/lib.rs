@@ -113,12 +113,17 @@ impl Server {
     /// A server with `config` serving what `loader` loads.
     pub fn new(config: ServerConfig, loader: Box<dyn ModelLoader>) -> Self {
         let names = loader.names();
-        Self { state: Arc::new(AppState::new(config, names)), loader }
+        Self {
+            state: Arc::new(AppState::new(config, names)),
+            loader,
+        }
     }
 
     /// A handle on the server's state.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { state: self.state.clone() }
+        ServerHandle {
+            state: self.state.clone(),
+        }
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains (see the crate doc).
@@ -134,8 +139,12 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Self { state, loader } = self;
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter.set_service_status("", ServingStatus::NotServing).await;
-        reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(transcribe_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -146,7 +155,9 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
-        let service = TranscriptionServiceServer::new(Service { state: state.clone() });
+        let service = TranscriptionServiceServer::new(Service {
+            state: state.clone(),
+        });
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -209,10 +220,17 @@ impl Server {
         }
 
         // Drain.
-        tracing::info!(message = "Draining.", timeout_seconds = state.config.drain_timeout.as_secs_f64());
+        tracing::info!(
+            message = "Draining.",
+            timeout_seconds = state.config.drain_timeout.as_secs_f64()
+        );
         state.draining.store(true, Ordering::SeqCst);
-        reporter.set_service_status("", ServingStatus::NotServing).await;
-        reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
         state.drain.cancel();
         let _ = stop_tx.send(());
         let result = match tokio::time::timeout(state.config.drain_timeout, &mut server).await {

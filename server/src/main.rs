@@ -12,7 +12,9 @@ use transcribe_server::{ServerArgs, WhisperLoader, run};
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     // Validate everything before binding or loading.

@@ -36,7 +36,9 @@ pub struct LoadedModel {
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("LoadedModel")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,8 +70,10 @@ impl WhisperLoader {
     pub fn from_config(config: &ServerConfig, fetch: FetchOptions) -> Result<Self, ConfigError> {
         let mut specs = Vec::with_capacity(config.models.len());
         for given in &config.models {
-            let spec = ModelSpec::parse(given)
-                .map_err(|e| ConfigError::Invalid { flag: "--model", reason: e.to_string() })?;
+            let spec = ModelSpec::parse(given).map_err(|e| ConfigError::Invalid {
+                flag: "--model",
+                reason: e.to_string(),
+            })?;
             let name = match &spec {
                 ModelSpec::Name(n) => n.as_str().to_owned(),
                 ModelSpec::Path(p) => model_name_of_path(p),
@@ -88,17 +92,28 @@ impl WhisperLoader {
             flash_attn: config.use_gpu,
             ..EngineConfig::default()
         };
-        Ok(Self { specs, fetch, engine })
+        Ok(Self {
+            specs,
+            fetch,
+            engine,
+        })
     }
 }
 
 /// A served name for a model file: its file name without `ggml-` and `.bin`
 /// (`/m/ggml-tiny.en.bin` is `tiny.en`).
 pub fn model_name_of_path(path: &std::path::Path) -> String {
-    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = file.strip_suffix(".bin").unwrap_or(&file);
     let name = stem.strip_prefix("ggml-").unwrap_or(stem);
-    if name.is_empty() { path.display().to_string() } else { name.to_owned() }
+    if name.is_empty() {
+        path.display().to_string()
+    } else {
+        name.to_owned()
+    }
 }
 
 impl ModelLoader for WhisperLoader {
@@ -109,8 +124,12 @@ impl ModelLoader for WhisperLoader {
     fn load(self: Box<Self>) -> Result<Vec<LoadedModel>, ServerError> {
         let mut loaded = Vec::with_capacity(self.specs.len());
         for (name, spec) in &self.specs {
-            let fail = |reason: String| ServerError::ModelLoad { name: name.clone(), reason };
-            let path = transcribe_models::resolve(spec, &self.fetch).map_err(|e| fail(e.to_string()))?;
+            let fail = |reason: String| ServerError::ModelLoad {
+                name: name.clone(),
+                reason,
+            };
+            let path =
+                transcribe_models::resolve(spec, &self.fetch).map_err(|e| fail(e.to_string()))?;
             let started = std::time::Instant::now();
             let model = WhisperModel::load(&path, &self.engine).map_err(|e| fail(e.to_string()))?;
             tracing::info!(
@@ -120,13 +139,23 @@ impl ModelLoader for WhisperLoader {
                 load_seconds = started.elapsed().as_secs_f64(),
             );
             let attributes = BTreeMap::from([
-                ("backend".to_owned(), transcribe_engine::backend().to_owned()),
+                (
+                    "backend".to_owned(),
+                    transcribe_engine::backend().to_owned(),
+                ),
                 ("type".to_owned(), model.model_type()),
                 ("file".to_owned(), path.display().to_string()),
-                ("threads_per_decode".to_owned(), self.engine.threads.to_string()),
+                (
+                    "threads_per_decode".to_owned(),
+                    self.engine.threads.to_string(),
+                ),
             ]);
             loaded.push(LoadedModel {
-                info: ModelInfo { name: name.clone(), multilingual: model.is_multilingual(), attributes },
+                info: ModelInfo {
+                    name: name.clone(),
+                    multilingual: model.is_multilingual(),
+                    attributes,
+                },
                 factory: Arc::new(model),
             });
         }
@@ -166,7 +195,10 @@ mod tests {
 
     #[test]
     fn path_names_drop_ggml_and_bin() {
-        assert_eq!(model_name_of_path("/m/ggml-tiny.en.bin".as_ref()), "tiny.en");
+        assert_eq!(
+            model_name_of_path("/m/ggml-tiny.en.bin".as_ref()),
+            "tiny.en"
+        );
         assert_eq!(model_name_of_path("mine.bin".as_ref()), "mine");
         assert_eq!(model_name_of_path("weights".as_ref()), "weights");
     }

@@ -247,10 +247,20 @@ impl EnginePool {
             cancelled: AtomicU64::new(0),
         });
         let mut workers = Vec::with_capacity(limits.workers);
-        let pool = Self { shared: shared.clone(), workers: Mutex::new(Vec::new()) };
+        let pool = Self {
+            shared: shared.clone(),
+            workers: Mutex::new(Vec::new()),
+        };
         for index in 0..limits.workers.max(1) {
-            let decoders = factories.iter().map(|f| f.create()).collect::<Result<Vec<_>, _>>()?;
-            let worker = Worker { shared: shared.clone(), factories: factories.clone(), decoders };
+            let decoders = factories
+                .iter()
+                .map(|f| f.create())
+                .collect::<Result<Vec<_>, _>>()?;
+            let worker = Worker {
+                shared: shared.clone(),
+                factories: factories.clone(),
+                decoders,
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("transcribe-worker-{index}"))
                 .spawn(move || worker.run())
@@ -271,9 +281,13 @@ impl EnginePool {
         let refusal = if state.closed {
             Some(AdmitError::Closed)
         } else if state.slots.len() >= limits.max_streams {
-            Some(AdmitError::TooManyStreams { limit: limits.max_streams })
+            Some(AdmitError::TooManyStreams {
+                limit: limits.max_streams,
+            })
         } else if state.queue.len() >= limits.queue_depth {
-            Some(AdmitError::QueueFull { depth: limits.queue_depth })
+            Some(AdmitError::QueueFull {
+                depth: limits.queue_depth,
+            })
         } else {
             None
         };
@@ -287,9 +301,18 @@ impl EnginePool {
         let cancel = CancelHandle::default();
         state.slots.insert(
             id,
-            Slot { pending: None, queued: false, running: false, cancel: cancel.clone() },
+            Slot {
+                pending: None,
+                queued: false,
+                running: false,
+                cancel: cancel.clone(),
+            },
         );
-        Ok(StreamLease { shared: self.shared.clone(), id, cancel })
+        Ok(StreamLease {
+            shared: self.shared.clone(),
+            id,
+            cancel,
+        })
     }
 
     /// A snapshot of the pool's gauges and counters.
@@ -309,7 +332,8 @@ impl EnginePool {
     /// to exit. Blocking: call it from a blocking context.
     pub fn shutdown(&self) {
         self.close();
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        let workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         for handle in workers {
             if handle.join().is_err() {
                 tracing::error!(message = "Inference worker panicked outside a decode.");
@@ -368,15 +392,25 @@ impl StreamLease {
     /// started yet. Never blocks and never fails: each admitted stream owns one queue place.
     pub fn submit(&self, job: Job) -> Submitted {
         let (reply, output) = oneshot::channel();
-        let pending = Pending { job, reply, submitted: Instant::now() };
+        let pending = Pending {
+            job,
+            reply,
+            submitted: Instant::now(),
+        };
         let mut state = self.shared.lock();
         let closed = state.closed;
         let Some(slot) = state.slots.get_mut(&self.id) else {
             // The pool was shut down and dropped our slot: the receiver sees a closed channel.
-            return Submitted { output, replaced: None };
+            return Submitted {
+                output,
+                replaced: None,
+            };
         };
         if closed {
-            return Submitted { output, replaced: None };
+            return Submitted {
+                output,
+                replaced: None,
+            };
         }
         let replaced = slot.pending.replace(pending).map(|p| p.job);
         let enqueue = !slot.queued && !slot.running;
@@ -435,7 +469,11 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         while let Some((id, pending, cancel)) = self.next_job() {
-            let Pending { job, reply, submitted } = pending;
+            let Pending {
+                job,
+                reply,
+                submitted,
+            } = pending;
             let queued = submitted.elapsed();
             let started = Instant::now();
             let samples = job.samples.len();
@@ -443,7 +481,13 @@ impl Worker {
             let inference = started.elapsed();
             self.shared.completed.fetch_add(1, Ordering::Relaxed);
             // A failed send means the stream is gone; nothing to do.
-            let _ = reply.send(JobOutput { tag: job.tag, result, queued, inference, samples });
+            let _ = reply.send(JobOutput {
+                tag: job.tag,
+                result,
+                queued,
+                inference,
+                samples,
+            });
             self.finish_job(id);
         }
     }
@@ -456,15 +500,23 @@ impl Worker {
                 return None;
             }
             while let Some(id) = state.queue.pop_front() {
-                let Some(slot) = state.slots.get_mut(&id) else { continue };
+                let Some(slot) = state.slots.get_mut(&id) else {
+                    continue;
+                };
                 slot.queued = false;
-                let Some(pending) = slot.pending.take() else { continue };
+                let Some(pending) = slot.pending.take() else {
+                    continue;
+                };
                 slot.running = true;
                 let cancel = slot.cancel.clone();
                 state.busy_workers += 1;
                 return Some((id, pending, cancel));
             }
-            state = self.shared.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .shared
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -489,15 +541,23 @@ impl Worker {
 
     fn decode(&mut self, job: &Job, cancel: &CancelHandle) -> Result<Transcript, EngineError> {
         let Some(decoder) = self.decoders.get_mut(job.model) else {
-            return Err(EngineError::Inference(format!("no model with index {}", job.model)));
+            return Err(EngineError::Inference(format!(
+                "no model with index {}",
+                job.model
+            )));
         };
         if cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
-        match catch_unwind(AssertUnwindSafe(|| decoder.decode(&job.samples, &job.options, cancel))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            decoder.decode(&job.samples, &job.options, cancel)
+        })) {
             Ok(result) => result,
             Err(_) => {
-                tracing::error!(message = "Decoder panicked; rebuilding it.", model = job.model);
+                tracing::error!(
+                    message = "Decoder panicked; rebuilding it.",
+                    model = job.model
+                );
                 match self.factories[job.model].create() {
                     Ok(fresh) => self.decoders[job.model] = fresh,
                     Err(error) => {
@@ -546,31 +606,52 @@ mod tests {
         }
     }
 
-    fn gate_pool(limits: PoolLimits) -> Result<(EnginePool, mpsc::Receiver<u64>, mpsc::Sender<()>), String> {
+    fn gate_pool(
+        limits: PoolLimits,
+    ) -> Result<(EnginePool, mpsc::Receiver<u64>, mpsc::Sender<()>), String> {
         let (started_tx, started) = mpsc::channel();
         let (go, go_rx) = mpsc::channel();
         let go_rx = Arc::new(Mutex::new(go_rx));
         let factory = move || -> Result<Box<dyn Decoder>, String> {
-            Ok(Box::new(Gate { started: started_tx.clone(), go: go_rx.clone() }))
+            Ok(Box::new(Gate {
+                started: started_tx.clone(),
+                go: go_rx.clone(),
+            }))
         };
         let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
         Ok((EnginePool::start(vec![factory], limits)?, started, go))
     }
 
     fn job(len: usize, tag: u64) -> Job {
-        Job { model: 0, samples: vec![0.0; len], options: DecodeOptions::default(), tag }
+        Job {
+            model: 0,
+            samples: vec![0.0; len],
+            options: DecodeOptions::default(),
+            tag,
+        }
     }
 
-    const ONE: PoolLimits = PoolLimits { workers: 1, max_streams: 2, queue_depth: 1 };
+    const ONE: PoolLimits = PoolLimits {
+        workers: 1,
+        max_streams: 2,
+        queue_depth: 1,
+    };
 
     #[test]
     fn admission_limits_streams_and_queue() -> Result<(), Box<dyn std::error::Error>> {
-        let limits = PoolLimits { workers: 1, max_streams: 3, queue_depth: 1 };
+        let limits = PoolLimits {
+            workers: 1,
+            max_streams: 3,
+            queue_depth: 1,
+        };
         let (pool, started, go) = gate_pool(limits)?;
         let a = pool.admit()?;
         let b = pool.admit()?;
         let c = pool.admit()?;
-        assert_eq!(pool.admit().err(), Some(AdmitError::TooManyStreams { limit: 3 }));
+        assert_eq!(
+            pool.admit().err(),
+            Some(AdmitError::TooManyStreams { limit: 3 })
+        );
         drop(c);
         let _ra = a.submit(job(1, 1));
         started.recv_timeout(Duration::from_secs(5))?; // a is running
@@ -585,7 +666,11 @@ mod tests {
 
     #[test]
     fn newer_job_replaces_a_stale_queued_one() -> Result<(), Box<dyn std::error::Error>> {
-        let limits = PoolLimits { workers: 1, max_streams: 4, queue_depth: 4 };
+        let limits = PoolLimits {
+            workers: 1,
+            max_streams: 4,
+            queue_depth: 4,
+        };
         let (pool, started, go) = gate_pool(limits)?;
         let busy = pool.admit()?;
         let _busy_rx = busy.submit(job(10, 0));
@@ -599,7 +684,10 @@ mod tests {
         go.send(())?;
         let out = second.output.blocking_recv()?;
         assert_eq!((out.tag, out.samples), (2, 30));
-        assert!(first.output.blocking_recv().is_err(), "the replaced job never answers");
+        assert!(
+            first.output.blocking_recv().is_err(),
+            "the replaced job never answers"
+        );
         pool.shutdown();
         Ok(())
     }
@@ -628,7 +716,10 @@ mod tests {
         let sub = s.submit(bad);
         started.recv_timeout(Duration::from_secs(5))?;
         go.send(())?;
-        assert!(matches!(sub.output.blocking_recv()?.result, Err(EngineError::Inference(_))));
+        assert!(matches!(
+            sub.output.blocking_recv()?.result,
+            Err(EngineError::Inference(_))
+        ));
         let sub = s.submit(job(4, 2));
         started.recv_timeout(Duration::from_secs(5))?;
         go.send(())?;
@@ -639,7 +730,11 @@ mod tests {
 
     #[test]
     fn a_queued_job_can_be_withdrawn() -> Result<(), Box<dyn std::error::Error>> {
-        let (pool, started, go) = gate_pool(PoolLimits { workers: 1, max_streams: 2, queue_depth: 2 })?;
+        let (pool, started, go) = gate_pool(PoolLimits {
+            workers: 1,
+            max_streams: 2,
+            queue_depth: 2,
+        })?;
         let busy = pool.admit()?;
         let _busy = busy.submit(job(1, 0));
         started.recv_timeout(Duration::from_secs(5))?;

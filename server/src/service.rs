@@ -100,7 +100,9 @@ impl AppState {
     pub fn admit(&self, ready: &Ready) -> Result<StreamLease, RequestError> {
         ready.pool.admit().map_err(|e| match e {
             AdmitError::Closed => RequestError::Draining,
-            other => RequestError::Overloaded { reason: other.to_string() },
+            other => RequestError::Overloaded {
+                reason: other.to_string(),
+            },
         })
     }
 }
@@ -116,6 +118,8 @@ pub(crate) struct Recognition {
     pub prompt: Option<String>,
     pub words: WordOptions,
     pub no_speech_threshold: Option<f32>,
+    /// `decoding_options.condition_on_previous_text`, if set.
+    pub condition_on_previous_text: Option<bool>,
 }
 
 /// Validates a `RecognitionConfig` (all but its audio format). `field` is its path in the
@@ -128,7 +132,10 @@ pub(crate) fn parse_recognition(
     let (model, info) = if config.model.is_empty() {
         models.first().map(|m| (0, m))
     } else {
-        models.iter().enumerate().find(|(_, m)| m.name == config.model)
+        models
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.name == config.model)
     }
     .ok_or_else(|| RequestError::UnknownModel {
         name: config.model.clone(),
@@ -138,17 +145,26 @@ pub(crate) fn parse_recognition(
     let language = match config.language_codes.as_slice() {
         [] => None,
         [code] => {
-            let primary = code.split(['-', '_']).next().unwrap_or_default().to_ascii_lowercase();
+            let primary = code
+                .split(['-', '_'])
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             if primary.is_empty() || !transcribe_engine::is_known_language(&primary) {
                 return Err(RequestError::invalid(
                     format!("{field}.language_codes"),
-                    format!("{code:?} is not a language Whisper knows (use a BCP-47 code like en-US)"),
+                    format!(
+                        "{code:?} is not a language Whisper knows (use a BCP-47 code like en-US)"
+                    ),
                 ));
             }
             if !info.multilingual && primary != "en" {
                 return Err(RequestError::invalid(
                     format!("{field}.language_codes"),
-                    format!("model {} is English-only; it cannot recognize {code:?}", info.name),
+                    format!(
+                        "model {} is English-only; it cannot recognize {code:?}",
+                        info.name
+                    ),
                 ));
             }
             Some(primary)
@@ -160,12 +176,22 @@ pub(crate) fn parse_recognition(
             ));
         }
     };
+    // English-only models know one language; saying so keeps whisper.cpp's language
+    // detection (meaningless on them) out of the results.
+    let language = if info.multilingual {
+        language
+    } else {
+        Some("en".to_owned())
+    };
     let translate = match config.task() {
         transcribe_proto::v1::Task::Translate => {
             if !info.multilingual {
                 return Err(RequestError::invalid(
                     format!("{field}.task"),
-                    format!("model {} is English-only; translation needs a multilingual model", info.name),
+                    format!(
+                        "model {} is English-only; translation needs a multilingual model",
+                        info.name
+                    ),
                 ));
             }
             true
@@ -179,10 +205,16 @@ pub(crate) fn parse_recognition(
         ));
     }
     if config.profanity_filter {
-        return Err(RequestError::invalid(format!("{field}.profanity_filter"), "not supported"));
+        return Err(RequestError::invalid(
+            format!("{field}.profanity_filter"),
+            "not supported",
+        ));
     }
     if config.max_alternatives < 0 {
-        return Err(RequestError::invalid(format!("{field}.max_alternatives"), "must not be negative"));
+        return Err(RequestError::invalid(
+            format!("{field}.max_alternatives"),
+            "must not be negative",
+        ));
     }
     let mut prompt = config.prompt.trim().to_owned();
     for phrase in config.speech_contexts.iter().flat_map(|c| c.phrases.iter()) {
@@ -193,7 +225,11 @@ pub(crate) fn parse_recognition(
             prompt.push_str(phrase.trim());
         }
     }
-    let no_speech_threshold = match config.decoding_options.as_ref().and_then(|d| d.no_speech_threshold) {
+    let no_speech_threshold = match config
+        .decoding_options
+        .as_ref()
+        .and_then(|d| d.no_speech_threshold)
+    {
         Some(t) if !(0.0..=1.0).contains(&t) => {
             return Err(RequestError::invalid(
                 format!("{field}.decoding_options.no_speech_threshold"),
@@ -214,6 +250,10 @@ pub(crate) fn parse_recognition(
             base: Duration::ZERO,
         },
         no_speech_threshold,
+        condition_on_previous_text: config
+            .decoding_options
+            .as_ref()
+            .and_then(|d| d.condition_on_previous_text),
     })
 }
 
@@ -256,7 +296,10 @@ impl TranscriptionService for Service {
         request: Request<Streaming<StreamingRecognizeRequest>>,
     ) -> Result<Response<Self::StreamingRecognizeStream>, Status> {
         let request_id = self.state.request_id();
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let span = tracing::info_span!("stream", request_id = %request_id, %peer);
         // Refuse at once (before any message) when the server cannot take a stream.
         if let Err(error) = self.state.ready() {
@@ -266,7 +309,10 @@ impl TranscriptionService for Service {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let cancel = CancellationToken::new();
-        let stream = SessionStream { inner: ReceiverStream::new(rx), _guard: cancel.clone().drop_guard() };
+        let stream = SessionStream {
+            inner: ReceiverStream::new(rx),
+            _guard: cancel.clone().drop_guard(),
+        };
         let state = self.state.clone();
         let panic_tx = tx.clone();
         let id = request_id.clone();
@@ -295,7 +341,9 @@ impl TranscriptionService for Service {
     ) -> Result<Response<RecognizeResponse>, Status> {
         let request_id = self.state.request_id();
         let span = tracing::info_span!("recognize", request_id = %request_id);
-        let result = recognize(&self.state, request.into_inner(), &request_id).instrument(span.clone()).await;
+        let result = recognize(&self.state, request.into_inner(), &request_id)
+            .instrument(span.clone())
+            .await;
         match result {
             Ok(response) => Ok(with_request_id(Response::new(response), &request_id)),
             Err(error) => {
@@ -309,7 +357,9 @@ impl TranscriptionService for Service {
         &self,
         _request: Request<StreamCaptionsRequest>,
     ) -> Result<Response<Self::StreamCaptionsStream>, Status> {
-        Err(Status::unimplemented("StreamCaptions is not served by this server yet"))
+        Err(Status::unimplemented(
+            "StreamCaptions is not served by this server yet",
+        ))
     }
 
     async fn list_models(
@@ -324,19 +374,30 @@ impl TranscriptionService for Service {
             .map(|name| {
                 let info = ready.and_then(|r| r.models.iter().find(|m| &m.name == name));
                 let english_only = info.map_or(name.ends_with(".en"), |i| !i.multilingual);
-                let mut encodings: Vec<i32> = STREAMING_ENCODINGS.iter().map(|e| *e as i32).collect();
+                let mut encodings: Vec<i32> =
+                    STREAMING_ENCODINGS.iter().map(|e| *e as i32).collect();
                 encodings.extend(CONTAINER_ENCODINGS.iter().skip(1).map(|e| *e as i32));
                 Model {
                     name: name.clone(),
                     display_name: format!("Whisper {name}"),
-                    language_codes: if english_only { vec!["en".into()] } else { vec![] },
+                    language_codes: if english_only {
+                        vec!["en".into()]
+                    } else {
+                        vec![]
+                    },
                     sample_rate_hertz: SAMPLE_RATE as i32,
                     supported_encodings: encodings,
                     supports_translation: !english_only,
                     supports_word_time_offsets: true,
                     supports_streaming: true,
-                    state: if info.is_some() { ModelState::Ready } else { ModelState::Loading } as i32,
-                    attributes: info.map(|i| i.attributes.clone().into_iter().collect()).unwrap_or_default(),
+                    state: if info.is_some() {
+                        ModelState::Ready
+                    } else {
+                        ModelState::Loading
+                    } as i32,
+                    attributes: info
+                        .map(|i| i.attributes.clone().into_iter().collect())
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -377,7 +438,12 @@ async fn recognize(
                 what: "audio uri: this server reads no server-side files; send content".into(),
             });
         }
-        None => return Err(RequestError::invalid("content", "audio content is required")),
+        None => {
+            return Err(RequestError::invalid(
+                "content",
+                "audio content is required",
+            ));
+        }
     };
     let samples = decode_content(&content, config.audio_format.as_ref())?;
     let audio_seconds = samples.len() as f64 / f64::from(SAMPLE_RATE);
@@ -392,14 +458,21 @@ async fn recognize(
         max_tokens: None,
         single_segment: false,
     };
-    let submitted = lease.submit(Job { model: recognition.model, samples, options, tag: 0 });
+    let submitted = lease.submit(Job {
+        model: recognition.model,
+        samples,
+        options,
+        tag: 0,
+    });
     let output = tokio::select! {
         output = submitted.output => output.map_err(|_| RequestError::Draining)?,
         () = state.drain.cancelled() => return Err(RequestError::Draining),
     };
     drop(lease);
     let transcript = output.result?;
-    let threshold = recognition.no_speech_threshold.unwrap_or(DEFAULT_NO_SPEECH_THRESHOLD);
+    let threshold = recognition
+        .no_speech_threshold
+        .unwrap_or(DEFAULT_NO_SPEECH_THRESHOLD);
     let results = keep_speech(&transcript, threshold)
         .map(|segment| segment_result(segment, transcript.language.as_deref(), recognition.words))
         .collect();
@@ -423,9 +496,13 @@ async fn recognize(
 /// Segments that are not silence by Whisper's own test (openai/whisper `transcribe.py`: a
 /// segment is skipped when `no_speech_prob > no_speech_threshold` and
 /// `avg_logprob < logprob_threshold`) and have text.
-fn keep_speech(transcript: &Transcript, no_speech_threshold: f32) -> impl Iterator<Item = &transcribe_core::Segment> {
+fn keep_speech(
+    transcript: &Transcript,
+    no_speech_threshold: f32,
+) -> impl Iterator<Item = &transcribe_core::Segment> {
     transcript.segments.iter().filter(move |s| {
-        let silent = s.no_speech_prob > no_speech_threshold && s.avg_logprob < DEFAULT_LOGPROB_THRESHOLD;
+        let silent =
+            s.no_speech_prob > no_speech_threshold && s.avg_logprob < DEFAULT_LOGPROB_THRESHOLD;
         !silent && !s.text.trim().is_empty()
     })
 }
@@ -440,7 +517,9 @@ fn decode_content(
         let raw = RawFormat::from_proto(format, "config.audio_format")?;
         let mut ingest = Ingest::new(raw, content.len().max(1))?;
         let mut samples = ingest.push(content).map_err(|e| match e {
-            RequestError::InvalidArgument { description, .. } => RequestError::invalid("content", description),
+            RequestError::InvalidArgument { description, .. } => {
+                RequestError::invalid("content", description)
+            }
             other => other,
         })?;
         samples.extend(ingest.finish());
@@ -457,8 +536,9 @@ fn decode_content(
         .map_err(|e| RequestError::internal(format!("creating a temporary file: {e}")))?;
     std::io::Write::write_all(&mut file, content)
         .map_err(|e| RequestError::internal(format!("writing a temporary file: {e}")))?;
-    let decoded = transcribe_audio::decode_file(file.path())
-        .map_err(|e| RequestError::invalid("content", strip_temp_path(&e.to_string(), file.path())))?;
+    let decoded = transcribe_audio::decode_file(file.path()).map_err(|e| {
+        RequestError::invalid("content", strip_temp_path(&e.to_string(), file.path()))
+    })?;
     if let Some(f) = format
         && f.sample_rate_hertz != 0
         && u32::try_from(f.sample_rate_hertz).ok() != Some(decoded.info.sample_rate)

@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use transcribe_core::audio::seconds_to_samples;
-use transcribe_core::policy::{FailureKind, JobKind, PolicyConfig, PolicyEvent};
+use transcribe_core::policy::{
+    DEFAULT_PROMPT_MAX_CHARS, FailureKind, JobKind, PolicyConfig, PolicyEvent,
+};
 use transcribe_core::{ConfigError, StreamingPolicy};
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 use transcribe_proto::v1::{
@@ -91,7 +93,10 @@ fn setup(
         .as_ref()
         .ok_or_else(|| RequestError::invalid(format!("{F}.config"), "config is required"))?;
     let recognition = parse_recognition(recognition_config, &format!("{F}.config"), models)?;
-    let format = RawFormat::from_proto(recognition_config.audio_format.as_ref(), &format!("{F}.config.audio_format"))?;
+    let format = RawFormat::from_proto(
+        recognition_config.audio_format.as_ref(),
+        &format!("{F}.config.audio_format"),
+    )?;
 
     let server = &state.config;
     let mut policy = PolicyConfig {
@@ -108,29 +113,47 @@ fn setup(
     if let Some(silence) = server.endpoint_silence {
         policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
     }
+    policy.prompt_max_chars = match recognition.condition_on_previous_text {
+        Some(true) if server.prompt_history == 0 => DEFAULT_PROMPT_MAX_CHARS,
+        Some(true) | None => server.prompt_history,
+        Some(false) => 0,
+    };
     if let Some(max) = server.max_utterance {
         policy.max_utterance_samples = seconds_to_samples(max.as_secs_f64());
     }
-    let duration = |d: &Option<prost_types::Duration>, field: &str| -> Result<Option<Duration>, RequestError> {
+    let duration = |d: &Option<prost_types::Duration>,
+                    field: &str|
+     -> Result<Option<Duration>, RequestError> {
         match d {
             None => Ok(None),
-            Some(d) => std_duration(d)
-                .map(Some)
-                .ok_or_else(|| RequestError::invalid(format!("{F}.{field}"), "must be a non-negative duration")),
+            Some(d) => std_duration(d).map(Some).ok_or_else(|| {
+                RequestError::invalid(format!("{F}.{field}"), "must be a non-negative duration")
+            }),
         }
     };
-    if let Some(interval) = duration(&config.interim_results_interval, "interim_results_interval")? {
+    if let Some(interval) = duration(&config.interim_results_interval, "interim_results_interval")?
+    {
         policy.step_samples = seconds_to_samples(interval.as_secs_f64());
         policy.max_step_samples = policy.max_step_samples.max(policy.step_samples);
     }
     if let Some(ep) = &config.endpointing_config {
-        if let Some(s) = duration(&ep.min_silence_duration, "endpointing_config.min_silence_duration")? {
+        if let Some(s) = duration(
+            &ep.min_silence_duration,
+            "endpointing_config.min_silence_duration",
+        )? {
             policy.vad.end_silence_samples = seconds_to_samples(s.as_secs_f64());
-            policy.vad.post_roll_samples = policy.vad.post_roll_samples.min(policy.vad.end_silence_samples);
+            policy.vad.post_roll_samples = policy
+                .vad
+                .post_roll_samples
+                .min(policy.vad.end_silence_samples);
         }
-        if let Some(m) = duration(&ep.max_utterance_duration, "endpointing_config.max_utterance_duration")? {
+        if let Some(m) = duration(
+            &ep.max_utterance_duration,
+            "endpointing_config.max_utterance_duration",
+        )? {
             policy.max_utterance_samples = seconds_to_samples(m.as_secs_f64());
-            policy.min_partial_samples = policy.min_partial_samples.min(policy.max_utterance_samples);
+            policy.min_partial_samples =
+                policy.min_partial_samples.min(policy.max_utterance_samples);
         }
         if let Some(p) = duration(&ep.speech_pad, "endpointing_config.speech_pad")? {
             policy.vad.pre_roll_samples = seconds_to_samples(p.as_secs_f64());
@@ -151,7 +174,8 @@ fn setup(
         policy.no_speech_threshold = t;
     }
     policy.validate().map_err(|e| config_violation(&e))?;
-    let base = duration(&config.stream_start_offset, "stream_start_offset")?.unwrap_or(Duration::ZERO);
+    let base =
+        duration(&config.stream_start_offset, "stream_start_offset")?.unwrap_or(Duration::ZERO);
     if config.voice_activity_timeout.is_some() {
         return Err(RequestError::invalid(
             format!("{F}.voice_activity_timeout"),
@@ -164,7 +188,10 @@ fn setup(
         model: recognition.model,
         single_utterance: config.single_utterance,
         vad_events: config.enable_voice_activity_events,
-        words: WordOptions { base, ..recognition.words },
+        words: WordOptions {
+            base,
+            ..recognition.words
+        },
         base,
     })
 }
@@ -179,7 +206,9 @@ fn config_violation(error: &ConfigError) -> RequestError {
     };
     let request_field = match field {
         "step_samples" | "max_step_samples" => "streaming_config.interim_results_interval",
-        "end_silence_samples" | "post_roll_samples" => "streaming_config.endpointing_config.min_silence_duration",
+        "end_silence_samples" | "post_roll_samples" => {
+            "streaming_config.endpointing_config.min_silence_duration"
+        }
         "max_utterance_samples" | "min_partial_samples" => {
             "streaming_config.endpointing_config.max_utterance_duration"
         }
@@ -231,7 +260,7 @@ enum Wake {
     Cancelled,
     Drain,
     Idle,
-    Message(Result<Option<StreamingRecognizeRequest>, Status>),
+    Message(Box<Result<Option<StreamingRecognizeRequest>, Status>>),
     Job(Result<JobOutput, oneshot::error::RecvError>),
     Flushed,
 }
@@ -330,7 +359,7 @@ async fn stream(
                 }
                 () = state.drain.cancelled(), if input_open => Wake::Drain,
                 () = tokio::time::sleep_until(idle_deadline), if input_open => Wake::Idle,
-                msg = inbound.message(), if input_open => Wake::Message(msg),
+                msg = inbound.message(), if input_open => Wake::Message(Box::new(msg)),
             }
         };
         match wake {
@@ -342,25 +371,29 @@ async fn stream(
             }
             Wake::Idle => {
                 input_open = false;
-                session.end_input(out, Some(RequestError::AudioTimeout { limit: idle })).await?;
+                session
+                    .end_input(out, Some(RequestError::AudioTimeout { limit: idle }))
+                    .await?;
             }
             Wake::Job(output) => session.on_output(output, out).await?,
-            Wake::Message(Err(status)) => {
-                tracing::debug!(message = "Client stream failed.", %status);
-                return Err(RequestError::Cancelled);
-            }
-            Wake::Message(Ok(None)) => {
-                input_open = false;
-                session.end_input(out, None).await?;
-            }
-            Wake::Message(Ok(Some(msg))) => {
-                idle_deadline = tokio::time::Instant::now() + idle;
-                let limit = state.config.max_stream_duration;
-                session.on_message(msg, out, limit).await?;
-                if session.ingest.is_none() {
-                    input_open = false;
+            Wake::Message(msg) => match *msg {
+                Err(status) => {
+                    tracing::debug!(message = "Client stream failed.", %status);
+                    return Err(RequestError::Cancelled);
                 }
-            }
+                Ok(None) => {
+                    input_open = false;
+                    session.end_input(out, None).await?;
+                }
+                Ok(Some(msg)) => {
+                    idle_deadline = tokio::time::Instant::now() + idle;
+                    let limit = state.config.max_stream_duration;
+                    session.on_message(msg, out, limit).await?;
+                    if session.ingest.is_none() {
+                        input_open = false;
+                    }
+                }
+            },
         }
     }
     out.flush_pending().await;
@@ -380,11 +413,20 @@ impl Session {
     ) -> Result<(), RequestError> {
         match msg.streaming_request {
             Some(StreamingRequest::AudioContent(bytes)) => {
-                let Some(ingest) = self.ingest.as_mut() else { return Ok(()) };
+                let Some(ingest) = self.ingest.as_mut() else {
+                    return Ok(());
+                };
                 let samples = ingest.push(&bytes)?;
                 self.received = ingest.received();
                 if self.received > max_duration {
-                    return self.end_input(out, Some(RequestError::StreamTooLong { limit: max_duration })).await;
+                    return self
+                        .end_input(
+                            out,
+                            Some(RequestError::StreamTooLong {
+                                limit: max_duration,
+                            }),
+                        )
+                        .await;
                 }
                 let events = self.policy.push_audio(&samples);
                 self.mark_arrival();
@@ -405,7 +447,11 @@ impl Session {
 
     /// No more audio will be taken: flush the converter, end the policy's stream and
     /// remember the status to end with.
-    async fn end_input(&mut self, out: &mut Outbound, ending: Option<RequestError>) -> Result<(), RequestError> {
+    async fn end_input(
+        &mut self,
+        out: &mut Outbound,
+        ending: Option<RequestError>,
+    ) -> Result<(), RequestError> {
         if ending.is_some() && self.ending.is_none() {
             self.ending = ending;
         }
@@ -435,10 +481,18 @@ impl Session {
     fn arrival_of(&mut self, end: u64) -> Option<Instant> {
         // Marks below the final position will not be asked for again.
         let final_samples = self.policy.progress().final_samples;
-        while self.arrivals.len() > 1 && self.arrivals.get(1).is_some_and(|(c, _)| *c <= final_samples) {
+        while self.arrivals.len() > 1
+            && self
+                .arrivals
+                .get(1)
+                .is_some_and(|(c, _)| *c <= final_samples)
+        {
             self.arrivals.pop_front();
         }
-        self.arrivals.iter().find(|(c, _)| *c >= end).map(|(_, t)| *t)
+        self.arrivals
+            .iter()
+            .find(|(c, _)| *c >= end)
+            .map(|(_, t)| *t)
     }
 
     /// Starts the policy's next job if one is due, after taking back a queued partial made
@@ -450,7 +504,9 @@ impl Session {
             && let Some(job) = self.lease.withdraw()
         {
             self.in_flight = None;
-            let events = self.policy.on_result(job.tag, Err(transcribe_core::EngineError::Cancelled));
+            let events = self
+                .policy
+                .on_result(job.tag, Err(transcribe_core::EngineError::Cancelled));
             self.emit(events, None, out).await?;
         }
         if self.in_flight.is_none()
@@ -480,17 +536,24 @@ impl Session {
         output: Result<JobOutput, oneshot::error::RecvError>,
         out: &mut Outbound,
     ) -> Result<(), RequestError> {
-        let Some(flight) = self.in_flight.take() else { return Ok(()) };
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(());
+        };
         let output = match output {
             Ok(output) => output,
             Err(_) => {
                 // The pool dropped the job: it is shutting down.
-                let events = self.policy.on_result(flight.id, Err(transcribe_core::EngineError::Cancelled));
+                let events = self
+                    .policy
+                    .on_result(flight.id, Err(transcribe_core::EngineError::Cancelled));
                 self.emit(events, None, out).await?;
                 return Err(RequestError::Draining);
             }
         };
-        let timing = DecodeTiming { audio_arrived: self.arrival_of(flight.end_samples), inference: output.inference };
+        let timing = DecodeTiming {
+            audio_arrived: self.arrival_of(flight.end_samples),
+            inference: output.inference,
+        };
         tracing::debug!(
             message = "Decode done.",
             job = output.tag,
@@ -541,14 +604,25 @@ impl Session {
                         Box::pin(self.emit(more, None, out)).await?;
                     }
                 }
-                PolicyEvent::Interim { utterance_index, committed, tail, stability_committed, stability_tail, audio_end_samples } => {
+                PolicyEvent::Interim {
+                    utterance_index,
+                    committed,
+                    tail,
+                    stability_committed,
+                    stability_tail,
+                    audio_end_samples,
+                } => {
                     if !self.setup.policy.interim_results {
                         continue;
                     }
                     let end = Some(duration_of_samples(audio_end_samples, self.setup.base));
                     let mut results = Vec::with_capacity(2);
                     let interim = |text: String, stability: f32| StreamingRecognitionResult {
-                        alternatives: vec![SpeechRecognitionAlternative { transcript: text, confidence: 0.0, words: Vec::new() }],
+                        alternatives: vec![SpeechRecognitionAlternative {
+                            transcript: text,
+                            confidence: 0.0,
+                            words: Vec::new(),
+                        }],
                         is_final: false,
                         stability,
                         result_end_offset: end,
@@ -566,8 +640,20 @@ impl Session {
                     let response = self.response(results, timing);
                     out.offer(response, Some(utterance_index));
                 }
-                PolicyEvent::Final { utterance_index, text, words, start_samples, end_samples, language, reason } => {
-                    let lead = if self.spoke && !text.is_empty() { " " } else { "" };
+                PolicyEvent::Final {
+                    utterance_index,
+                    text,
+                    words,
+                    start_samples,
+                    end_samples,
+                    language,
+                    reason,
+                } => {
+                    let lead = if self.spoke && !text.is_empty() {
+                        " "
+                    } else {
+                        ""
+                    };
                     self.spoke |= !text.is_empty();
                     let result = StreamingRecognitionResult {
                         alternatives: vec![SpeechRecognitionAlternative {
@@ -580,18 +666,35 @@ impl Session {
                         result_end_offset: Some(duration_of_samples(end_samples, self.setup.base)),
                         channel_tag: 0,
                         language_code: language.unwrap_or_default(),
-                        result_start_offset: Some(duration_of_samples(start_samples, self.setup.base)),
+                        result_start_offset: Some(duration_of_samples(
+                            start_samples,
+                            self.setup.base,
+                        )),
                         utterance_index,
                         language_confidence: 0.0,
                     };
-                    tracing::debug!(message = "Final.", utterance_index, ?reason, words = words.len());
+                    tracing::debug!(
+                        message = "Final.",
+                        utterance_index,
+                        ?reason,
+                        words = words.len()
+                    );
                     let response = self.response(vec![result], timing);
                     out.send(response, Some(utterance_index)).await?;
                 }
-                PolicyEvent::DecodeFailed { failure, message, job_id, .. } => {
+                PolicyEvent::DecodeFailed {
+                    failure,
+                    message,
+                    job_id,
+                    ..
+                } => {
                     return Err(match failure {
-                        FailureKind::InvalidOptions => RequestError::invalid("streaming_config.config", message),
-                        FailureKind::Inference => RequestError::internal(format!("decode {job_id} failed: {message}")),
+                        FailureKind::InvalidOptions => {
+                            RequestError::invalid("streaming_config.config", message)
+                        }
+                        FailureKind::Inference => {
+                            RequestError::internal(format!("decode {job_id} failed: {message}"))
+                        }
                         FailureKind::Cancelled => RequestError::Cancelled,
                     });
                 }
@@ -608,13 +711,23 @@ impl Session {
             audio_processed: Some(duration_of_samples(p.processed_samples, base)),
             final_offset: Some(duration_of_samples(p.final_samples, base)),
             response_time: Some(timestamp_now()),
-            processing_latency: timing.and_then(|t| t.audio_arrived).map(|t| duration_of(t.elapsed())),
+            processing_latency: timing
+                .and_then(|t| t.audio_arrived)
+                .map(|t| duration_of(t.elapsed())),
             inference_duration: timing.map(|t| duration_of(t.inference)),
         }
     }
 
-    fn response(&self, results: Vec<StreamingRecognitionResult>, timing: Option<DecodeTiming>) -> StreamingRecognizeResponse {
-        StreamingRecognizeResponse { results, progress: Some(self.progress(timing)), ..Default::default() }
+    fn response(
+        &self,
+        results: Vec<StreamingRecognitionResult>,
+        timing: Option<DecodeTiming>,
+    ) -> StreamingRecognizeResponse {
+        StreamingRecognizeResponse {
+            results,
+            progress: Some(self.progress(timing)),
+            ..Default::default()
+        }
     }
 
     fn event_response(&self, kind: SpeechEventType, sample: u64) -> StreamingRecognizeResponse {
@@ -641,7 +754,13 @@ pub(crate) struct Outbound {
 
 impl Outbound {
     fn new(tx: mpsc::Sender<Outgoing>, request_id: String) -> Self {
-        Self { tx, pending: None, pending_index: None, request_id: Some(request_id), dropped: 0 }
+        Self {
+            tx,
+            pending: None,
+            pending_index: None,
+            request_id: Some(request_id),
+            dropped: 0,
+        }
     }
 
     fn stamp(&mut self, response: &mut StreamingRecognizeResponse) {
@@ -661,7 +780,9 @@ impl Outbound {
     }
 
     fn try_flush(&mut self) {
-        let Some(mut response) = self.pending.take() else { return };
+        let Some(mut response) = self.pending.take() else {
+            return;
+        };
         self.stamp(&mut response);
         match self.tx.try_send(Ok(response)) {
             Ok(()) => self.pending_index = None,
@@ -678,7 +799,11 @@ impl Outbound {
 
     /// Sends a response that must not be dropped, waiting for room. A waiting interim that
     /// this final supersedes (same or older utterance, or a heartbeat) is discarded.
-    async fn send(&mut self, mut response: StreamingRecognizeResponse, final_index: Option<u64>) -> Result<(), RequestError> {
+    async fn send(
+        &mut self,
+        mut response: StreamingRecognizeResponse,
+        final_index: Option<u64>,
+    ) -> Result<(), RequestError> {
         if self.pending.is_some() {
             let superseded = match (self.pending_index, final_index) {
                 (None, _) => true,
@@ -694,7 +819,10 @@ impl Outbound {
             }
         }
         self.stamp(&mut response);
-        self.tx.send(Ok(response)).await.map_err(|_| RequestError::Cancelled)
+        self.tx
+            .send(Ok(response))
+            .await
+            .map_err(|_| RequestError::Cancelled)
     }
 
     /// Sends the waiting droppable response, if any.

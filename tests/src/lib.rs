@@ -26,7 +26,9 @@ use transcribe_proto::v1::{
 };
 use transcribe_server::models::{LoadFn, ModelInfo};
 use transcribe_server::pool::{Decoder, DecoderFactory, Uninterruptible};
-use transcribe_server::{FnLoader, LoadedModel, ModelLoader, ServerConfig, ServerError, ServerHandle};
+use transcribe_server::{
+    FnLoader, LoadedModel, ModelLoader, ServerConfig, ServerError, ServerHandle,
+};
 
 /// A boxed error for tests.
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -77,16 +79,26 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async {
             let _ = rx.await;
         }));
-        Ok(Self { url, handle, shutdown: Some(tx), task: Some(task) })
+        Ok(Self {
+            url,
+            handle,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     /// Starts a server and waits until its models are loaded.
     ///
     /// # Errors
     /// When the port cannot be bound or loading takes over a minute.
-    pub async fn start_ready(config: ServerConfig, loader: Box<dyn ModelLoader>) -> TestResult<Self> {
+    pub async fn start_ready(
+        config: ServerConfig,
+        loader: Box<dyn ModelLoader>,
+    ) -> TestResult<Self> {
         let server = Self::start(config, loader).await?;
-        server.wait_until(Duration::from_secs(60), |h| h.is_serving()).await?;
+        server
+            .wait_until(Duration::from_secs(60), |h| h.is_serving())
+            .await?;
         Ok(server)
     }
 
@@ -94,7 +106,11 @@ impl TestServer {
     ///
     /// # Errors
     /// When `timeout` passes first.
-    pub async fn wait_until(&self, timeout: Duration, check: impl Fn(&ServerHandle) -> bool) -> TestResult {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&ServerHandle) -> bool,
+    ) -> TestResult {
         let deadline = tokio::time::Instant::now() + timeout;
         while !check(&self.handle) {
             if tokio::time::Instant::now() > deadline {
@@ -156,7 +172,10 @@ pub const FAKE_MODEL: &str = "fake.en";
 /// Never for these constants.
 pub fn two_phrases() -> TestResult<(Script, Vec<f32>)> {
     let script = Script::from_phrases(
-        &[(0.5, "hello there general kenobi"), (3.5, "you are a bold one")],
+        &[
+            (0.5, "hello there general kenobi"),
+            (3.5, "you are a bold one"),
+        ],
         0.3,
         0.1,
     )?;
@@ -171,11 +190,18 @@ pub fn fake_loader(script: Script, audio: Vec<f32>) -> Box<dyn ModelLoader> {
 
 /// Like [`fake_loader`], each decode taking at least `cost` of wall time.
 pub fn fake_loader_with(script: Script, audio: Vec<f32>, cost: Duration) -> Box<dyn ModelLoader> {
-    Box::new(FnLoader::new(vec![FAKE_MODEL.into()], fake_load(script, audio, cost)))
+    Box::new(FnLoader::new(
+        vec![FAKE_MODEL.into()],
+        fake_load(script, audio, cost),
+    ))
 }
 
 /// A loader that waits for `gate` before loading the fake (for "not serving yet" tests).
-pub fn gated_loader(script: Script, audio: Vec<f32>, gate: std::sync::mpsc::Receiver<()>) -> Box<dyn ModelLoader> {
+pub fn gated_loader(
+    script: Script,
+    audio: Vec<f32>,
+    gate: std::sync::mpsc::Receiver<()>,
+) -> Box<dyn ModelLoader> {
     let load = fake_load(script, audio, Duration::ZERO);
     Box::new(FnLoader::new(
         vec![FAKE_MODEL.into()],
@@ -191,11 +217,18 @@ fn fake_load(script: Script, audio: Vec<f32>, cost: Duration) -> LoadFn {
         let fake = Arc::new(Mutex::new(ScriptedTranscriber::new(script, &audio)));
         let factory = move || -> Result<Box<dyn Decoder>, String> {
             let t = fake.lock().map_err(|_| "poisoned".to_owned())?.clone();
-            Ok(Box::new(Slow { inner: Uninterruptible(t), cost }))
+            Ok(Box::new(Slow {
+                inner: Uninterruptible(t),
+                cost,
+            }))
         };
         let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
         Ok(vec![LoadedModel {
-            info: ModelInfo { name: FAKE_MODEL.into(), multilingual: false, attributes: Default::default() },
+            info: ModelInfo {
+                name: FAKE_MODEL.into(),
+                multilingual: false,
+                attributes: Default::default(),
+            },
             factory,
         }])
     })
@@ -229,7 +262,9 @@ impl<D: Decoder> Decoder for Slow<D> {
 /// resolved here.
 pub fn whisper_loader(config: &ServerConfig) -> Option<Box<dyn ModelLoader>> {
     let spec = transcribe_models::ModelSpec::parse("tiny.en").ok()?;
-    if let Err(error) = transcribe_models::resolve(&spec, &transcribe_models::FetchOptions::default()) {
+    if let Err(error) =
+        transcribe_models::resolve(&spec, &transcribe_models::FetchOptions::default())
+    {
         eprintln!("note: skipping: tiny.en is not available here: {error}");
         return None;
     }
@@ -253,37 +288,52 @@ pub fn linear16(samples: &[f32]) -> Vec<u8> {
 /// A config request for 16 kHz mono LINEAR16 (model empty = the server's default).
 pub fn config_request(model: &str, interim: bool) -> StreamingRecognizeRequest {
     config_request_with(
-        AudioFormat { encoding: AudioEncoding::Linear16.into(), sample_rate_hertz: 16_000, audio_channel_count: 1 },
+        AudioFormat {
+            encoding: AudioEncoding::Linear16.into(),
+            sample_rate_hertz: 16_000,
+            audio_channel_count: 1,
+        },
         model,
         interim,
     )
 }
 
 /// A config request with `format`.
-pub fn config_request_with(format: AudioFormat, model: &str, interim: bool) -> StreamingRecognizeRequest {
+pub fn config_request_with(
+    format: AudioFormat,
+    model: &str,
+    interim: bool,
+) -> StreamingRecognizeRequest {
     StreamingRecognizeRequest {
-        streaming_request: Some(StreamingRequest::StreamingConfig(StreamingRecognitionConfig {
-            config: Some(RecognitionConfig {
-                audio_format: Some(format),
-                model: model.to_owned(),
-                enable_word_time_offsets: true,
-                enable_word_confidence: true,
+        streaming_request: Some(StreamingRequest::StreamingConfig(
+            StreamingRecognitionConfig {
+                config: Some(RecognitionConfig {
+                    audio_format: Some(format),
+                    model: model.to_owned(),
+                    enable_word_time_offsets: true,
+                    enable_word_confidence: true,
+                    ..Default::default()
+                }),
+                interim_results: interim,
                 ..Default::default()
-            }),
-            interim_results: interim,
-            ..Default::default()
-        })),
+            },
+        )),
     }
 }
 
 /// An audio request.
 pub fn audio_request(bytes: Vec<u8>) -> StreamingRecognizeRequest {
-    StreamingRecognizeRequest { streaming_request: Some(StreamingRequest::AudioContent(bytes)) }
+    StreamingRecognizeRequest {
+        streaming_request: Some(StreamingRequest::AudioContent(bytes)),
+    }
 }
 
 /// Audio requests of `chunk_samples` each, as LINEAR16.
 pub fn audio_requests(samples: &[f32], chunk_samples: usize) -> Vec<StreamingRecognizeRequest> {
-    samples.chunks(chunk_samples.max(1)).map(|c| audio_request(linear16(c))).collect()
+    samples
+        .chunks(chunk_samples.max(1))
+        .map(|c| audio_request(linear16(c)))
+        .collect()
 }
 
 /// Sends `requests` (then half-closes) and collects every response and the final status
@@ -293,7 +343,9 @@ pub async fn raw_stream(
     requests: Vec<StreamingRecognizeRequest>,
 ) -> (Vec<StreamingRecognizeResponse>, Result<(), tonic::Status>) {
     let mut responses = Vec::new();
-    let call = client.streaming_recognize(tokio_stream::iter(requests)).await;
+    let call = client
+        .streaming_recognize(tokio_stream::iter(requests))
+        .await;
     let mut inbound = match call {
         Ok(r) => r.into_inner(),
         Err(status) => return (responses, Err(status)),
@@ -318,4 +370,71 @@ pub fn final_text(responses: &[StreamingRecognizeResponse]) -> String {
         }
     }
     text.trim().to_owned()
+}
+
+/// A 16-bit mono WAV file of `samples` at `rate` Hz, in memory.
+pub fn wav_bytes(samples: &[f32], rate: u32) -> Vec<u8> {
+    let data = linear16(samples);
+    let mut out = Vec::with_capacity(44 + data.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes()); // byte rate
+    out.extend_from_slice(&2u16.to_le_bytes()); // block align
+    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+/// A loader serving [`FAKE_MODEL`] whose decoder panics when the prompt contains
+/// "panic" and otherwise hears `script` in `audio`.
+pub fn panicky_loader(script: Script, audio: Vec<f32>) -> Box<dyn ModelLoader> {
+    let inner = fake_load(script, audio, Duration::ZERO);
+    Box::new(FnLoader::new(
+        vec![FAKE_MODEL.into()],
+        Box::new(move || {
+            let models = inner()?;
+            let wrapped = models
+                .into_iter()
+                .map(|m| {
+                    let base = m.factory.clone();
+                    let factory = move || -> Result<Box<dyn Decoder>, String> {
+                        Ok(Box::new(Panicky(base.create()?)))
+                    };
+                    let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
+                    LoadedModel {
+                        info: m.info,
+                        factory,
+                    }
+                })
+                .collect();
+            Ok(wrapped)
+        }),
+    ))
+}
+
+struct Panicky(Box<dyn Decoder>);
+
+impl Decoder for Panicky {
+    fn decode(
+        &mut self,
+        samples: &[f32],
+        options: &transcribe_core::DecodeOptions,
+        cancel: &transcribe_server::pool::CancelHandle,
+    ) -> Result<transcribe_core::Transcript, transcribe_core::EngineError> {
+        if options
+            .prompt
+            .as_deref()
+            .is_some_and(|p| p.contains("panic"))
+        {
+            panic!("scripted decoder panic");
+        }
+        self.0.decode(samples, options, cancel)
+    }
 }

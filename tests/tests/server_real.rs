@@ -1,0 +1,191 @@
+//! The gRPC server end to end with the real tiny.en model: real-time streaming of a
+//! fixture (interim before the utterance ends, finals within the WER threshold, sane word
+//! timings), streaming vs unary WER on every speech fixture, and silence/noise giving no
+//! text. Skips (with a note) when tiny.en cannot be resolved on this machine.
+
+use std::time::{Duration, Instant};
+
+use transcribe_core::text::{explain, wer};
+use transcribe_proto::v1::{
+    AudioEncoding, AudioFormat, RecognitionConfig, RecognizeRequest, recognize_request::AudioSource,
+};
+use transcribe_server::ServerConfig;
+use transcribe_server::client::{FinalResult, StreamEvent, StreamOptions, stream_samples};
+use transcribe_tests::{TestResult, TestServer, linear16, read_fixture, whisper_loader};
+
+/// Word error rate a streamed fixture must stay within (BRIEF.md "Tests and fixtures").
+const WER_THRESHOLD: f64 = 0.25;
+
+/// Speech fixtures with references (`audio-fixtures/speech/*.txt`).
+const SPEECH: [&str; 9] = [
+    "speech/short.wav",
+    "speech/window.wav",
+    "speech/park.wav",
+    "speech/cooking.wav",
+    "speech/market.wav",
+    "speech/meeting.wav",
+    "speech/dog.wav",
+    "speech/pauses.wav",
+    "speech/long_60s.wav",
+];
+
+async fn start() -> TestResult<Option<TestServer>> {
+    let config = ServerConfig::with_models(&["tiny.en"])?;
+    let Some(loader) = whisper_loader(&config) else {
+        return Ok(None);
+    };
+    Ok(Some(TestServer::start_ready(config, loader).await?))
+}
+
+/// Checks that final word timings are monotonic and inside `[0, audio_seconds]`.
+fn check_words(finals: &[FinalResult], audio_seconds: f64) -> Result<(), String> {
+    let mut last_start = 0.0;
+    let mut last_end = 0.0;
+    for word in finals.iter().flat_map(|f| f.words.iter()) {
+        let ok = word.start >= last_start - 1e-6
+            && word.end >= word.start
+            && word.end >= last_end - 0.05
+            && word.end <= audio_seconds + 1e-3;
+        if !ok {
+            return Err(format!(
+                "word timing out of order or outside the audio ({audio_seconds:.2}s): {word:?}"
+            ));
+        }
+        last_start = word.start;
+        last_end = word.end;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_stream_gives_early_interims_and_accurate_finals() -> TestResult {
+    let Some(server) = start().await? else {
+        return Ok(());
+    };
+    let (samples, reference) = read_fixture("speech/pauses.wav")?;
+    // The first utterance ends at 2.782 s (speech/pauses.segments.tsv).
+    const FIRST_UTTERANCE_END: f64 = 2.782;
+    let options = StreamOptions {
+        realtime: true,
+        ..StreamOptions::default()
+    };
+    let started = Instant::now();
+    let mut first_interim: Option<(Duration, String)> = None;
+    let mut final_times = Vec::new();
+    let summary = stream_samples(&server.url, &samples, &options, |event| match event {
+        StreamEvent::Interim {
+            stable, unstable, ..
+        } if first_interim.is_none() && !(stable.is_empty() && unstable.is_empty()) => {
+            first_interim = Some((started.elapsed(), format!("{stable} | {unstable}")));
+        }
+        StreamEvent::Final(f) => final_times.push((started.elapsed(), f.end, f.text)),
+        _ => {}
+    })
+    .await?;
+    let text = summary.text();
+    println!("first interim: {first_interim:?}");
+    for (at, end, text) in &final_times {
+        println!(
+            "final at {:.2}s for audio ending {end:.2}s (lag {:.2}s): {text}",
+            at.as_secs_f64(),
+            at.as_secs_f64() - end
+        );
+    }
+    let (at, _) = first_interim.ok_or("no interim result arrived")?;
+    assert!(
+        at.as_secs_f64() < FIRST_UTTERANCE_END,
+        "first interim at {:.2}s, after the first utterance ended ({FIRST_UTTERANCE_END}s)",
+        at.as_secs_f64()
+    );
+    let score = wer(&reference, &text);
+    assert!(
+        score.rate() <= WER_THRESHOLD,
+        "{}",
+        explain(&reference, &text)
+    );
+    check_words(&summary.finals, samples.len() as f64 / 16_000.0)?;
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_fixtures_match_references_and_unary() -> TestResult {
+    let Some(server) = start().await? else {
+        return Ok(());
+    };
+    let mut client = server.client().await?;
+    let mut failures = Vec::new();
+    let (mut stream_errors, mut unary_errors, mut words) = (0, 0, 0);
+    println!(
+        "{:<24} {:>8} {:>8} {:>8}",
+        "fixture", "stream", "unary", "seconds"
+    );
+    for fixture in SPEECH {
+        let (samples, reference) = read_fixture(fixture)?;
+        let started = Instant::now();
+        let summary =
+            stream_samples(&server.url, &samples, &StreamOptions::default(), |_| {}).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let streamed = summary.text();
+        let unary = client
+            .recognize(RecognizeRequest {
+                config: Some(RecognitionConfig {
+                    audio_format: Some(AudioFormat {
+                        encoding: AudioEncoding::Linear16.into(),
+                        sample_rate_hertz: 16_000,
+                        audio_channel_count: 1,
+                    }),
+                    ..Default::default()
+                }),
+                audio_source: Some(AudioSource::Content(linear16(&samples))),
+            })
+            .await?
+            .into_inner();
+        let unary_text: Vec<&str> = unary
+            .results
+            .iter()
+            .map(|r| r.alternatives[0].transcript.as_str())
+            .collect();
+        let unary_text = unary_text.join(" ");
+        let s = wer(&reference, &streamed);
+        let u = wer(&reference, &unary_text);
+        stream_errors += s.errors;
+        unary_errors += u.errors;
+        words += s.reference_words;
+        println!(
+            "{fixture:<24} {:>8.3} {:>8.3} {seconds:>8.2}",
+            s.rate(),
+            u.rate()
+        );
+        if s.rate() > WER_THRESHOLD {
+            failures.push(format!("{fixture}: {}", explain(&reference, &streamed)));
+        }
+        if let Err(e) = check_words(&summary.finals, samples.len() as f64 / 16_000.0) {
+            failures.push(format!("{fixture}: {e}"));
+        }
+    }
+    println!(
+        "overall WER: streaming {:.3}, unary {:.3} ({words} words)",
+        stream_errors as f64 / words as f64,
+        unary_errors as f64 / words as f64
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_and_noise_give_no_text() -> TestResult {
+    let Some(server) = start().await? else {
+        return Ok(());
+    };
+    for fixture in [
+        "signals/silence_10s.wav",
+        "signals/white_noise_10s.wav",
+        "signals/pink_noise_10s.wav",
+    ] {
+        let (samples, _) = read_fixture(fixture)?;
+        let summary =
+            stream_samples(&server.url, &samples, &StreamOptions::default(), |_| {}).await?;
+        assert_eq!(summary.text(), "", "{fixture} produced text");
+    }
+    server.stop().await
+}
