@@ -267,3 +267,15 @@ fn output_dir_writes_one_file_per_input() {
         assert!(text.starts_with("WEBVTT"));
     }
 }
+
+#[test]
+fn imported_base_model_transcribes_and_detects_language() {
+    // base comes from our CTranslate2 importer where Hugging Face cannot be reached.
+    let out = transcribe(&["--model", "base", "--format", "json", "audio-fixtures/speech/market.wav"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(v["language"], "en", "auto-detected language");
+    let reference = "She bought fresh bread and apples at the market. The people there were very friendly.";
+    let text = v["text"].as_str().unwrap_or_default();
+    assert!(wer(reference, text).rate() <= FIXTURE_WER, "{}", explain(reference, text));
+}
