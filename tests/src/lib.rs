@@ -359,6 +359,28 @@ pub async fn raw_stream(
     }
 }
 
+/// Like [`raw_stream`], with `interval` between requests (a live-like source).
+pub async fn paced_stream(
+    client: &mut TranscriptionServiceClient<Channel>,
+    requests: Vec<StreamingRecognizeRequest>,
+    interval: Duration,
+) -> (Vec<StreamingRecognizeResponse>, Result<(), tonic::Status>) {
+    let paced = tokio_stream::iter(requests).throttle(interval);
+    let mut responses = Vec::new();
+    let call = client.streaming_recognize(paced).await;
+    let mut inbound = match call {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (responses, Err(status)),
+    };
+    loop {
+        match inbound.next().await {
+            Some(Ok(r)) => responses.push(r),
+            Some(Err(status)) => return (responses, Err(status)),
+            None => return (responses, Ok(())),
+        }
+    }
+}
+
 /// The concatenated final transcripts of `responses`, trimmed.
 pub fn final_text(responses: &[StreamingRecognizeResponse]) -> String {
     let mut text = String::new();

@@ -15,7 +15,7 @@ use transcribe_server::ServerConfig;
 use transcribe_tests::{
     FAKE_MODEL, TestResult, TestServer, audio_request, audio_requests, config_request,
     config_request_with, fake_loader, fake_loader_with, final_text, gated_loader, linear16,
-    raw_stream, two_phrases,
+    paced_stream, raw_stream, two_phrases,
 };
 
 /// 100 ms of 16 kHz audio per message.
@@ -237,7 +237,8 @@ async fn finals_interims_and_progress_are_well_formed() -> TestResult {
     let mut client = server.client().await?;
     let mut requests = vec![config_request("", true)];
     requests.extend(audio_requests(&audio, CHUNK));
-    let (responses, status) = raw_stream(&mut client, requests).await;
+    // Paced (10x real time) so that partial decodes run while the utterance is open.
+    let (responses, status) = paced_stream(&mut client, requests, Duration::from_millis(10)).await;
     status?;
     assert!(!responses.is_empty());
     assert!(
