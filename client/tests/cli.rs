@@ -279,3 +279,17 @@ fn imported_base_model_transcribes_and_detects_language() {
     let text = v["text"].as_str().unwrap_or_default();
     assert!(wer(reference, text).rate() <= FIXTURE_WER, "{}", explain(reference, text));
 }
+
+#[test]
+fn closed_stdout_pipe_exits_zero() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_transcribe"))
+        .args(["--model", TEST_MODEL, "audio-fixtures/speech/short.wav", "audio-fixtures/speech/park.wav"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+}
