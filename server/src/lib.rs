@@ -32,7 +32,7 @@
 //!   RESOURCE_EXHAUSTED when `--max-streams` streams are open or `--queue-depth` jobs wait
 //!   (**fail fast**).
 //! - Decode results: one `oneshot` per job (capacity 1 by construction).
-//! - Responses out: [`service::OUTBOUND_CAPACITY`] per stream; interims and heartbeats
+//! - Responses out: [`OUTBOUND_CAPACITY`] per stream; interims and heartbeats
 //!   **keep only the latest**, finals, events and the closing status **block** the session.
 //!
 //! # Shutdown
