@@ -71,6 +71,16 @@ pub struct Args {
     #[arg(short, long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 
+    /// Send the audio to a transcribe server (e.g. http://127.0.0.1:50051) instead of
+    /// running Whisper in-process. Partial results update in place on a terminal.
+    #[arg(long, value_name = "URL", env = "TRANSCRIBE_SERVER")]
+    pub server: Option<String>,
+
+    /// With --server: send the audio at real-time pace, like a live source (otherwise as
+    /// fast as the server takes it).
+    #[arg(long, requires = "server")]
+    pub realtime: bool,
+
     /// Never fetch models over the network; use only paths and the cache.
     #[arg(long, env = "TRANSCRIBE_OFFLINE")]
     pub offline: bool,

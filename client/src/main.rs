@@ -6,12 +6,14 @@
 //! - `cli`: the clap definitions (the `--help` text).
 //! - `format`: txt / srt / vtt / json rendering.
 //! - `offline`: in-process transcription of files.
+//! - `remote`: files streamed to a transcribe server (`--server URL`).
 //! - `models_cmd`: `transcribe models list | pull | import`.
 
 mod cli;
 mod format;
 mod models_cmd;
 mod offline;
+mod remote;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -59,7 +61,11 @@ fn run(args: cli::Args) -> anyhow::Result<u8> {
                 )
                 .into());
             }
-            offline::run(&args)
+            if args.server.is_some() {
+                remote::run(&args)
+            } else {
+                offline::run(&args)
+            }
         }
     }
 }

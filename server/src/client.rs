@@ -160,8 +160,16 @@ pub enum ClientError {
     },
     /// The server ended the call with an error status (see its code and message;
     /// RESOURCE_EXHAUSTED and UNAVAILABLE may succeed on retry).
-    #[error("server error {}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    #[error("server error {:?}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
+}
+
+// Not `#[from]`: that would make the status the error's source, and `{:#}` would print its
+// code and message twice.
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status(status)
+    }
 }
 
 /// Connects to `url` (`http://host:port`).

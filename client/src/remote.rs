@@ -1,0 +1,146 @@
+//! `transcribe --server URL FILE...`: files decoded here, streamed to a server, results
+//! shown as they arrive (the partial line rewritten in place on a terminal) and rendered in
+//! the chosen format.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use transcribe_core::{Segment, Transcript};
+use transcribe_server::client::{StreamEvent, StreamOptions, stream_samples};
+
+use crate::cli::Args;
+use crate::format::{Format, Report, render};
+
+/// ANSI: return to column 0 and clear the line.
+const CLEAR_LINE: &str = "\r\x1b[2K";
+/// ANSI: dim text (the unconfirmed tail of a partial), and reset.
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// Streams every file to `args.server`; returns the exit status (2 if any failed).
+pub fn run(args: &Args) -> anyhow::Result<u8> {
+    let url = args.server.clone().unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    }
+    let mut failed = 0;
+    for file in &args.files {
+        match runtime.block_on(stream_one(&url, file, args)) {
+            Ok(()) => {}
+            Err(e) if crate::is_broken_pipe(&e) => return Err(e),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        crate::EXIT_OK
+    } else {
+        crate::EXIT_ERROR
+    })
+}
+
+async fn stream_one(url: &str, file: &Path, args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let audio = transcribe_audio::decode_file(file)?;
+    let options = StreamOptions {
+        realtime: args.realtime,
+        model: args.model.clone(),
+        language: args.language.clone(),
+        translate: args.translate,
+        ..StreamOptions::default()
+    };
+    // Live display: only for text on a terminal, and only when printing to stdout.
+    let live =
+        args.format == Format::Txt && args.output_dir.is_none() && std::io::stdout().is_terminal();
+    let plain_lines = args.format == Format::Txt && args.output_dir.is_none() && !live;
+    let mut io_error: Option<std::io::Error> = None;
+    let summary = {
+        let mut out = std::io::stdout().lock();
+        let mut show = |event: StreamEvent| {
+            if io_error.is_some() {
+                return;
+            }
+            let result = match &event {
+                StreamEvent::Interim {
+                    stable, unstable, ..
+                } if live => write!(out, "{CLEAR_LINE}{stable} {DIM}{unstable}{RESET}")
+                    .and_then(|()| out.flush()),
+                StreamEvent::Final(f) if live => {
+                    writeln!(out, "{CLEAR_LINE}{}", f.text).and_then(|()| out.flush())
+                }
+                StreamEvent::Final(f) if plain_lines && !f.text.is_empty() => {
+                    writeln!(out, "{}", f.text).and_then(|()| out.flush())
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                io_error = Some(e);
+            }
+        };
+        stream_samples(url, &audio.samples, &options, &mut show)
+            .await
+            .with_context(|| format!("streaming {} to {url}", file.display()))?
+    };
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    if live || plain_lines {
+        return Ok(());
+    }
+    let transcript = Transcript {
+        segments: summary
+            .finals
+            .iter()
+            .filter(|f| !f.text.is_empty())
+            .map(|f| Segment {
+                start: f.start,
+                end: f.end,
+                text: f.text.clone(),
+                words: f.words.clone(),
+                no_speech_prob: 0.0,
+                avg_logprob: 0.0,
+            })
+            .collect(),
+        language: summary.finals.iter().find_map(|f| f.language.clone()),
+    };
+    let file_label = file.display().to_string();
+    let model_label = args
+        .model
+        .clone()
+        .unwrap_or_else(|| format!("server default at {url}"));
+    let report = Report {
+        file: &file_label,
+        model: &model_label,
+        language: transcript.language.as_deref(),
+        audio_duration: transcribe_core::audio::samples_to_seconds(audio.samples.len()),
+        processing_time: started.elapsed().as_secs_f64(),
+        text: transcript.text(),
+        segments: &transcript.segments,
+    };
+    let text = render(args.format, &transcript, &report);
+    match &args.output_dir {
+        Some(dir) => {
+            let stem = file
+                .file_stem()
+                .map_or_else(|| "output".into(), |s| s.to_string_lossy().into_owned());
+            let out = dir.join(format!("{stem}.{}", args.format.extension()));
+            std::fs::write(&out, text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
+}
