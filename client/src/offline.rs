@@ -29,13 +29,13 @@ pub fn resolve_model(spec: Option<&str>, offline: bool, progress: bool) -> anyho
 
 /// Transcribes every file in `args.files`; returns the exit status (2 if any failed).
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    if let Some(lang) = args.language.as_deref() {
-        if !transcribe_engine::is_known_language(lang) {
-            return Err(UsageError(format!(
-                "unknown language {lang:?}: use an ISO 639-1 code such as en, de or fr"
-            ))
-            .into());
-        }
+    if let Some(lang) = args.language.as_deref()
+        && !transcribe_engine::is_known_language(lang)
+    {
+        return Err(UsageError(format!(
+            "unknown language {lang:?}: use an ISO 639-1 code such as en, de or fr"
+        ))
+        .into());
     }
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir)

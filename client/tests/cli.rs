@@ -271,19 +271,35 @@ fn output_dir_writes_one_file_per_input() {
 #[test]
 fn imported_base_model_transcribes_and_detects_language() {
     // base comes from our CTranslate2 importer where Hugging Face cannot be reached.
-    let out = transcribe(&["--model", "base", "--format", "json", "audio-fixtures/speech/market.wav"]);
+    let out = transcribe(&[
+        "--model",
+        "base",
+        "--format",
+        "json",
+        "audio-fixtures/speech/market.wav",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
     assert_eq!(v["language"], "en", "auto-detected language");
-    let reference = "She bought fresh bread and apples at the market. The people there were very friendly.";
+    let reference =
+        "She bought fresh bread and apples at the market. The people there were very friendly.";
     let text = v["text"].as_str().unwrap_or_default();
-    assert!(wer(reference, text).rate() <= FIXTURE_WER, "{}", explain(reference, text));
+    assert!(
+        wer(reference, text).rate() <= FIXTURE_WER,
+        "{}",
+        explain(reference, text)
+    );
 }
 
 #[test]
 fn closed_stdout_pipe_exits_zero() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_transcribe"))
-        .args(["--model", TEST_MODEL, "audio-fixtures/speech/short.wav", "audio-fixtures/speech/park.wav"])
+        .args([
+            "--model",
+            TEST_MODEL,
+            "audio-fixtures/speech/short.wav",
+            "audio-fixtures/speech/park.wav",
+        ])
         .current_dir(root())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

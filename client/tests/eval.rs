@@ -20,19 +20,47 @@ const OVERALL_WER: f64 = 0.15;
 /// three" vs "1 2 3") is scored as it comes (eval README: no digit/word conversion), so such
 /// clips are reported but not gated.
 const NUMBER_WORDS: &[&str] = &[
-    "zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand",
+    "zero",
+    "oh",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "hundred",
+    "thousand",
 ];
 
 /// Whether a clip's score is dominated by number formatting (see [`NUMBER_WORDS`]).
 fn number_format_mismatch(reference: &str, hypothesis: &str) -> bool {
     let r = transcribe_core::text::normalize(reference);
-    r.split_whitespace().any(|w| NUMBER_WORDS.contains(&w)) && hypothesis.chars().any(|c| c.is_ascii_digit())
+    r.split_whitespace().any(|w| NUMBER_WORDS.contains(&w))
+        && hypothesis.chars().any(|c| c.is_ascii_digit())
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn eval_dir() -> Option<PathBuf> {
@@ -58,9 +86,20 @@ fn rows(dir: &Path) -> Vec<Row> {
     let text = std::fs::read_to_string(dir.join("manifest.tsv")).expect("manifest readable");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).expect("manifest column");
-    let (id, lang, wav, orig, reference, quality) =
-        (col("id"), col("language"), col("wav16k"), col("original"), col("reference"), col("ref_quality"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .expect("manifest column")
+    };
+    let (id, lang, wav, orig, reference, quality) = (
+        col("id"),
+        col("language"),
+        col("wav16k"),
+        col("original"),
+        col("reference"),
+        col("ref_quality"),
+    );
     lines
         .map(|l| l.split('\t').collect::<Vec<_>>())
         .filter(|c| c.len() == header.len())
@@ -81,30 +120,59 @@ fn english_clips_with_strong_references_transcribe_within_wer() {
     let clips: Vec<Row> = rows(&dir)
         .into_iter()
         .filter(|r| r.language == "en")
-        .filter(|r| matches!(r.ref_quality.as_str(), "exact" | "test-reference" | "cross-checked"))
+        .filter(|r| {
+            matches!(
+                r.ref_quality.as_str(),
+                "exact" | "test-reference" | "cross-checked"
+            )
+        })
         .filter(|r| !r.wav16k.is_empty() && !r.reference.is_empty())
         .collect();
     assert!(!clips.is_empty());
     let out_dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_transcribe"));
-    cmd.args(["--model", "tiny.en", "--language", "en", "--format", "txt", "--output-dir"])
-        .arg(out_dir.path());
+    cmd.args([
+        "--model",
+        "tiny.en",
+        "--language",
+        "en",
+        "--format",
+        "txt",
+        "--output-dir",
+    ])
+    .arg(out_dir.path());
     // Several manifest rows may share a wav name stem; each output is named after its file.
     let mut seen = std::collections::HashSet::new();
-    let clips: Vec<Row> = clips.into_iter().filter(|r| seen.insert(r.wav16k.clone())).collect();
+    let clips: Vec<Row> = clips
+        .into_iter()
+        .filter(|r| seen.insert(r.wav16k.clone()))
+        .collect();
     for c in &clips {
         cmd.arg(dir.join(&c.wav16k));
     }
     let out = cmd.output().expect("transcribe runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (mut errors, mut words) = (0, 0);
     let mut failures = Vec::new();
     for c in &clips {
-        let stem = Path::new(&c.wav16k).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let hyp = std::fs::read_to_string(out_dir.path().join(format!("{stem}.txt"))).unwrap_or_default();
+        let stem = Path::new(&c.wav16k)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hyp =
+            std::fs::read_to_string(out_dir.path().join(format!("{stem}.txt"))).unwrap_or_default();
         let score = wer(&c.reference, &hyp);
         if number_format_mismatch(&c.reference, &hyp) {
-            println!("{:<48} {:<14} WER {:.3} (numbers as digits: not gated)", c.id, c.ref_quality, score.rate());
+            println!(
+                "{:<48} {:<14} WER {:.3} (numbers as digits: not gated)",
+                c.id,
+                c.ref_quality,
+                score.rate()
+            );
             continue;
         }
         errors += score.errors;
@@ -116,8 +184,15 @@ fn english_clips_with_strong_references_transcribe_within_wer() {
     }
     let overall = errors as f64 / words.max(1) as f64;
     println!("overall WER {overall:.3} over the gated clips, {words} words");
-    assert!(failures.is_empty(), "clips over WER {CLIP_WER}:\n{}", failures.join("\n"));
-    assert!(overall <= OVERALL_WER, "overall WER {overall:.3} > {OVERALL_WER}");
+    assert!(
+        failures.is_empty(),
+        "clips over WER {CLIP_WER}:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        overall <= OVERALL_WER,
+        "overall WER {overall:.3} > {OVERALL_WER}"
+    );
 }
 
 #[test]
@@ -130,13 +205,20 @@ fn every_original_format_decodes_or_fails_specifically() {
         let is_opus = r.original.ends_with(".opus");
         match result {
             Ok(audio) => {
-                assert!(!is_opus, "{}: Opus decoded, but the README says it is unsupported", r.id);
+                assert!(
+                    !is_opus,
+                    "{}: Opus decoded, but the README says it is unsupported",
+                    r.id
+                );
                 assert!(!audio.samples.is_empty(), "{}: decoded to nothing", r.id);
             }
             Err(e) => {
                 let msg = e.to_string();
                 assert!(is_opus && msg.contains("Opus"), "{}: {msg}", r.id);
-                assert!(msg.contains(&*r.original.rsplit('/').next().unwrap_or_default()), "error must name the file: {msg}");
+                assert!(
+                    msg.contains(r.original.rsplit('/').next().unwrap_or_default()),
+                    "error must name the file: {msg}"
+                );
             }
         }
         checked += 1;
