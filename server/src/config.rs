@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::sources::{SourceInput, SourceSpec};
+
 /// Default listen address: loopback only, gRPC's customary port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
@@ -120,6 +122,41 @@ pub struct ServerArgs {
     /// Use the CPU even when the binary was built with a GPU backend.
     #[arg(long, env = "TRANSCRIBE_CPU")]
     pub cpu: bool,
+
+    /// A server-side caption source for StreamCaptions: `file:PATH[:loop]` (paced in real
+    /// time) or `mic[:DEVICE]`, optionally named with a `NAME=` prefix (`room=mic:hw:0,0`;
+    /// default names: `mic`, or the file's stem). Repeat for several; the first is the
+    /// default. In TRANSCRIBE_SOURCE separate several with `;`.
+    #[arg(
+        long = "source",
+        env = "TRANSCRIBE_SOURCE",
+        value_name = "SOURCE",
+        value_delimiter = ';'
+    )]
+    pub sources: Vec<String>,
+}
+
+/// Capacities of the caption broadcast ([`crate::captions`]); the defaults are the named
+/// constants there. Tests shrink them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptionLimits {
+    /// Undelivered must-deliver messages per subscriber before it is ended with
+    /// RESOURCE_EXHAUSTED ([`crate::captions::SUBSCRIBER_QUEUE_CAPACITY`]).
+    pub subscriber_queue: usize,
+    /// Recent finals kept for late joiners ([`crate::captions::HISTORY_CAPACITY`]).
+    pub history: usize,
+    /// Pace of file sources relative to real time (1.0 = real time; tests go faster).
+    pub source_speed: f64,
+}
+
+impl Default for CaptionLimits {
+    fn default() -> Self {
+        Self {
+            subscriber_queue: crate::captions::SUBSCRIBER_QUEUE_CAPACITY,
+            history: crate::captions::HISTORY_CAPACITY,
+            source_speed: 1.0,
+        }
+    }
 }
 
 /// A validated server configuration.
@@ -155,6 +192,10 @@ pub struct ServerConfig {
     pub prompt_history: usize,
     /// Use the GPU backend when the binary has one.
     pub use_gpu: bool,
+    /// Caption sources (`--source`), the default first; names are unique.
+    pub sources: Vec<SourceSpec>,
+    /// Caption broadcast capacities.
+    pub captions: CaptionLimits,
 }
 
 impl ServerConfig {
@@ -279,6 +320,7 @@ impl ServerArgs {
                 &format!("must be at most {MAX_PROMPT_HISTORY}"),
             ));
         }
+        let sources = parse_sources(&self.sources)?;
         Ok(ServerConfig {
             listen: self.listen,
             models,
@@ -295,8 +337,38 @@ impl ServerArgs {
             max_utterance: self.max_utterance,
             prompt_history: self.prompt_history,
             use_gpu: gpu,
+            sources,
+            captions: CaptionLimits::default(),
         })
     }
+}
+
+/// Parses `--source` values: each well-formed, names unique, files present.
+fn parse_sources(values: &[String]) -> Result<Vec<SourceSpec>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        flag: "--source",
+        reason,
+    };
+    let mut specs: Vec<SourceSpec> = Vec::with_capacity(values.len());
+    for value in values.iter().filter(|v| !v.trim().is_empty()) {
+        let spec = SourceSpec::parse(value.trim()).map_err(invalid)?;
+        if specs.iter().any(|s| s.name == spec.name) {
+            return Err(invalid(format!(
+                "two sources are named {:?}; name them with NAME=",
+                spec.name
+            )));
+        }
+        if let SourceInput::File { path, .. } = &spec.input
+            && !path.is_file()
+        {
+            return Err(invalid(format!(
+                "{} is not a readable file",
+                path.display()
+            )));
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
 }
 
 /// Parses a duration: a number with a unit `ms`, `s`, `m` or `h` (`500ms`, `1.5s`, `90m`),
@@ -367,6 +439,16 @@ mod tests {
     }
 
     #[test]
+    fn sources_repeat_and_name() -> Result<(), ConfigError> {
+        let c = args(&["--source", "mic", "--source", "room=mic:hw:0,0"]).validate()?;
+        let names: Vec<_> = c.sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["mic", "room"]);
+        let c = args(&["--source", "a=mic;b=mic"]).validate()?;
+        assert_eq!(c.sources.len(), 2);
+        Ok(())
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--workers", "0"], "--workers"),
@@ -378,6 +460,9 @@ mod tests {
             (&["--max-utterance", "40s"], "--max-utterance"),
             (&["--step", "10ms"], "--step"),
             (&["--model", "a", "--model", "a"], "--model"),
+            (&["--source", "speaker"], "--source"),
+            (&["--source", "file:/nonexistent/x.wav"], "--source"),
+            (&["--source", "mic", "--source", "mic:hw1"], "--source"),
         ];
         for (flags, want) in cases {
             match args(flags).validate() {

@@ -78,6 +78,41 @@ pub enum RequestError {
     /// The server is shutting down: UNAVAILABLE, retry against another instance or later.
     #[error("the server is shutting down")]
     Draining,
+    /// The caption source asked for is not configured: NOT_FOUND listing the configured
+    /// names (`--source`). Ask for one of them, or empty for the default.
+    #[error("unknown caption source {name:?}; this server has: {}", if valid.is_empty() { "none (start it with --source)".to_owned() } else { valid.join(", ") })]
+    UnknownSource {
+        /// The name asked for.
+        name: String,
+        /// The configured source names.
+        valid: Vec<String>,
+    },
+    /// A caption subscriber fell so far behind that `capacity` undelivered finals piled up:
+    /// RESOURCE_EXHAUSTED with reason `SUBSCRIBER_TOO_SLOW`. Read faster; resubscribing with
+    /// `history_size` recovers recent finals.
+    #[error("caption subscriber of {name:?} fell behind by {capacity} messages")]
+    SubscriberTooSlow {
+        /// The source.
+        name: String,
+        /// The subscriber queue's capacity.
+        capacity: usize,
+    },
+    /// A caption source cannot produce audio (its file cannot be decoded, its device is
+    /// gone): UNAVAILABLE (sent in band as the source's status). The server retries where
+    /// that can help.
+    #[error("caption source {name:?} is unavailable: {reason}")]
+    SourceUnavailable {
+        /// The source.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A feature this build does not have: UNIMPLEMENTED.
+    #[error("not implemented: {what}")]
+    NotImplemented {
+        /// What is missing.
+        what: String,
+    },
     /// The request was cancelled (client gone or shutdown): CANCELLED.
     #[error("the request was cancelled")]
     Cancelled,
@@ -142,6 +177,29 @@ impl RequestError {
                     ErrorDetails::with_error_info("DRAINING", ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::Unavailable, self.to_string(), details)
             }
+            Self::UnknownSource { name, valid } => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info(
+                    "SOURCE_NOT_FOUND",
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("source".to_owned(), name.clone()),
+                        ("available".to_owned(), valid.join(",")),
+                    ]),
+                );
+                details.set_resource_info("caption source", name, "", "see --source");
+                Status::with_error_details(Code::NotFound, self.to_string(), details)
+            }
+            Self::SubscriberTooSlow { capacity, .. } => {
+                let details = ErrorDetails::with_error_info(
+                    "SUBSCRIBER_TOO_SLOW",
+                    ERROR_DOMAIN,
+                    HashMap::from([("capacity".to_owned(), capacity.to_string())]),
+                );
+                Status::with_error_details(Code::ResourceExhausted, self.to_string(), details)
+            }
+            Self::SourceUnavailable { .. } => Status::unavailable(self.to_string()),
+            Self::NotImplemented { .. } => Status::unimplemented(self.to_string()),
             Self::Cancelled => Status::cancelled(self.to_string()),
             Self::Internal { .. } => Status::internal("internal error; see the server log"),
         }
@@ -244,6 +302,31 @@ mod tests {
             ),
             (RequestError::Loading, Code::Unavailable),
             (RequestError::Draining, Code::Unavailable),
+            (
+                RequestError::UnknownSource {
+                    name: "hall".into(),
+                    valid: vec!["room".into()],
+                },
+                Code::NotFound,
+            ),
+            (
+                RequestError::SubscriberTooSlow {
+                    name: "room".into(),
+                    capacity: 4,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                RequestError::SourceUnavailable {
+                    name: "room".into(),
+                    reason: "gone".into(),
+                },
+                Code::Unavailable,
+            ),
+            (
+                RequestError::NotImplemented { what: "mic".into() },
+                Code::Unimplemented,
+            ),
             (RequestError::Cancelled, Code::Cancelled),
             (RequestError::internal("secret detail"), Code::Internal),
         ];

@@ -21,6 +21,11 @@
 //!   `StreamingPolicy` from `transcribe-core` and the pool.
 //! - `service` (private): the `TranscriptionService` implementation (StreamingRecognize,
 //!   Recognize, ListModels) and request validation.
+//! - [`sources`]: server-side capture sources (`--source file:PATH[:loop]`, `mic[:DEVICE]`),
+//!   each running one recognition pipeline on the pool.
+//! - [`captions`]: the StreamCaptions broadcast: one hub per source, a bounded queue per
+//!   subscriber (interims keep the latest, finals never dropped, a hopelessly slow
+//!   subscriber ended with RESOURCE_EXHAUSTED), recent finals for late joiners.
 //! - [`convert`]: engine values to API messages (durations, words, results).
 //! - [`client`]: a Rust client helper that streams samples to a server ([`client::stream_samples`]).
 //!
@@ -34,6 +39,10 @@
 //! - Decode results: one `oneshot` per job (capacity 1 by construction).
 //! - Responses out: [`OUTBOUND_CAPACITY`] per stream; interims and heartbeats
 //!   **keep only the latest**, finals, events and the closing status **block** the session.
+//! - Captions out: [`captions::SUBSCRIBER_QUEUE_CAPACITY`] undelivered finals/states per
+//!   subscriber; interims **keep only the latest** (a gap in `sequence_number`); when full
+//!   the subscriber is **ended** with RESOURCE_EXHAUSTED (a source never waits for anyone).
+//!   [`captions::HISTORY_CAPACITY`] finals of history per source (**drop oldest**).
 //!
 //! # Shutdown
 //! [`run`] takes a shutdown future. When it resolves: health turns NOT_SERVING, new calls get
@@ -54,6 +63,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod captions;
 pub mod client;
 pub mod config;
 pub mod convert;
@@ -63,6 +73,7 @@ pub mod models;
 pub mod pool;
 mod service;
 mod session;
+pub mod sources;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,7 +84,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use transcribe_proto::v1::transcription_service_server::TranscriptionServiceServer;
 
-pub use config::{ConfigError, ServerArgs, ServerConfig};
+pub use captions::CaptionStats;
+pub use config::{CaptionLimits, ConfigError, ServerArgs, ServerConfig};
 pub use error::{RequestError, ServerError};
 pub use models::{FnLoader, LoadedModel, ModelInfo, ModelLoader, WhisperLoader};
 pub use pool::PoolStats;
@@ -101,6 +113,11 @@ impl ServerHandle {
     /// The engine pool's gauges and counters; `None` while the models load.
     pub fn pool_stats(&self) -> Option<PoolStats> {
         self.state.ready.get().map(|r| r.pool.stats())
+    }
+
+    /// The broadcast counters of caption source `name` (empty: the default source).
+    pub fn caption_stats(&self, name: &str) -> Option<CaptionStats> {
+        self.state.captions.find(name).ok().map(|hub| hub.stats())
     }
 
     /// Whether the models are loaded and the server takes streams.
@@ -211,6 +228,7 @@ impl Server {
                         }
                     };
                     let _ = state.ready.set(ready);
+                    sources::start(&state);
                     reporter.set_service_status("", ServingStatus::Serving).await;
                     reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
                     tracing::info!(message = "Serving.", address = %local);

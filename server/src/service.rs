@@ -25,6 +25,7 @@ use transcribe_proto::v1::{
     recognize_request::AudioSource,
 };
 
+use crate::captions::{CaptionRegistry, SubscribeOptions};
 use crate::config::ServerConfig;
 use crate::convert::{WordOptions, duration_of, duration_of_seconds, segment_result};
 use crate::error::RequestError;
@@ -62,6 +63,8 @@ pub(crate) struct AppState {
     /// Cancelled when draining starts: sessions flush their finals and end with UNAVAILABLE.
     pub drain: CancellationToken,
     pub draining: AtomicBool,
+    /// The caption sources' broadcast hubs (`--source`), known before loading.
+    pub captions: CaptionRegistry,
     next_request: AtomicU64,
     instance: u32,
 }
@@ -71,9 +74,11 @@ impl AppState {
         let instance = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+        let captions = CaptionRegistry::new(&config.sources, config.captions);
         Self {
             config,
             names,
+            captions,
             ready: OnceLock::new(),
             drain: CancellationToken::new(),
             draining: AtomicBool::new(false),
@@ -276,7 +281,7 @@ impl Stream for SessionStream {
     }
 }
 
-/// Caption stream type (StreamCaptions is not served yet).
+/// A StreamCaptions response stream (a [`crate::captions::SubscriberStream`]).
 pub type CaptionStream = Pin<Box<dyn Stream<Item = Result<StreamCaptionsResponse, Status>> + Send>>;
 
 fn with_request_id<T>(mut response: Response<T>, request_id: &str) -> Response<T> {
@@ -355,11 +360,35 @@ impl TranscriptionService for Service {
 
     async fn stream_captions(
         &self,
-        _request: Request<StreamCaptionsRequest>,
+        request: Request<StreamCaptionsRequest>,
     ) -> Result<Response<Self::StreamCaptionsStream>, Status> {
-        Err(Status::unimplemented(
-            "StreamCaptions is not served by this server yet",
-        ))
+        let request_id = self.state.request_id();
+        let request = request.into_inner();
+        let span =
+            tracing::info_span!("captions", request_id = %request_id, source = %request.source);
+        let subscribed = (|| {
+            self.state.ready()?;
+            let options = SubscribeOptions::from_request(&request)?;
+            let hub = self.state.captions.find(&request.source)?;
+            Ok::<_, RequestError>(hub.subscribe(options))
+        })();
+        match subscribed {
+            Ok(stream) => {
+                span.in_scope(|| {
+                    tracing::info!(
+                        message = "Caption subscriber joined.",
+                        history = request.history_size,
+                        interim = request.interim_results
+                    );
+                });
+                let stream: CaptionStream = Box::pin(stream);
+                Ok(with_request_id(Response::new(stream), &request_id))
+            }
+            Err(error) => {
+                span.in_scope(|| log_request_error(&error));
+                Err(error.to_status())
+            }
+        }
     }
 
     async fn list_models(

@@ -1,0 +1,696 @@
+//! The caption broadcast: one [`CaptionHub`] per server-side source fans the results of
+//! its single recognition pipeline ([`crate::sources`]) out to every StreamCaptions
+//! subscriber, each through its own bounded queue.
+//!
+//! ```text
+//! source pipeline ──► hub.publish_* ──► per-subscriber queue ──► SubscriberStream ──► tonic
+//!                      └─► history (recent finals, for late joiners)
+//! ```
+//!
+//! # Capacities and full-policies
+//! - Per-subscriber queue ([`SUBSCRIBER_QUEUE_CAPACITY`] undelivered finals, source states
+//!   and speech events): interim results and heartbeats **keep only the latest** (a newer
+//!   one replaces the waiting one; a final supersedes waiting interims of its utterance), so
+//!   a slow subscriber sees a gap in `sequence_number`. When the must-deliver items reach
+//!   the capacity the subscriber is hopelessly behind: its queue is **dropped and the call
+//!   ends** with RESOURCE_EXHAUSTED. The pipeline never waits for a subscriber.
+//! - History ([`HISTORY_CAPACITY`] recent finals): **drop the oldest**.
+//!
+//! Sequence numbers are given per subscriber when a message is queued, so a replaced
+//! interim leaves a gap where it would have been.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::Status;
+use transcribe_proto::v1::{
+    CaptionSource, SourceState, SourceStatus, StreamCaptionsRequest, StreamCaptionsResponse,
+};
+
+use crate::config::CaptionLimits;
+use crate::error::RequestError;
+use crate::sources::SourceSpec;
+
+/// Default undelivered must-deliver messages (finals, source states, speech events) one
+/// subscriber may have waiting: about 10 minutes of ordinary speech (a final every 2-3 s).
+/// Full-policy: the subscriber is ended with RESOURCE_EXHAUSTED and its queue dropped.
+pub const SUBSCRIBER_QUEUE_CAPACITY: usize = 256;
+
+/// Default recent finals kept per source for `history_size` replays. Full-policy: the
+/// oldest is dropped.
+pub const HISTORY_CAPACITY: usize = 100;
+
+/// What a subscriber asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SubscribeOptions {
+    interim_results: bool,
+    word_time_offsets: bool,
+    voice_activity_events: bool,
+    history: usize,
+}
+
+impl SubscribeOptions {
+    /// Validates a request's options (all but the source name).
+    pub(crate) fn from_request(request: &StreamCaptionsRequest) -> Result<Self, RequestError> {
+        let history = usize::try_from(request.history_size)
+            .map_err(|_| RequestError::invalid("history_size", "must not be negative"))?;
+        Ok(Self {
+            interim_results: request.interim_results,
+            word_time_offsets: request.enable_word_time_offsets,
+            voice_activity_events: request.enable_voice_activity_events,
+            history,
+        })
+    }
+}
+
+/// How a message may be treated by a subscriber's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// An interim result of this utterance: droppable, replaced by newer ones.
+    Interim(u64),
+    /// Progress only: droppable.
+    Heartbeat,
+    /// A final of this utterance: must be delivered; supersedes waiting interims.
+    Final(u64),
+    /// A voice activity event: must be delivered to subscribers that asked for events.
+    Event,
+    /// A source description (state change): must be delivered.
+    Source,
+}
+
+impl Class {
+    fn droppable(self) -> bool {
+        matches!(self, Self::Interim(_) | Self::Heartbeat)
+    }
+}
+
+/// A queued message.
+struct Item {
+    response: StreamCaptionsResponse,
+    class: Class,
+    /// Counts against the subscriber's capacity (live must-deliver messages).
+    counted: bool,
+}
+
+/// One subscriber's queue, shared by the hub (producer) and its response stream.
+struct Queue {
+    items: VecDeque<Item>,
+    next_sequence: u64,
+    /// Counted items waiting.
+    waiting: usize,
+    /// How the call ends once `items` is drained (set when the source ends, the server
+    /// drains, or the subscriber overflowed).
+    end: Option<Result<(), Status>>,
+    /// The response stream was dropped (the client left).
+    gone: bool,
+    /// Droppable messages replaced before delivery.
+    dropped: u64,
+}
+
+struct Subscriber {
+    options: SubscribeOptions,
+    queue: Mutex<Queue>,
+    /// Rung after each change to `queue`. Capacity 1; full-policy: a ring while one is
+    /// pending is dropped (one pending ring already wakes the stream).
+    bell: mpsc::Sender<()>,
+}
+
+impl Subscriber {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ring(&self) {
+        let _ = self.bell.try_send(());
+    }
+}
+
+/// Counters of one source's broadcast (for tests and metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptionStats {
+    /// Subscribers connected now.
+    pub subscribers: usize,
+    /// Finals published since start.
+    pub finals: u64,
+    /// Interim results and heartbeats replaced before a subscriber took them.
+    pub dropped_interims: u64,
+    /// Subscribers ended with RESOURCE_EXHAUSTED for falling behind.
+    pub overflowed: u64,
+    /// The source's current state.
+    pub state: i32,
+}
+
+struct HubState {
+    source: CaptionSource,
+    subscribers: Vec<Arc<Subscriber>>,
+    history: VecDeque<StreamCaptionsResponse>,
+    /// The source ended (ENDED, OK) or the server drains (UNAVAILABLE): new subscribers get
+    /// the description and history, then this.
+    closed: Option<Result<(), Status>>,
+    finals: u64,
+    dropped: u64,
+    overflowed: u64,
+}
+
+/// The broadcast point of one source.
+pub struct CaptionHub {
+    name: String,
+    limits: CaptionLimits,
+    state: Mutex<HubState>,
+}
+
+impl CaptionHub {
+    fn new(spec: &SourceSpec, limits: CaptionLimits) -> Self {
+        Self {
+            name: spec.name.clone(),
+            limits,
+            state: Mutex::new(HubState {
+                source: CaptionSource {
+                    name: spec.name.clone(),
+                    display_name: spec.display_name(),
+                    kind: spec.kind() as i32,
+                    state: SourceState::Unspecified as i32,
+                    ..Default::default()
+                },
+                subscribers: Vec::new(),
+                history: VecDeque::new(),
+                closed: None,
+                finals: 0,
+                dropped: 0,
+                overflowed: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The broadcast's counters.
+    pub fn stats(&self) -> CaptionStats {
+        let mut hub = self.lock();
+        hub.subscribers.retain(|s| !s.lock().gone);
+        CaptionStats {
+            subscribers: hub.subscribers.len(),
+            finals: hub.finals,
+            dropped_interims: hub.dropped,
+            overflowed: hub.overflowed,
+            state: hub.source.state,
+        }
+    }
+
+    /// A new subscription: the source description, then up to `options.history` recent
+    /// finals (`is_replay`), then live messages.
+    pub(crate) fn subscribe(&self, options: SubscribeOptions) -> SubscriberStream {
+        let (bell, doorbell) = mpsc::channel(1);
+        let mut hub = self.lock();
+        let mut queue = Queue {
+            items: VecDeque::new(),
+            next_sequence: 1,
+            waiting: 0,
+            end: hub.closed.clone(),
+            gone: false,
+            dropped: 0,
+        };
+        let first = StreamCaptionsResponse {
+            source: Some(hub.source.clone()),
+            ..Default::default()
+        };
+        push_uncounted(&mut queue, first, Class::Source, &options);
+        let replay = options.history.min(hub.history.len());
+        for past in hub.history.iter().skip(hub.history.len() - replay) {
+            let mut response = past.clone();
+            response.is_replay = true;
+            push_uncounted(&mut queue, response, Class::Final(0), &options);
+        }
+        let subscriber = Arc::new(Subscriber {
+            options,
+            queue: Mutex::new(queue),
+            bell,
+        });
+        if hub.closed.is_none() {
+            hub.subscribers.push(subscriber.clone());
+        }
+        drop(hub);
+        subscriber.ring();
+        SubscriberStream {
+            subscriber,
+            doorbell,
+            finished: false,
+        }
+    }
+
+    /// Sets the source's state (and its in-band status) and tells every subscriber.
+    pub(crate) fn set_state(&self, state: SourceState, status: Option<SourceStatus>) {
+        self.update_source(|s| {
+            s.state = state as i32;
+            s.status = status;
+        });
+    }
+
+    /// Changes the source description (a (re)start: capture format, model, start time)
+    /// and tells every subscriber.
+    pub(crate) fn update_source(&self, change: impl FnOnce(&mut CaptionSource)) {
+        let mut hub = self.lock();
+        change(&mut hub.source);
+        let response = StreamCaptionsResponse {
+            source: Some(hub.source.clone()),
+            ..Default::default()
+        };
+        self.broadcast(&mut hub, &response, Class::Source);
+    }
+
+    /// Publishes an interim result of `utterance_index` (droppable).
+    pub(crate) fn publish_interim(&self, response: StreamCaptionsResponse, utterance_index: u64) {
+        let mut hub = self.lock();
+        self.broadcast(&mut hub, &response, Class::Interim(utterance_index));
+    }
+
+    /// Publishes a progress-only message (droppable).
+    pub(crate) fn publish_heartbeat(&self, response: StreamCaptionsResponse) {
+        let mut hub = self.lock();
+        self.broadcast(&mut hub, &response, Class::Heartbeat);
+    }
+
+    /// Publishes a voice activity event (to subscribers that asked for events).
+    pub(crate) fn publish_event(&self, response: StreamCaptionsResponse) {
+        let mut hub = self.lock();
+        self.broadcast(&mut hub, &response, Class::Event);
+    }
+
+    /// Publishes a final result of `utterance_index` and keeps it for late joiners.
+    pub(crate) fn publish_final(&self, response: StreamCaptionsResponse, utterance_index: u64) {
+        let mut hub = self.lock();
+        hub.finals += 1;
+        if self.limits.history > 0 {
+            if hub.history.len() == self.limits.history {
+                hub.history.pop_front();
+            }
+            hub.history.push_back(response.clone());
+        }
+        self.broadcast(&mut hub, &response, Class::Final(utterance_index));
+    }
+
+    /// Ends every subscription once its queue is drained: `Ok` (the source ended) or a
+    /// status (the server drains). Later subscribers get the description, history, then
+    /// the same end.
+    pub(crate) fn close(&self, end: Result<(), Status>) {
+        let mut hub = self.lock();
+        hub.closed = Some(end.clone());
+        for subscriber in hub.subscribers.drain(..) {
+            let mut queue = subscriber.lock();
+            if queue.end.is_none() {
+                queue.end = Some(end.clone());
+            }
+            drop(queue);
+            subscriber.ring();
+        }
+    }
+
+    fn broadcast(&self, hub: &mut HubState, response: &StreamCaptionsResponse, class: Class) {
+        let capacity = self.limits.subscriber_queue;
+        let name = &self.name;
+        let mut dropped = 0;
+        let mut overflowed = 0;
+        hub.subscribers.retain(|subscriber| {
+            let mut queue = subscriber.lock();
+            if queue.gone || queue.end.is_some() {
+                return false;
+            }
+            let before = queue.dropped;
+            let keep = offer(&mut queue, response, class, &subscriber.options, capacity);
+            dropped += queue.dropped - before;
+            if !keep {
+                overflowed += 1;
+                tracing::info!(
+                    message = "Caption subscriber fell behind; ending it.",
+                    source = %name,
+                    capacity,
+                );
+                queue.items.clear();
+                queue.waiting = 0;
+                queue.end = Some(Err(RequestError::SubscriberTooSlow {
+                    name: name.clone(),
+                    capacity,
+                }
+                .to_status()));
+            }
+            drop(queue);
+            subscriber.ring();
+            keep
+        });
+        hub.dropped += dropped;
+        hub.overflowed += overflowed;
+    }
+}
+
+/// Whether a subscriber wants a message of `class`.
+fn wants(options: &SubscribeOptions, class: Class) -> bool {
+    match class {
+        Class::Interim(_) | Class::Heartbeat => options.interim_results,
+        Class::Event => options.voice_activity_events,
+        Class::Final(_) | Class::Source => true,
+    }
+}
+
+/// The response as this subscriber sees it (words only if asked for), numbered.
+fn personalise(
+    queue: &mut Queue,
+    response: &StreamCaptionsResponse,
+    options: &SubscribeOptions,
+) -> StreamCaptionsResponse {
+    let mut response = response.clone();
+    if !options.word_time_offsets {
+        for result in &mut response.results {
+            for alternative in &mut result.alternatives {
+                alternative.words.clear();
+            }
+        }
+    }
+    response.sequence_number = queue.next_sequence;
+    queue.next_sequence += 1;
+    response
+}
+
+/// Queues a subscription's opening messages (not counted against the capacity).
+fn push_uncounted(
+    queue: &mut Queue,
+    response: StreamCaptionsResponse,
+    class: Class,
+    options: &SubscribeOptions,
+) {
+    let response = personalise(queue, &response, options);
+    queue.items.push_back(Item {
+        response,
+        class,
+        counted: false,
+    });
+}
+
+/// Offers a live message to one queue, applying the full-policy. `false`: the subscriber
+/// overflowed and must be ended.
+fn offer(
+    queue: &mut Queue,
+    response: &StreamCaptionsResponse,
+    class: Class,
+    options: &SubscribeOptions,
+    capacity: usize,
+) -> bool {
+    if !wants(options, class) {
+        return true;
+    }
+    let response = personalise(queue, response, options);
+    // Keep only the latest droppable: a newer interim or heartbeat replaces a waiting one,
+    // and a final replaces waiting interims of its utterance (and earlier ones).
+    let before = queue.items.len();
+    queue.items.retain(|item| match (item.class, class) {
+        (Class::Heartbeat | Class::Interim(_), c) if c.droppable() => false,
+        (Class::Heartbeat, Class::Final(_)) => false,
+        (Class::Interim(waiting), Class::Final(index)) => waiting > index,
+        _ => true,
+    });
+    queue.dropped += (before - queue.items.len()) as u64;
+    let counted = !class.droppable();
+    if counted {
+        if queue.waiting >= capacity {
+            return false;
+        }
+        queue.waiting += 1;
+    }
+    queue.items.push_back(Item {
+        response,
+        class,
+        counted,
+    });
+    true
+}
+
+/// One StreamCaptions call's response stream. Dropping it (the client left) unsubscribes.
+pub struct SubscriberStream {
+    subscriber: Arc<Subscriber>,
+    doorbell: mpsc::Receiver<()>,
+    finished: bool,
+}
+
+impl Stream for SubscriberStream {
+    type Item = Result<StreamCaptionsResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            {
+                let mut queue = self.subscriber.lock();
+                if let Some(item) = queue.items.pop_front() {
+                    if item.counted {
+                        queue.waiting = queue.waiting.saturating_sub(1);
+                    }
+                    return Poll::Ready(Some(Ok(item.response)));
+                }
+                if let Some(end) = queue.end.take() {
+                    drop(queue);
+                    self.finished = true;
+                    return Poll::Ready(end.err().map(Err));
+                }
+            }
+            match self.doorbell.poll_recv(cx) {
+                Poll::Ready(Some(())) => {}
+                // The sender lives in `subscriber`, which we hold: never closed.
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for SubscriberStream {
+    fn drop(&mut self) {
+        let mut queue = self.subscriber.lock();
+        queue.gone = true;
+        queue.items.clear();
+    }
+}
+
+/// Every configured source's hub, by name; the first is the default.
+pub struct CaptionRegistry {
+    hubs: HashMap<String, Arc<CaptionHub>>,
+    order: Vec<String>,
+}
+
+impl CaptionRegistry {
+    /// Hubs for `specs` (not started: [`crate::sources::start`] runs their pipelines).
+    pub(crate) fn new(specs: &[SourceSpec], limits: CaptionLimits) -> Self {
+        let hubs = specs
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(CaptionHub::new(s, limits))))
+            .collect();
+        Self {
+            hubs,
+            order: specs.iter().map(|s| s.name.clone()).collect(),
+        }
+    }
+
+    /// The hub of `name` (empty: the default source).
+    ///
+    /// # Errors
+    /// [`RequestError::UnknownSource`] listing the configured names.
+    pub fn find(&self, name: &str) -> Result<Arc<CaptionHub>, RequestError> {
+        let wanted = if name.is_empty() {
+            self.order.first().map(String::as_str)
+        } else {
+            Some(name)
+        };
+        wanted
+            .and_then(|n| self.hubs.get(n))
+            .cloned()
+            .ok_or_else(|| RequestError::UnknownSource {
+                name: name.to_owned(),
+                valid: self.order.clone(),
+            })
+    }
+
+    /// The configured source names, the default first.
+    pub fn names(&self) -> &[String] {
+        &self.order
+    }
+
+    /// Every hub, in configuration order.
+    pub fn hubs(&self) -> impl Iterator<Item = &Arc<CaptionHub>> {
+        self.order.iter().filter_map(|n| self.hubs.get(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use transcribe_proto::v1::{SpeechRecognitionAlternative, StreamingRecognitionResult};
+
+    fn spec() -> Result<SourceSpec, String> {
+        SourceSpec::parse("room=mic")
+    }
+
+    fn options(interim: bool) -> SubscribeOptions {
+        SubscribeOptions {
+            interim_results: interim,
+            word_time_offsets: false,
+            voice_activity_events: false,
+            history: 0,
+        }
+    }
+
+    fn result(text: &str, is_final: bool, index: u64) -> StreamCaptionsResponse {
+        StreamCaptionsResponse {
+            results: vec![StreamingRecognitionResult {
+                alternatives: vec![SpeechRecognitionAlternative {
+                    transcript: text.into(),
+                    ..Default::default()
+                }],
+                is_final,
+                utterance_index: index,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Everything queued for a subscriber right now, and how it ends (if it does).
+    fn drain(stream: &mut SubscriberStream) -> (Vec<StreamCaptionsResponse>, Option<Status>) {
+        let mut queue = stream.subscriber.lock();
+        let items = queue.items.drain(..).map(|i| i.response).collect();
+        queue.waiting = 0;
+        let end = queue.end.clone().and_then(Result::err);
+        (items, end)
+    }
+
+    fn limits(queue: usize, history: usize) -> CaptionLimits {
+        CaptionLimits {
+            subscriber_queue: queue,
+            history,
+            ..CaptionLimits::default()
+        }
+    }
+
+    #[test]
+    fn slow_subscriber_loses_interims_not_finals() -> Result<(), String> {
+        let hub = CaptionHub::new(&spec()?, limits(8, 10));
+        let mut slow = hub.subscribe(options(true));
+        for i in 0..5 {
+            hub.publish_interim(result(&format!("partial {i}"), false, 0), 0);
+        }
+        hub.publish_final(result("final zero", true, 0), 0);
+        hub.publish_interim(result("next", false, 1), 1);
+        let (items, end) = drain(&mut slow);
+        assert!(end.is_none());
+        let texts: Vec<_> = items
+            .iter()
+            .filter_map(|r| r.results.first())
+            .map(|r| r.alternatives[0].transcript.clone())
+            .collect();
+        assert_eq!(texts, ["final zero", "next"]);
+        let sequence: Vec<u64> = items.iter().map(|r| r.sequence_number).collect();
+        // 1 = source description, 2..=6 interims (dropped), 7 final, 8 the newest interim.
+        assert_eq!(sequence, [1, 7, 8]);
+        assert_eq!(hub.stats().dropped_interims, 5);
+        Ok(())
+    }
+
+    #[test]
+    fn subscriber_without_interims_sees_no_gap() -> Result<(), String> {
+        let hub = CaptionHub::new(&spec()?, limits(8, 10));
+        let mut plain = hub.subscribe(options(false));
+        hub.publish_interim(result("partial", false, 0), 0);
+        hub.publish_final(result("one", true, 0), 0);
+        hub.publish_final(result("two", true, 1), 1);
+        let (items, _) = drain(&mut plain);
+        let sequence: Vec<u64> = items.iter().map(|r| r.sequence_number).collect();
+        assert_eq!(sequence, [1, 2, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn hopelessly_behind_is_ended_with_resource_exhausted() -> Result<(), String> {
+        let hub = CaptionHub::new(&spec()?, limits(3, 10));
+        let mut slow = hub.subscribe(options(false));
+        let mut fast = hub.subscribe(options(false));
+        for i in 0..3 {
+            hub.publish_final(result("x", true, i), i);
+            let _ = drain(&mut fast);
+        }
+        assert_eq!(hub.stats().subscribers, 2);
+        hub.publish_final(result("y", true, 3), 3);
+        let (items, end) = drain(&mut slow);
+        assert!(items.is_empty(), "the overflowed queue is dropped");
+        assert_eq!(end.map(|s| s.code()), Some(tonic::Code::ResourceExhausted));
+        let (items, end) = drain(&mut fast);
+        assert_eq!(items.len(), 1);
+        assert!(end.is_none());
+        let stats = hub.stats();
+        assert_eq!((stats.subscribers, stats.overflowed), (1, 1));
+        Ok(())
+    }
+
+    #[test]
+    fn late_joiner_gets_recent_finals_as_replay() -> Result<(), String> {
+        let hub = CaptionHub::new(&spec()?, limits(8, 2));
+        for (i, text) in ["a", "b", "c"].iter().enumerate() {
+            hub.publish_final(result(text, true, i as u64), i as u64);
+        }
+        let mut late = hub.subscribe(SubscribeOptions {
+            history: 5,
+            ..options(false)
+        });
+        let (items, _) = drain(&mut late);
+        assert!(items[0].source.is_some());
+        let replayed: Vec<_> = items[1..]
+            .iter()
+            .map(|r| (r.results[0].alternatives[0].transcript.clone(), r.is_replay))
+            .collect();
+        assert_eq!(replayed, [("b".to_owned(), true), ("c".to_owned(), true)]);
+        Ok(())
+    }
+
+    #[test]
+    fn close_ends_current_and_later_subscribers() -> Result<(), String> {
+        let hub = CaptionHub::new(&spec()?, limits(8, 2));
+        let mut early = hub.subscribe(options(false));
+        hub.set_state(SourceState::Ended, None);
+        hub.close(Ok(()));
+        let (items, _) = drain(&mut early);
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            early.subscriber.lock().end.as_ref().map(Result::is_ok),
+            Some(true)
+        );
+        let late = hub.subscribe(options(false));
+        assert_eq!(
+            late.subscriber.lock().end.as_ref().map(Result::is_ok),
+            Some(true)
+        );
+        assert_eq!(hub.stats().subscribers, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_source_is_not_found() -> Result<(), String> {
+        let registry = CaptionRegistry::new(&[spec()?], CaptionLimits::default());
+        assert!(registry.find("").is_ok());
+        assert!(registry.find("room").is_ok());
+        match registry.find("hall") {
+            Err(e) => assert_eq!(e.to_status().code(), tonic::Code::NotFound),
+            Ok(_) => return Err("hall found".into()),
+        }
+        let empty = CaptionRegistry::new(&[], CaptionLimits::default());
+        assert!(empty.find("").is_err());
+        Ok(())
+    }
+}
