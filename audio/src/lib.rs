@@ -1,5 +1,5 @@
 //! Audio ingest for `transcribe`: every way audio enters the pipeline (a file, raw PCM chunks
-//! from a gRPC client, later the microphone) ends here as 16 kHz mono `f32`
+//! from a gRPC client, the microphone) ends here as 16 kHz mono `f32`
 //! ([`transcribe_core::SAMPLE_RATE`]), the only format Whisper takes.
 //!
 //! Three entry points:
@@ -23,6 +23,8 @@
 //! - `sphere`: the small NIST SPHERE reader (neither hound nor symphonia has one).
 //! - `g711`: mu-law and A-law expansion, for SPHERE and for WAV files symphonia rejects.
 //! - `error`: [`AudioError`].
+//! - [`capture`]: microphone capture with cpal (callback -> lock-free ring -> consumer thread
+//!   -> [`Converter`] -> 16 kHz chunks), [`capture::list_devices`], [`capture::CaptureError`].
 //!
 //! # Example
 //! ```
@@ -39,6 +41,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod capture;
 mod convert;
 mod decode;
 mod error;
