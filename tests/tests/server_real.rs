@@ -1,7 +1,8 @@
 //! The gRPC server end to end with the real tiny.en model: real-time streaming of a
 //! fixture (interim before the utterance ends, finals within the WER threshold, sane word
-//! timings), streaming vs unary WER on every speech fixture, and silence/noise giving no
-//! text. Skips (with a note) when tiny.en cannot be resolved on this machine.
+//! timings), streaming WER within 2 points of offline (unary) WER over every speech fixture
+//! of the manifest, and silence/noise giving no text. Skips (with a note) when tiny.en
+//! cannot be resolved on this machine.
 
 use std::time::{Duration, Instant};
 
@@ -11,23 +12,31 @@ use transcribe_proto::v1::{
 };
 use transcribe_server::ServerConfig;
 use transcribe_server::client::{FinalResult, StreamEvent, StreamOptions, stream_samples};
-use transcribe_tests::{TestResult, TestServer, linear16, read_fixture, whisper_loader};
+use transcribe_tests::{TestResult, TestServer, fixture, linear16, read_fixture, whisper_loader};
 
 /// Word error rate a streamed fixture must stay within (BRIEF.md "Tests and fixtures").
 const WER_THRESHOLD: f64 = 0.25;
 
-/// Speech fixtures with references (`audio-fixtures/speech/*.txt`).
-const SPEECH: [&str; 9] = [
-    "speech/short.wav",
-    "speech/window.wav",
-    "speech/park.wav",
-    "speech/cooking.wav",
-    "speech/market.wav",
-    "speech/meeting.wav",
-    "speech/dog.wav",
-    "speech/pauses.wav",
-    "speech/long_60s.wav",
-];
+/// Most streaming may lose to offline on the same fixtures, in overall WER (issue 3:
+/// "Streaming WER is within 2 points of offline WER").
+const STREAMING_WER_MARGIN: f64 = 0.02;
+
+/// The speech fixtures of `audio-fixtures/manifest.tsv` (`kind` = `speech`): path and
+/// reference text.
+fn speech_fixtures() -> TestResult<Vec<(String, String)>> {
+    let manifest = std::fs::read_to_string(fixture("manifest.tsv"))?;
+    let mut out = Vec::new();
+    for line in manifest.lines().skip(1) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if let [_, path, "speech", reference] = fields[..] {
+            out.push((path.to_owned(), reference.to_owned()));
+        }
+    }
+    if out.is_empty() {
+        return Err("no speech fixtures in audio-fixtures/manifest.tsv".into());
+    }
+    Ok(out)
+}
 
 async fn start() -> TestResult<Option<TestServer>> {
     let config = ServerConfig::with_models(&["tiny.en"])?;
@@ -107,26 +116,32 @@ async fn realtime_stream_gives_early_interims_and_accurate_finals() -> TestResul
     server.stop().await
 }
 
+/// Every speech fixture streamed (unpaced, interims on) and transcribed offline (unary
+/// Recognize) by the same server and model: each streamed text within [`WER_THRESHOLD`] of
+/// its reference, sane word timings, and the overall streaming WER at most
+/// [`STREAMING_WER_MARGIN`] above the overall offline WER.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streamed_fixtures_match_references_and_unary() -> TestResult {
+async fn streaming_wer_is_within_two_points_of_offline() -> TestResult {
     let Some(server) = start().await? else {
         return Ok(());
     };
     let mut client = server.client().await?;
     let mut failures = Vec::new();
-    let (mut stream_errors, mut unary_errors, mut words) = (0, 0, 0);
+    let (mut stream_errors, mut offline_errors, mut words) = (0, 0, 0);
+    let mut differences = Vec::new();
     println!(
-        "{:<24} {:>8} {:>8} {:>8}",
-        "fixture", "stream", "unary", "seconds"
+        "{:<24} {:>8} {:>8} {:>8} {:>8}",
+        "fixture", "stream", "offline", "stream s", "offl. s"
     );
-    for fixture in SPEECH {
-        let (samples, reference) = read_fixture(fixture)?;
+    for (path, reference) in speech_fixtures()? {
+        let (samples, _) = read_fixture(&path)?;
         let started = Instant::now();
         let summary =
             stream_samples(&server.url, &samples, &StreamOptions::default(), |_| {}).await?;
-        let seconds = started.elapsed().as_secs_f64();
+        let stream_seconds = started.elapsed().as_secs_f64();
         let streamed = summary.text();
-        let unary = client
+        let started = Instant::now();
+        let offline = client
             .recognize(RecognizeRequest {
                 config: Some(RecognitionConfig {
                     audio_format: Some(AudioFormat {
@@ -140,34 +155,50 @@ async fn streamed_fixtures_match_references_and_unary() -> TestResult {
             })
             .await?
             .into_inner();
-        let unary_text: Vec<&str> = unary
+        let offline_seconds = started.elapsed().as_secs_f64();
+        let offline: Vec<&str> = offline
             .results
             .iter()
-            .map(|r| r.alternatives[0].transcript.as_str())
+            .filter_map(|r| r.alternatives.first())
+            .map(|a| a.transcript.as_str())
             .collect();
-        let unary_text = unary_text.join(" ");
+        let offline = offline.join(" ");
         let s = wer(&reference, &streamed);
-        let u = wer(&reference, &unary_text);
+        let o = wer(&reference, &offline);
         stream_errors += s.errors;
-        unary_errors += u.errors;
+        offline_errors += o.errors;
         words += s.reference_words;
         println!(
-            "{fixture:<24} {:>8.3} {:>8.3} {seconds:>8.2}",
+            "{path:<24} {:>8.3} {:>8.3} {stream_seconds:>8.2} {offline_seconds:>8.2}",
             s.rate(),
-            u.rate()
+            o.rate()
         );
+        if s.errors != o.errors {
+            differences.push(format!(
+                "{path}\n  streaming {}\n  offline   {}",
+                explain(&reference, &streamed),
+                explain(&reference, &offline)
+            ));
+        }
         if s.rate() > WER_THRESHOLD {
-            failures.push(format!("{fixture}: {}", explain(&reference, &streamed)));
+            failures.push(format!("{path}: {}", explain(&reference, &streamed)));
         }
         if let Err(e) = check_words(&summary.finals, samples.len() as f64 / 16_000.0) {
-            failures.push(format!("{fixture}: {e}"));
+            failures.push(format!("{path}: {e}"));
         }
     }
-    println!(
-        "overall WER: streaming {:.3}, unary {:.3} ({words} words)",
-        stream_errors as f64 / words as f64,
-        unary_errors as f64 / words as f64
-    );
+    let streaming = stream_errors as f64 / words as f64;
+    let offline = offline_errors as f64 / words as f64;
+    println!("overall WER: streaming {streaming:.3}, offline {offline:.3} ({words} words)");
+    for d in &differences {
+        println!("{d}");
+    }
+    if streaming > offline + STREAMING_WER_MARGIN {
+        failures.push(format!(
+            "streaming WER {streaming:.3} is more than {STREAMING_WER_MARGIN} above offline \
+             {offline:.3}"
+        ));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     server.stop().await
 }

@@ -888,9 +888,15 @@ fn jobs_carry_the_right_options() -> TestResult {
     let mut f = fake.clone();
     let run = run_stream_timed(&mut f, &audio, 1_600, config, &mut |_| 0)?;
     assert!(run.jobs.iter().any(|j| j.kind == JobKind::Partial));
+    assert!(run.jobs.iter().any(|j| j.kind == JobKind::Final));
     for (job, call) in run.jobs.iter().zip(f.calls()) {
         let o = &call.options;
-        assert_eq!(o.audio_ctx, Some(audio_ctx_for(job.len_samples, 64, 128)));
+        let want_ctx = match job.kind {
+            JobKind::Partial => Some(audio_ctx_for(job.len_samples, 64, 128)),
+            // Finals use the model's full window.
+            JobKind::Final => None,
+        };
+        assert_eq!(o.audio_ctx, want_ctx, "{:?}", job.kind);
         assert_eq!(o.language.as_deref(), Some("fr"));
         assert!(o.translate);
         let partial = job.kind == JobKind::Partial;
