@@ -107,12 +107,6 @@ pub enum RequestError {
         /// Why.
         reason: String,
     },
-    /// A feature this build does not have: UNIMPLEMENTED.
-    #[error("not implemented: {what}")]
-    NotImplemented {
-        /// What is missing.
-        what: String,
-    },
     /// The request was cancelled (client gone or shutdown): CANCELLED.
     #[error("the request was cancelled")]
     Cancelled,
@@ -199,7 +193,6 @@ impl RequestError {
                 Status::with_error_details(Code::ResourceExhausted, self.to_string(), details)
             }
             Self::SourceUnavailable { .. } => Status::unavailable(self.to_string()),
-            Self::NotImplemented { .. } => Status::unimplemented(self.to_string()),
             Self::Cancelled => Status::cancelled(self.to_string()),
             Self::Internal { .. } => Status::internal("internal error; see the server log"),
         }
@@ -322,10 +315,6 @@ mod tests {
                     reason: "gone".into(),
                 },
                 Code::Unavailable,
-            ),
-            (
-                RequestError::NotImplemented { what: "mic".into() },
-                Code::Unimplemented,
             ),
             (RequestError::Cancelled, Code::Cancelled),
             (RequestError::internal("secret detail"), Code::Internal),

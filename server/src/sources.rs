@@ -8,6 +8,10 @@
 //!                                                 policy.poll_job ──► pool ──► on_result
 //! ```
 //!
+//! A microphone is captured by `transcribe_audio::capture` (cpal callback -> lock-free ring
+//! -> consumer thread -> 16 kHz chunks) on a thread that owns the capture; chunks reach the
+//! pipeline through a bounded channel ([`MIC_EVENT_CAPACITY`]).
+//!
 //! A source holds one stream slot of the pool (`--max-streams`) while it runs. When its
 //! pipeline fails (admission refused, a decode failed, the device went away) the source is
 //! INTERRUPTED (with an in-band status), waits [`RESTART_DELAY`] and restarts with a fresh
@@ -24,7 +28,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use transcribe_audio::capture::{Capture, CaptureConfig, CaptureEvent, CaptureInfo};
 use transcribe_core::audio::seconds_to_samples;
 use transcribe_core::policy::{FailureKind, JobKind, PolicyConfig, PolicyEvent};
 use transcribe_core::{SAMPLE_RATE, StreamingPolicy};
@@ -48,6 +53,11 @@ pub const CHUNK: Duration = Duration::from_millis(100);
 /// Silence inserted between the repeats of a looping file, so the VAD closes the last
 /// utterance before the file starts again (longer than the policy's default end silence).
 pub const LOOP_GAP: Duration = Duration::from_secs(1);
+
+/// Capture events (16 kHz chunks of about 10-100 ms) waiting for a microphone source's
+/// pipeline. Full-policy: the capture's consumer thread blocks, the capture ring (2 s) then
+/// drops and counts frames (an overrun is logged).
+pub const MIC_EVENT_CAPACITY: usize = 64;
 
 /// Wait before an INTERRUPTED source restarts its pipeline.
 pub const RESTART_DELAY: Duration = Duration::from_secs(2);
@@ -180,6 +190,7 @@ enum Outcome {
 
 /// Audio of a source, 16 kHz mono.
 enum Feed {
+    /// A decoded file, fed one [`CHUNK`] per tick.
     File {
         samples: Arc<Vec<f32>>,
         position: usize,
@@ -187,12 +198,68 @@ enum Feed {
         /// Silence left to feed before the next repeat.
         gap: usize,
     },
+    /// A running capture: its events, and the capture thread's stop line (dropping the
+    /// feed stops the capture).
+    Mic {
+        events: mpsc::Receiver<CaptureEvent>,
+        _stop: std::sync::mpsc::Sender<()>,
+    },
+}
+
+/// What the feed gave.
+enum FeedItem {
+    Audio(Vec<f32>),
+    End,
+    Failed(RequestError),
 }
 
 impl Feed {
-    /// The next chunk of `len` samples, `None` at the end of a finite source.
+    /// The next audio: a file's next chunk on the pacing tick, or the microphone's next
+    /// chunk as it arrives. Cancel-safe (both waits are).
+    async fn next(&mut self, ticker: &mut tokio::time::Interval, name: &str) -> FeedItem {
+        match self {
+            Self::File { .. } => {
+                ticker.tick().await;
+                let len = seconds_to_samples(CHUNK.as_secs_f64());
+                self.next_chunk(len).map_or(FeedItem::End, FeedItem::Audio)
+            }
+            Self::Mic { events, .. } => loop {
+                match events.recv().await {
+                    Some(CaptureEvent::Audio(samples)) => return FeedItem::Audio(samples),
+                    Some(CaptureEvent::Overrun {
+                        total_frames_dropped,
+                    }) => {
+                        tracing::warn!(
+                            message = "Capture ring overran; audio was lost.",
+                            total_frames_dropped
+                        );
+                    }
+                    Some(CaptureEvent::Ended(error)) => {
+                        return FeedItem::Failed(RequestError::SourceUnavailable {
+                            name: name.to_owned(),
+                            reason: error.to_string(),
+                        });
+                    }
+                    None => {
+                        return FeedItem::Failed(RequestError::SourceUnavailable {
+                            name: name.to_owned(),
+                            reason: "the capture thread stopped".into(),
+                        });
+                    }
+                }
+            },
+        }
+    }
+
+    /// Whether a failure should reopen the device (a file keeps its place).
+    fn reopens(&self) -> bool {
+        matches!(self, Self::Mic { .. })
+    }
+
+    /// A file's next chunk of `len` samples, `None` at the end of a finite file.
     fn next_chunk(&mut self, len: usize) -> Option<Vec<f32>> {
         match self {
+            Self::Mic { .. } => None,
             Self::File {
                 samples,
                 position,
@@ -242,24 +309,31 @@ fn source_status(error: &RequestError) -> SourceStatus {
 
 /// Runs one source until it ends or the server drains, restarting after failures.
 async fn run_source(state: Arc<AppState>, spec: SourceSpec, hub: Arc<CaptionHub>) {
-    let mut feed = match open(&state, &spec, &hub).await {
-        Ok(feed) => feed,
-        Err(error) => {
-            tracing::error!(message = "Source cannot start.", %error);
-            hub.set_state(SourceState::Interrupted, Some(source_status(&error)));
-            state.drain.cancelled().await;
-            hub.close(Err(RequestError::Draining.to_status()));
-            return;
-        }
-    };
+    let mut feed: Option<Feed> = None;
     loop {
-        let outcome = match state.ready() {
-            Ok(ready) => match state.admit(ready) {
-                Ok(lease) => pipeline(&state, &hub, &mut feed, lease).await,
-                Err(RequestError::Draining) => Outcome::Drained,
+        let outcome = match feed.as_mut() {
+            Some(feed) => match state.ready() {
+                Ok(ready) => match state.admit(ready) {
+                    Ok(lease) => pipeline(&state, &spec, &hub, feed, lease).await,
+                    Err(RequestError::Draining) => Outcome::Drained,
+                    Err(error) => Outcome::Failed(error),
+                },
+                Err(_) => Outcome::Drained,
+            },
+            None => match open(&state, &spec, &hub).await {
+                Ok(opened) => {
+                    feed = Some(opened);
+                    continue;
+                }
+                Err(error) if matches!(spec.input, SourceInput::File { .. }) => {
+                    // A file that cannot be decoded will not get better: report and wait.
+                    tracing::error!(message = "Source cannot start.", %error);
+                    hub.set_state(SourceState::Interrupted, Some(source_status(&error)));
+                    state.drain.cancelled().await;
+                    Outcome::Drained
+                }
                 Err(error) => Outcome::Failed(error),
             },
-            Err(_) => Outcome::Drained,
         };
         match outcome {
             Outcome::Ended => {
@@ -276,6 +350,9 @@ async fn run_source(state: Arc<AppState>, spec: SourceSpec, hub: Arc<CaptionHub>
                 tracing::warn!(message = "Source interrupted; restarting.", %error,
                     delay_seconds = RESTART_DELAY.as_secs_f64());
                 hub.set_state(SourceState::Interrupted, Some(source_status(&error)));
+                if feed.as_ref().is_some_and(Feed::reopens) {
+                    feed = None;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(RESTART_DELAY) => {}
                     () = state.drain.cancelled() => {
@@ -285,6 +362,72 @@ async fn run_source(state: Arc<AppState>, spec: SourceSpec, hub: Arc<CaptionHub>
                 }
             }
         }
+    }
+}
+
+/// Starts capturing from `device` on a thread of its own that owns the capture (cpal
+/// streams stay on the thread that made them) and forwards its events.
+async fn open_mic(name: &str, device: Option<String>) -> Result<(Feed, CaptureInfo), RequestError> {
+    let (events_tx, events) = mpsc::channel(MIC_EVENT_CAPACITY);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+    let unavailable = |reason: String| RequestError::SourceUnavailable {
+        name: name.to_owned(),
+        reason,
+    };
+    std::thread::Builder::new()
+        .name("source-capture".into())
+        .spawn(move || {
+            let config = CaptureConfig {
+                device,
+                ..CaptureConfig::default()
+            };
+            // Runs on the capture's consumer thread (not a runtime thread): blocking here
+            // is the documented full-policy (the ring then drops and counts frames).
+            let sink = move |event| events_tx.blocking_send(event).is_ok();
+            match Capture::start(&config, sink) {
+                Ok(capture) => {
+                    let _ = ready_tx.send(Ok(capture.info().clone()));
+                    // Until the feed is dropped.
+                    let _ = stop_rx.recv();
+                    let stats = capture.stop();
+                    tracing::info!(
+                        message = "Capture stopped.",
+                        frames = stats.frames_captured,
+                        dropped = stats.frames_dropped,
+                        xruns = stats.xruns
+                    );
+                }
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                }
+            }
+        })
+        .map_err(|e| unavailable(format!("cannot start the capture thread: {e}")))?;
+    let info = ready_rx
+        .await
+        .map_err(|_| unavailable("the capture thread ended".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok((
+        Feed::Mic {
+            events,
+            _stop: stop,
+        },
+        info,
+    ))
+}
+
+/// The `AudioFormat` of a capture (its native format, before conversion).
+fn capture_format(info: &CaptureInfo) -> AudioFormat {
+    let encoding = match info.sample_format.as_str() {
+        "i16" => AudioEncoding::Linear16,
+        "f32" => AudioEncoding::Float32,
+        _ => AudioEncoding::Unspecified,
+    };
+    AudioFormat {
+        encoding: encoding as i32,
+        sample_rate_hertz: i32::try_from(info.sample_rate).unwrap_or(i32::MAX),
+        audio_channel_count: i32::from(info.channels),
     }
 }
 
@@ -326,11 +469,23 @@ async fn open(state: &AppState, spec: &SourceSpec, hub: &CaptionHub) -> Result<F
                 gap: 0,
             })
         }
-        // TODO(issue 4): microphone capture (transcribe_audio::capture) is not in this
-        // build yet; the source reports UNIMPLEMENTED in band.
-        SourceInput::Mic { .. } => Err(RequestError::NotImplemented {
-            what: "microphone sources (--source mic) are not built into this server yet".into(),
-        }),
+        SourceInput::Mic { device } => {
+            let (feed, info) = open_mic(&spec.name, device.clone()).await?;
+            hub.update_source(|s| {
+                s.display_name = format!("microphone {} ({})", info.name, info.device);
+                s.capture_format = Some(capture_format(&info));
+                s.model = recognition.model_name.clone();
+                s.language_codes = recognition.language.iter().cloned().collect();
+            });
+            tracing::info!(
+                message = "Source opened.",
+                device = %info.device,
+                rate = info.sample_rate,
+                channels = info.channels,
+                format = %info.sample_format
+            );
+            Ok(feed)
+        }
     }
 }
 
@@ -385,6 +540,7 @@ fn policy_config(state: &AppState) -> Result<(PolicyConfig, usize), RequestError
 /// flushing) or something fails.
 async fn pipeline(
     state: &AppState,
+    spec: &SourceSpec,
     hub: &CaptionHub,
     feed: &mut Feed,
     lease: StreamLease,
@@ -419,7 +575,6 @@ async fn pipeline(
     };
     let speed = state.config.captions.source_speed.max(f64::MIN_POSITIVE);
     let mut ticker = tokio::time::interval(CHUNK.div_f64(speed));
-    let chunk_len = seconds_to_samples(CHUNK.as_secs_f64());
     let mut input_open = true;
     let mut ending = Outcome::Ended;
     loop {
@@ -437,14 +592,14 @@ async fn pipeline(
         };
         enum Wake {
             Job(Option<Result<JobOutput, oneshot::error::RecvError>>),
-            Tick,
+            Feed(FeedItem),
             Drain,
         }
         let wake = tokio::select! {
             biased;
             output = job => Wake::Job(output),
             () = state.drain.cancelled(), if input_open => Wake::Drain,
-            _ = ticker.tick(), if input_open => Wake::Tick,
+            item = feed.next(&mut ticker, &spec.name), if input_open => Wake::Feed(item),
         };
         let result = match wake {
             Wake::Job(Some(output)) => run.on_output(output),
@@ -456,19 +611,25 @@ async fn pipeline(
                 run.closed_since_poll = true;
                 run.emit(events, None)
             }
-            Wake::Tick => match feed.next_chunk(chunk_len) {
-                Some(chunk) => {
-                    let events = run.policy.push_audio(&chunk);
-                    run.mark_arrival();
-                    run.emit(events, None)
-                }
-                None => {
-                    input_open = false;
-                    let events = run.policy.end_of_stream();
-                    run.closed_since_poll = true;
-                    run.emit(events, None)
-                }
-            },
+            Wake::Feed(FeedItem::Audio(chunk)) => {
+                let events = run.policy.push_audio(&chunk);
+                run.mark_arrival();
+                run.emit(events, None)
+            }
+            Wake::Feed(FeedItem::End) => {
+                input_open = false;
+                let events = run.policy.end_of_stream();
+                run.closed_since_poll = true;
+                run.emit(events, None)
+            }
+            Wake::Feed(FeedItem::Failed(error)) => {
+                // Settle what was heard before the device went away, then restart.
+                input_open = false;
+                ending = Outcome::Failed(error);
+                let events = run.policy.end_of_stream();
+                run.closed_since_poll = true;
+                run.emit(events, None)
+            }
         };
         if let Err(e) = result {
             return match e {
