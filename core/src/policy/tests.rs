@@ -211,6 +211,36 @@ fn commit_rules() -> TestResult {
 }
 
 #[test]
+fn the_final_decode_replaces_committed_words() -> TestResult {
+    // Two partials agree on misheard words; the final decode (full window) hears them right.
+    // (final decode, final text)
+    let table: &[(&str, &str)] = &[
+        ("the old dog slept", "the old dog slept"),
+        ("you know all don't set", "you know all don't set"),
+        // The final decode heard nothing: the committed words stand.
+        ("", "you know all"),
+    ];
+    for &(final_decode, want) in table {
+        let mut h = Harness::new(PolicyConfig::default())?;
+        for text in ["you know all", "you know all don't"] {
+            let job = h.next_job()?;
+            assert_eq!(job.kind, JobKind::Partial);
+            let _ = h.answer(&job, hyp(text));
+        }
+        assert_eq!(
+            interim_texts(&h.events).last(),
+            Some(&("you know all".to_string(), "don't".to_string()))
+        );
+        let _ = h.policy.finalize();
+        let job = h.policy.poll_job().ok_or("no final job")?;
+        assert_eq!(job.kind, JobKind::Final);
+        let _ = h.answer(&job, hyp(final_decode));
+        assert_eq!(final_texts(&h.events), [want], "{final_decode:?}");
+    }
+    Ok(())
+}
+
+#[test]
 fn identical_interims_are_not_repeated() -> TestResult {
     let mut h = Harness::new(PolicyConfig::default())?;
     let mut count = 0;
