@@ -81,6 +81,19 @@ pub struct Args {
     #[arg(long, requires = "server")]
     pub realtime: bool,
 
+    /// With --server: subscribe to one of the server's caption sources (started there with
+    /// --source; without SOURCE, its default source) and print the captions: the partial
+    /// line rewritten in place on a terminal, one final per line otherwise.
+    #[arg(
+        long,
+        value_name = "SOURCE",
+        num_args = 0..=1,
+        default_missing_value = "",
+        requires = "server",
+        conflicts_with = "files"
+    )]
+    pub captions: Option<String>,
+
     /// Never fetch models over the network; use only paths and the cache.
     #[arg(long, env = "TRANSCRIBE_OFFLINE")]
     pub offline: bool,

@@ -7,8 +7,11 @@
 //! - `format`: txt / srt / vtt / json rendering.
 //! - `offline`: in-process transcription of files.
 //! - `remote`: files streamed to a transcribe server (`--server URL`).
+//! - `captions`: `--server URL --captions [SOURCE]`, a subscriber of a server-side caption
+//!   source.
 //! - `models_cmd`: `transcribe models list | pull | import`.
 
+mod captions;
 mod cli;
 mod format;
 mod models_cmd;
@@ -54,6 +57,10 @@ fn main() -> ExitCode {
 fn run(args: cli::Args) -> anyhow::Result<u8> {
     match args.command {
         Some(cli::Command::Models { command }) => models_cmd::run(command),
+        None if args.captions.is_some() => {
+            let source = args.captions.clone().unwrap_or_default();
+            captions::run(&args, &source)
+        }
         None => {
             if args.files.is_empty() {
                 return Err(cli::UsageError(

@@ -1,0 +1,274 @@
+//! `transcribe --server URL --captions [SOURCE]`: subscribes to a server-side caption
+//! source (StreamCaptions) and prints what it hears. On a terminal the current partial is
+//! rewritten in place and finals scroll above it; otherwise one final per line, so it can
+//! be piped. Source state changes (interrupted, active again) go to stderr. The call ends
+//! with the source (exit 0), on Ctrl-C (exit 0) or with the server's status (exit 2).
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context;
+use transcribe_proto::v1::{SourceState, StreamCaptionsRequest, StreamCaptionsResponse};
+
+use crate::cli::Args;
+
+/// ANSI: return to column 0 and clear the line.
+const CLEAR_LINE: &str = "\r\x1b[2K";
+/// ANSI: dim text (the unconfirmed tail of a partial), and reset.
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// Recent finals asked for on joining, so a viewer sees what was just said (and a
+/// subscriber that connects a moment after the source starts misses nothing short).
+const JOIN_HISTORY: i32 = 5;
+
+/// Width assumed for the partial line when the terminal's is unknown.
+const DEFAULT_WIDTH: usize = 80;
+
+/// Subscribes to `source` (empty: the server's default source) on `args.server` and prints
+/// captions until the source ends; returns the exit status.
+///
+/// # Errors
+/// The connection or the call failed (the server's status is in the message), or stdout
+/// could not be written.
+pub fn run(args: &Args, source: &str) -> anyhow::Result<u8> {
+    let url = args.server.clone().unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let live = std::io::stdout().is_terminal();
+    runtime.block_on(async {
+        tokio::select! {
+            result = subscribe(&url, source, live) => result,
+            _ = tokio::signal::ctrl_c() => {
+                if live {
+                    let mut out = std::io::stdout().lock();
+                    write!(out, "{CLEAR_LINE}")?;
+                    out.flush()?;
+                }
+                Ok(crate::EXIT_OK)
+            }
+        }
+    })
+}
+
+async fn subscribe(url: &str, source: &str, live: bool) -> anyhow::Result<u8> {
+    let mut client = transcribe_server::client::connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    let request = StreamCaptionsRequest {
+        source: source.to_owned(),
+        interim_results: live,
+        enable_word_time_offsets: false,
+        enable_voice_activity_events: false,
+        history_size: JOIN_HISTORY,
+    };
+    let what = if source.is_empty() {
+        "the default caption source".to_owned()
+    } else {
+        format!("caption source {source:?}")
+    };
+    let mut stream = client
+        .stream_captions(request)
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .with_context(|| format!("cannot subscribe to {what} at {url}"))?
+        .into_inner();
+    let mut display = Display::new(live);
+    loop {
+        match stream.message().await {
+            Ok(Some(message)) => display.show(&message)?,
+            Ok(None) => {
+                display.finish()?;
+                return Ok(crate::EXIT_OK);
+            }
+            Err(status) => {
+                display.finish()?;
+                return Err(anyhow::anyhow!("{}", status.message()))
+                    .with_context(|| format!("captions of {what} from {url} stopped"));
+            }
+        }
+    }
+}
+
+/// What is on the screen.
+struct Display {
+    live: bool,
+    /// A partial line is showing (live only).
+    partial: bool,
+    /// The state last reported.
+    state: Option<i32>,
+    width: usize,
+}
+
+impl Display {
+    fn new(live: bool) -> Self {
+        let width = terminal_size::terminal_size().map_or(DEFAULT_WIDTH, |(w, _)| w.0 as usize);
+        Self {
+            live,
+            partial: false,
+            state: None,
+            width: width.max(10),
+        }
+    }
+
+    fn show(&mut self, message: &StreamCaptionsResponse) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if let Some(source) = &message.source {
+            self.source_changed(source, &mut out)?;
+        }
+        let finals: Vec<&str> = message
+            .results
+            .iter()
+            .filter(|r| r.is_final)
+            .filter_map(|r| r.alternatives.first())
+            .map(|a| a.transcript.trim())
+            .collect();
+        for text in finals {
+            if self.partial {
+                write!(out, "{CLEAR_LINE}")?;
+                self.partial = false;
+            }
+            if !text.is_empty() {
+                writeln!(out, "{text}")?;
+            }
+        }
+        let interims: Vec<(&str, f32)> = message
+            .results
+            .iter()
+            .filter(|r| !r.is_final)
+            .filter_map(|r| {
+                r.alternatives
+                    .first()
+                    .map(|a| (a.transcript.trim(), r.stability))
+            })
+            .collect();
+        if self.live && !interims.is_empty() {
+            let (stable, unstable) = split_interim(&interims);
+            let (stable, unstable) = fit(&stable, &unstable, self.width - 1);
+            write!(out, "{CLEAR_LINE}{stable}")?;
+            if !unstable.is_empty() {
+                let sep = if stable.is_empty() { "" } else { " " };
+                write!(out, "{sep}{DIM}{unstable}{RESET}")?;
+            }
+            self.partial = true;
+        }
+        out.flush()
+    }
+
+    fn source_changed(
+        &mut self,
+        source: &transcribe_proto::v1::CaptionSource,
+        out: &mut impl Write,
+    ) -> std::io::Result<()> {
+        let previous = self.state.replace(source.state);
+        if previous == Some(source.state) {
+            return Ok(());
+        }
+        let note = match (previous, source.state()) {
+            (None, _) => Some(format!(
+                "captions from {} ({}), model {}",
+                source.name, source.display_name, source.model
+            )),
+            (_, SourceState::Interrupted) => Some(format!(
+                "source {} interrupted: {}",
+                source.name,
+                source.status.as_ref().map_or("", |s| s.message.as_str())
+            )),
+            (Some(p), SourceState::Active) if p == SourceState::Interrupted as i32 => {
+                Some(format!("source {} active again", source.name))
+            }
+            (_, SourceState::Paused) => Some(format!("source {} paused", source.name)),
+            _ => None,
+        };
+        if let Some(note) = note {
+            if self.partial {
+                write!(out, "{CLEAR_LINE}")?;
+                out.flush()?;
+                self.partial = false;
+            }
+            eprintln!("{note}");
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        if self.partial {
+            let mut out = std::io::stdout().lock();
+            write!(out, "{CLEAR_LINE}")?;
+            out.flush()?;
+            self.partial = false;
+        }
+        Ok(())
+    }
+}
+
+/// The stable (committed) and unstable (tail) text of an interim message's results.
+fn split_interim(results: &[(&str, f32)]) -> (String, String) {
+    let mut stable = Vec::new();
+    let mut unstable = Vec::new();
+    for (text, stability) in results {
+        if text.is_empty() {
+            continue;
+        }
+        if *stability >= 0.5 {
+            stable.push(*text);
+        } else {
+            unstable.push(*text);
+        }
+    }
+    (stable.join(" "), unstable.join(" "))
+}
+
+/// The end of `stable` + `unstable` that fits in `width` characters (a partial line must
+/// not wrap, or rewriting it in place would leave its first rows behind).
+fn fit(stable: &str, unstable: &str, width: usize) -> (String, String) {
+    let sep = usize::from(!stable.is_empty() && !unstable.is_empty());
+    let total = stable.chars().count() + sep + unstable.chars().count();
+    if total <= width {
+        return (stable.to_owned(), unstable.to_owned());
+    }
+    let mut cut = total - width + 1; // room for the ellipsis
+    let stable_len = stable.chars().count();
+    let (stable, unstable) = if cut >= stable_len + sep {
+        cut -= stable_len + sep;
+        (
+            String::new(),
+            unstable.chars().skip(cut).collect::<String>(),
+        )
+    } else {
+        (
+            stable.chars().skip(cut).collect::<String>(),
+            unstable.to_owned(),
+        )
+    };
+    if stable.is_empty() {
+        (String::new(), format!("…{unstable}"))
+    } else {
+        (format!("…{stable}"), unstable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interims_split_by_stability() {
+        let (s, u) = split_interim(&[("hello there", 0.9), ("general", 0.1)]);
+        assert_eq!((s.as_str(), u.as_str()), ("hello there", "general"));
+        let (s, u) = split_interim(&[("", 0.9), ("general", 0.1)]);
+        assert_eq!((s.as_str(), u.as_str()), ("", "general"));
+    }
+
+    #[test]
+    fn long_partials_keep_their_end() {
+        assert_eq!(fit("ab", "cd", 10), ("ab".into(), "cd".into()));
+        let (s, u) = fit("hello there", "general kenobi", 12);
+        assert_eq!((s.as_str(), u.as_str()), ("", "…eral kenobi"));
+        let (s, u) = fit("hello there", "gen", 10);
+        assert_eq!((s.as_str(), u.as_str()), ("…there", "gen"));
+        let (s, u) = fit("abcdef", "ghij", 5);
+        assert_eq!((s.as_str(), u.as_str()), ("", "…ghij"));
+    }
+}
