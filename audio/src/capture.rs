@@ -20,9 +20,9 @@
 //! A sink that blocks (a full downstream channel) makes the ring fill up and the callback
 //! drop and count frames: the only place audio may be lost is the one place that must not wait.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -53,11 +53,11 @@ const CONSUMER_CHUNK_SECONDS: f64 = 0.1;
 pub enum CaptureError {
     /// The audio system cannot be used at all (no ALSA, no sound server). Install or start
     /// it; nothing else will help.
-    #[error("cannot list audio input devices: {source}")]
+    #[error("cannot list audio input devices: {reason}")]
     Host {
-        /// cpal's error.
-        #[source]
-        source: cpal::Error,
+        /// cpal's error (shown in the message, so not chained as a source: `{:#}` would
+        /// print it twice).
+        reason: cpal::Error,
     },
 
     /// There is no default input device. Connect a microphone, or name a device (see the
@@ -85,13 +85,13 @@ pub enum CaptureError {
 
     /// The device has no usable input configuration (it may be output-only, busy or gone).
     /// Retrying may succeed if it was busy.
-    #[error("audio device {device:?} has no usable input configuration: {source}")]
+    #[error("audio device {device:?} has no usable input configuration: {reason}")]
     Config {
         /// The device id.
         device: String,
-        /// cpal's error.
-        #[source]
-        source: cpal::Error,
+        /// cpal's error (shown in the message, so not chained as a source: `{:#}` would
+        /// print it twice).
+        reason: cpal::Error,
     },
 
     /// The device delivers a sample format this crate does not read (DSD, say). Pick another
@@ -106,43 +106,41 @@ pub enum CaptureError {
 
     /// The device's rate or channel count cannot be converted (outside
     /// [`MIN_INPUT_RATE`](crate::MIN_INPUT_RATE)..=[`MAX_INPUT_RATE`](crate::MAX_INPUT_RATE)).
-    #[error("audio device {device:?}: {source}")]
+    #[error("audio device {device:?}: {reason}")]
     Convert {
         /// The device id.
         device: String,
-        /// The converter's error.
-        #[source]
-        source: AudioError,
+        /// The converter's error (shown in the message).
+        reason: AudioError,
     },
 
     /// The input stream could not be opened or started (device busy, permission denied,
     /// unplugged). The message says which; retrying may succeed when it was busy.
-    #[error("cannot open audio device {device:?}: {source}")]
+    #[error("cannot open audio device {device:?}: {reason}")]
     Open {
         /// The device id.
         device: String,
-        /// cpal's error.
-        #[source]
-        source: cpal::Error,
+        /// cpal's error (shown in the message, so not chained as a source: `{:#}` would
+        /// print it twice).
+        reason: cpal::Error,
     },
 
     /// The running stream failed (device unplugged, stream invalidated). Capture has ended;
     /// start it again once the device is back.
-    #[error("audio device {device:?} failed: {source}")]
+    #[error("audio device {device:?} failed: {reason}")]
     Stream {
         /// The device id.
         device: String,
-        /// cpal's error.
-        #[source]
-        source: cpal::Error,
+        /// cpal's error (shown in the message, so not chained as a source: `{:#}` would
+        /// print it twice).
+        reason: cpal::Error,
     },
 
     /// The consumer thread could not be started (an OS thread limit).
-    #[error("cannot start the capture thread: {source}")]
+    #[error("cannot start the capture thread: {reason}")]
     Thread {
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (shown in the message).
+        reason: std::io::Error,
     },
 }
 
@@ -173,7 +171,7 @@ pub fn list_devices() -> Result<Vec<InputDevice>, CaptureError> {
         .map(|id| id.id().to_owned());
     let devices = host
         .input_devices()
-        .map_err(|source| CaptureError::Host { source })?;
+        .map_err(|reason| CaptureError::Host { reason })?;
     Ok(devices
         .filter_map(|d| describe(&d, default_id.as_deref()))
         .collect())
@@ -184,10 +182,7 @@ fn describe(device: &cpal::Device, default_id: Option<&str>) -> Option<InputDevi
     let (name, description) = match device.description() {
         Ok(d) => (
             d.name().to_owned(),
-            d.extended()
-                .skip(1)
-                .map(str::to_owned)
-                .collect::<Vec<_>>(),
+            d.extended().skip(1).map(str::to_owned).collect::<Vec<_>>(),
         ),
         Err(_) => (id.clone(), Vec::new()),
     };
@@ -282,6 +277,64 @@ pub enum CaptureEvent {
     Ended(CaptureError),
 }
 
+/// Stops a capture from any thread (a Ctrl-C handler, say): the callback stops copying at
+/// once, the consumer hands the audio captured so far to the sink and exits (dropping the
+/// sink).
+#[derive(Clone, Debug)]
+pub struct CaptureStopper {
+    stop: Arc<AtomicBool>,
+    done: Arc<Done>,
+}
+
+impl CaptureStopper {
+    /// Asks the capture to stop; returns at once.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Asks the capture to stop and waits, at most `timeout`, until the consumer has handed
+    /// everything captured to the sink and exited. Returns whether it did in time (it may
+    /// be blocked in a sink that does not take events).
+    pub fn stop_and_wait(&self, timeout: Duration) -> bool {
+        self.stop();
+        self.done.wait(timeout)
+    }
+}
+
+/// Set when the consumer thread exits (on every path: it is set by a drop guard).
+#[derive(Debug, Default)]
+struct Done {
+    finished: Mutex<bool>,
+    signal: Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        if let Ok(mut finished) = self.finished.lock() {
+            *finished = true;
+        }
+        self.signal.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) -> bool {
+        let Ok(finished) = self.finished.lock() else {
+            return false;
+        };
+        self.signal
+            .wait_timeout_while(finished, timeout, |finished| !*finished)
+            .is_ok_and(|(finished, _)| *finished)
+    }
+}
+
+/// Marks the consumer as finished when dropped.
+struct DoneGuard(Arc<Done>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
 /// Counters of a running capture.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureStats {
@@ -300,11 +353,12 @@ struct Counters {
     xruns: AtomicU64,
 }
 
-/// A running capture. Dropping it stops the stream and the consumer thread; [`stop`]
-/// (Capture::stop) also hands the converter's last samples to the sink first.
+/// A running capture. Stopping it ([`Capture::stop`], [`CaptureStopper`] or a drop) hands
+/// the audio captured so far to the sink, then ends the consumer thread.
 pub struct Capture {
     stream: Option<cpal::Stream>,
     stop: Arc<AtomicBool>,
+    done: Arc<Done>,
     consumer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     info: CaptureInfo,
@@ -340,17 +394,17 @@ impl Capture {
         let name = described.map_or_else(|| id.clone(), |d| d.name);
         let supported = device
             .default_input_config()
-            .map_err(|source| CaptureError::Config {
+            .map_err(|reason| CaptureError::Config {
                 device: id.clone(),
-                source,
+                reason,
             })?;
         let sample_rate = supported.sample_rate();
         let channels = supported.channels();
         let format = supported.sample_format();
         let converter =
-            Converter::new(sample_rate, channels).map_err(|source| CaptureError::Convert {
+            Converter::new(sample_rate, channels).map_err(|reason| CaptureError::Convert {
                 device: id.clone(),
-                source,
+                reason,
             })?;
         let frame = usize::from(channels.max(1));
         let capacity = ((config.ring_seconds.max(0.1) * f64::from(sample_rate)) as usize)
@@ -364,8 +418,10 @@ impl Capture {
             sample_rate,
             buffer_size: cpal::BufferSize::Default,
         };
+        let stop = Arc::new(AtomicBool::new(false));
         let parts = StreamParts {
             producer,
+            stop: Arc::clone(&stop),
             counters: Arc::clone(&counters),
             err_tx,
             frame,
@@ -390,9 +446,9 @@ impl Capture {
                 });
             }
         }
-        .map_err(|source| CaptureError::Open {
+        .map_err(|reason| CaptureError::Open {
             device: id.clone(),
-            source,
+            reason,
         })?;
         let info = CaptureInfo {
             device: id.clone(),
@@ -401,7 +457,6 @@ impl Capture {
             channels,
             sample_format: format.to_string(),
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let chunk = ((CONSUMER_CHUNK_SECONDS * f64::from(sample_rate)) as usize).max(1) * frame;
         let worker = ConsumerThread {
             consumer,
@@ -413,17 +468,23 @@ impl Capture {
             frame,
             buffer: vec![0.0; chunk],
         };
+        let done = Arc::new(Done::default());
+        let guard = DoneGuard(Arc::clone(&done));
         let consumer = std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || worker.run(sink))
-            .map_err(|source| CaptureError::Thread { source })?;
-        stream.play().map_err(|source| CaptureError::Open {
+            .spawn(move || {
+                let _guard = guard;
+                worker.run(sink);
+            })
+            .map_err(|reason| CaptureError::Thread { reason })?;
+        stream.play().map_err(|reason| CaptureError::Open {
             device: id.clone(),
-            source,
+            reason,
         })?;
         Ok(Self {
             stream: Some(stream),
             stop,
+            done,
             consumer: Some(consumer),
             counters,
             info,
@@ -435,6 +496,14 @@ impl Capture {
         &self.info
     }
 
+    /// A handle that stops this capture from another thread.
+    pub fn stopper(&self) -> CaptureStopper {
+        CaptureStopper {
+            stop: Arc::clone(&self.stop),
+            done: Arc::clone(&self.done),
+        }
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> CaptureStats {
         CaptureStats {
@@ -444,20 +513,19 @@ impl Capture {
         }
     }
 
-    /// Stops the stream, lets the consumer hand the audio still in the ring and the
-    /// converter to the sink, and waits for it. Returns the final counters.
+    /// Stops capture, waits until the consumer has handed the audio captured so far to the
+    /// sink and exited, and closes the stream. Returns the final counters.
     pub fn stop(mut self) -> CaptureStats {
         self.shutdown();
         self.stats()
     }
 
     fn shutdown(&mut self) {
-        // Stop the callback first so the consumer's last drain sees everything.
-        drop(self.stream.take());
         self.stop.store(true, Ordering::Release);
         if let Some(handle) = self.consumer.take() {
             let _ = handle.join();
         }
+        drop(self.stream.take());
     }
 }
 
@@ -475,7 +543,7 @@ fn find_device(host: &cpal::Host, name: Option<&str>) -> Result<cpal::Device, Ca
     };
     let devices: Vec<cpal::Device> = host
         .input_devices()
-        .map_err(|source| CaptureError::Host { source })?
+        .map_err(|reason| CaptureError::Host { reason })?
         .collect();
     let described: Vec<InputDevice> = devices.iter().filter_map(|d| describe(d, None)).collect();
     let wanted = match_device(&described, name)?.id.clone();
@@ -491,6 +559,7 @@ fn find_device(host: &cpal::Host, name: Option<&str>) -> Result<cpal::Device, Ca
 /// What the data and error callbacks own.
 struct StreamParts {
     producer: Producer<f32>,
+    stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     err_tx: SyncSender<cpal::Error>,
     frame: usize,
@@ -507,6 +576,7 @@ where
 {
     let StreamParts {
         mut producer,
+        stop,
         counters,
         err_tx,
         frame,
@@ -514,7 +584,11 @@ where
     device.build_input_stream::<T, _, _>(
         config.clone(),
         move |data: &[T], _: &cpal::InputCallbackInfo| {
-            push_frames(&mut producer, data, frame, &counters);
+            // Stopped: the consumer has taken or is taking its last pass; copy nothing more
+            // (and count nothing as dropped).
+            if !stop.load(Ordering::Relaxed) {
+                push_frames(&mut producer, data, frame, &counters);
+            }
         },
         move |error| {
             // Full: drop the newest; the queued errors already tell the consumer.
@@ -578,7 +652,7 @@ impl ConsumerThread {
                         }
                         sink(CaptureEvent::Ended(CaptureError::Stream {
                             device: self.device.clone(),
-                            source: error,
+                            reason: error,
                         }));
                         return;
                     }

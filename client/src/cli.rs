@@ -32,7 +32,7 @@ fn long_version() -> &'static str {
 }
 
 /// Speech to text with Whisper: transcribe audio files (wav, flac, mp3, ogg) to text,
-/// subtitles or JSON.
+/// subtitles or JSON, or the microphone live (--mic).
 ///
 /// Runs Whisper in-process by default. Models are named (tiny.en, base, large-v3, ...) or
 /// given as a path to a ggml file; named models are fetched into the cache on first use.
@@ -93,6 +93,26 @@ pub struct Args {
         conflicts_with = "files"
     )]
     pub captions: Option<String>,
+
+    /// Transcribe the microphone live: on a terminal the current partial is redrawn in place
+    /// and finals scroll above it; piped, one final per line (JSON lines with --format json).
+    /// Ctrl-C finalizes the open utterance and exits. With --server, the audio is streamed
+    /// to the server.
+    #[arg(long, conflicts_with_all = ["files", "output_dir", "realtime"])]
+    pub mic: bool,
+
+    /// With --mic: the input device, by id or name (see --list-devices) [default: the
+    /// system's default input].
+    #[arg(long, value_name = "NAME", requires = "mic", env = "TRANSCRIBE_DEVICE")]
+    pub device: Option<String>,
+
+    /// List the audio input devices (`*` marks the default) and exit.
+    #[arg(long, conflicts_with_all = ["files", "mic"])]
+    pub list_devices: bool,
+
+    /// With --mic: put each final's start and end time before it.
+    #[arg(long, requires = "mic")]
+    pub timestamps: bool,
 
     /// Never fetch models over the network; use only paths and the cache.
     #[arg(long, env = "TRANSCRIBE_OFFLINE")]

@@ -9,11 +9,16 @@
 //! - `remote`: files streamed to a transcribe server (`--server URL`).
 //! - `captions`: `--server URL --captions [SOURCE]`, a subscriber of a server-side caption
 //!   source.
+//! - `live`: the live streaming-policy driver (audio in, decodes on an inference thread,
+//!   events out), reusable by any live source.
+//! - `mic`: `--mic` (microphone, in-process or to a server) and `--list-devices`.
 //! - `models_cmd`: `transcribe models list | pull | import`.
 
 mod captions;
 mod cli;
 mod format;
+mod live;
+mod mic;
 mod models_cmd;
 mod offline;
 mod remote;
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
 fn run(args: cli::Args) -> anyhow::Result<u8> {
     match args.command {
         Some(cli::Command::Models { command }) => models_cmd::run(command),
+        None if args.list_devices => mic::list_devices(),
+        None if args.mic => mic::run(&args),
         None if args.captions.is_some() => {
             let source = args.captions.clone().unwrap_or_default();
             captions::run(&args, &source)
@@ -64,7 +71,7 @@ fn run(args: cli::Args) -> anyhow::Result<u8> {
         None => {
             if args.files.is_empty() {
                 return Err(cli::UsageError(
-                    "no input: give one or more FILEs (see --help)".into(),
+                    "no input: give one or more FILEs, or --mic (see --help)".into(),
                 )
                 .into());
             }
