@@ -582,7 +582,7 @@ where
         frame,
     } = parts;
     device.build_input_stream::<T, _, _>(
-        config.clone(),
+        *config,
         move |data: &[T], _: &cpal::InputCallbackInfo| {
             // Stopped: the consumer has taken or is taking its last pass; copy nothing more
             // (and count nothing as dropped).
