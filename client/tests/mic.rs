@@ -400,6 +400,85 @@ fn ctrl_c_finalizes_the_open_utterance_and_exits_0() {
     println!("wall time {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// A `transcribe-server` process, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Option<Server> {
+    // The server binary sits beside ours in the same target folder (`cargo test
+    // --workspace` and scripts/test build it).
+    let bin = Path::new(env!("CARGO_BIN_EXE_transcribe")).with_file_name("transcribe-server");
+    if !bin.exists() {
+        eprintln!(
+            "skipping: {} is missing (build the workspace)",
+            bin.display()
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut child = Command::new(bin)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--model",
+            TEST_MODEL,
+        ])
+        .env("TRANSCRIBE_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("Serving."));
+    assert!(ready, "server exited before serving");
+    std::thread::spawn(move || lines.for_each(drop));
+    Some(Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+/// `--server URL --mic`: the microphone streamed to a server; Ctrl-C half-closes the call,
+/// the server's finals come back, exit 0.
+#[test]
+fn mic_streams_to_a_server_within_wer() {
+    let mic = virtual_mic_or_skip!();
+    let Some(server) = start_server() else {
+        return;
+    };
+    let started = Instant::now();
+    let (wav, reference) = fixture("park");
+    let mut live = Live::spawn(&mic, &["--server", &server.url]);
+    live.wait_listening();
+    mic.play(&wav);
+    std::thread::sleep(Duration::from_millis(250));
+    live.interrupt();
+    let (status, stdout, stderr) = live.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stdout.is_empty(), "{stderr}");
+    check_wer(
+        "park.wav via --server --mic",
+        &reference,
+        &stdout.replace('\n', " "),
+    );
+    println!("wall time {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// tmux on a private socket, killed on drop.
 struct Tmux {
     socket: PathBuf,
