@@ -354,3 +354,101 @@ fn server_mic_source_gives_two_subscribers_identical_finals() {
     );
     drop(server);
 }
+
+/// A private tmux server (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn on_a_terminal_the_partial_is_rewritten_in_place_and_finals_scroll() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipping: tmux is not installed (scripts/setup installs it)");
+        return;
+    }
+    let server = start_server("lobby=file:audio-fixtures/speech/pauses.wav");
+    let reference = std::fs::read_to_string(root().join("audio-fixtures/speech/pauses.txt"))
+        .expect("reference");
+    let tmux = Tmux {
+        socket: format!("transcribe-captions-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} --server {} --captions lobby; echo EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_transcribe"),
+        server.url
+    );
+    tmux.run(&["new-session", "-d", "-x", "200", "-y", "40", &command])
+        .expect("tmux starts a session");
+    let mut snapshots = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pane = tmux.run(&["capture-pane", "-p"]).unwrap_or_default();
+        let done = pane.contains("EXIT=");
+        snapshots.push(pane);
+        if done || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let last = snapshots.last().cloned().unwrap_or_default();
+    let content = |pane: &str| -> Vec<String> {
+        pane.lines()
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty() && !l.starts_with("captions from") && !l.starts_with("EXIT="))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(
+        last.contains("EXIT=0"),
+        "the CLI did not end with 0:\n{last}"
+    );
+    let finals = content(&last);
+    assert!(finals.len() >= 3, "one line per final:\n{last}");
+    let text = finals.join(" ");
+    assert!(
+        wer(&reference, &text).rate() <= CAPTIONS_WER,
+        "{}",
+        explain(&reference, &text)
+    );
+    // At any moment the screen holds the finals so far and at most one partial line.
+    let mut partial_seen = false;
+    for pane in &snapshots {
+        let lines = content(pane);
+        let partials = lines.iter().filter(|l| !finals.contains(l)).count();
+        assert!(
+            partials <= 1,
+            "partials scrolled instead of being rewritten:\n{pane}"
+        );
+        partial_seen |= partials == 1;
+    }
+    assert!(
+        partial_seen,
+        "no partial was ever shown ({} snapshots)",
+        snapshots.len()
+    );
+    println!(
+        "tmux: {} snapshots, {} finals, partials rewritten in place",
+        snapshots.len(),
+        finals.len()
+    );
+}
