@@ -347,7 +347,7 @@ fn server_mic_source_gives_two_subscribers_identical_finals() {
         explain(&reference, &text)
     );
     println!(
-        "server mic source, 2 subscribers: {} finals, WER {:.3}, {:.1} s",
+        "server mic source, 2 subscribers: {} finals, WER {:.3}, {:.1} s: {text}",
         a.len(),
         score.rate(),
         started.elapsed().as_secs_f64()
