@@ -53,9 +53,8 @@ pub fn run(args: &Args, source: &str) -> anyhow::Result<u8> {
 }
 
 async fn subscribe(url: &str, source: &str, live: bool) -> anyhow::Result<u8> {
-    let mut client = transcribe_server::client::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
+    // The client's error names the URL already.
+    let mut client = transcribe_server::client::connect(url).await?;
     let request = StreamCaptionsRequest {
         source: source.to_owned(),
         interim_results: live,

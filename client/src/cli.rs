@@ -90,7 +90,7 @@ pub struct Args {
         num_args = 0..=1,
         default_missing_value = "",
         requires = "server",
-        conflicts_with = "files"
+        conflicts_with_all = ["files", "mic", "list_devices", "output_dir", "realtime"]
     )]
     pub captions: Option<String>,
 
@@ -103,7 +103,7 @@ pub struct Args {
 
     /// With --mic: the input device, by id or name (see --list-devices) [default: the
     /// system's default input].
-    #[arg(long, value_name = "NAME", requires = "mic", env = "TRANSCRIBE_DEVICE")]
+    #[arg(long, value_name = "NAME", requires = "mic")]
     pub device: Option<String>,
 
     /// List the audio input devices (`*` marks the default) and exit.
