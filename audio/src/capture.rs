@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
@@ -43,6 +43,12 @@ pub const CONSUMER_POLL: Duration = Duration::from_millis(10);
 /// Capacity of the error channel between cpal's error callback and the consumer thread.
 /// Full-policy: the newest error is dropped (the queued ones already end or flag capture).
 pub const ERROR_CAPACITY: usize = 16;
+
+/// Default stall timeout: 3 s without a single captured frame ends capture with
+/// [`CaptureError::Stalled`]. Devices deliver every period (typically 5-100 ms); some lost
+/// devices (a sound server that died under the ALSA pulse plugin, say) stop delivering
+/// without cpal reporting an error.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Native samples the consumer converts per pass: at most this many seconds of audio.
 const CONSUMER_CHUNK_SECONDS: f64 = 0.1;
@@ -134,6 +140,16 @@ pub enum CaptureError {
         /// cpal's error (shown in the message, so not chained as a source: `{:#}` would
         /// print it twice).
         reason: cpal::Error,
+    },
+
+    /// The device stopped delivering audio without reporting an error (it was unplugged,
+    /// or its sound server died). Capture has ended; start it again once the device is back.
+    #[error("audio device {device:?} stopped delivering audio (no samples for {seconds:.1} s)")]
+    Stalled {
+        /// The device id.
+        device: String,
+        /// How long nothing arrived.
+        seconds: f64,
     },
 
     /// The consumer thread could not be started (an OS thread limit).
@@ -236,6 +252,9 @@ pub struct CaptureConfig {
     pub device: Option<String>,
     /// Ring capacity in seconds of native audio. Default [`DEFAULT_RING_SECONDS`].
     pub ring_seconds: f64,
+    /// End capture with [`CaptureError::Stalled`] when no frame arrives for this long;
+    /// `None` waits forever. Default [`DEFAULT_STALL_TIMEOUT`].
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for CaptureConfig {
@@ -243,6 +262,7 @@ impl Default for CaptureConfig {
         Self {
             device: None,
             ring_seconds: DEFAULT_RING_SECONDS,
+            stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
         }
     }
 }
@@ -467,6 +487,7 @@ impl Capture {
             device: id.clone(),
             frame,
             buffer: vec![0.0; chunk],
+            stall_timeout: config.stall_timeout,
         };
         let done = Arc::new(Done::default());
         let guard = DoneGuard(Arc::clone(&done));
@@ -630,12 +651,15 @@ struct ConsumerThread {
     device: String,
     frame: usize,
     buffer: Vec<f32>,
+    stall_timeout: Option<Duration>,
 }
 
 impl ConsumerThread {
     fn run(mut self, mut sink: impl FnMut(CaptureEvent) -> bool) {
         let mut out = Vec::new();
         let mut reported_dropped = 0u64;
+        let mut last_captured = 0u64;
+        let mut last_progress = Instant::now();
         loop {
             // Read the flag before draining: everything pushed before the stream stopped
             // is in the ring by now and this pass takes it.
@@ -670,6 +694,21 @@ impl ConsumerThread {
                 }
             }
             if !out.is_empty() && !sink(CaptureEvent::Audio(std::mem::take(&mut out))) {
+                return;
+            }
+            let captured = self.counters.captured.load(Ordering::Relaxed)
+                + self.counters.dropped.load(Ordering::Relaxed);
+            if captured != last_captured {
+                last_captured = captured;
+                last_progress = Instant::now();
+            } else if let Some(limit) = self.stall_timeout
+                && !stopping
+                && last_progress.elapsed() >= limit
+            {
+                sink(CaptureEvent::Ended(CaptureError::Stalled {
+                    device: self.device.clone(),
+                    seconds: last_progress.elapsed().as_secs_f64(),
+                }));
                 return;
             }
             if stopping {

@@ -170,6 +170,7 @@ fn run_local(args: &Args) -> anyhow::Result<u8> {
     }
     match result {
         Ok(_) => {}
+        // The io::Error itself (not wrapped), so a closed pipe is recognised and exits 0.
         Err(LiveError::Sink(e)) => return Err(e.into()),
         Err(e) => return Err(e.into()),
     }

@@ -400,6 +400,33 @@ fn ctrl_c_finalizes_the_open_utterance_and_exits_0() {
     println!("wall time {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// The device goes away mid-stream (its sound server dies): the utterance heard so far is
+/// finalized and printed, the error names the device, the exit status is 2.
+#[test]
+fn device_loss_is_reported_after_the_last_final() {
+    let mut mic = virtual_mic_or_skip!();
+    let started = Instant::now();
+    let (wav, reference) = fixture("short");
+    let mut live = Live::spawn(&mic, &[]);
+    live.wait_listening();
+    mic.play(&wav);
+    std::thread::sleep(Duration::from_millis(250));
+    let _ = mic.daemon.kill();
+    let _ = mic.daemon.wait();
+    let (status, stdout, stderr) = live.finish();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("audio device \"{MIC}\"")),
+        "the error names the device: {stderr}"
+    );
+    check_wer(
+        "short.wav before device loss",
+        &reference,
+        &stdout.replace('\n', " "),
+    );
+    println!("wall time {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// A `transcribe-server` process, killed on drop.
 struct Server {
     child: Child,
