@@ -460,3 +460,33 @@ impl Decoder for Panicky {
         self.0.decode(samples, options, cancel)
     }
 }
+
+/// A loader serving [`FAKE_MODEL`] whose scripted fake hears `script` in `audio` and
+/// applies `fault` on the calls `when` selects (counted per worker's decoder).
+pub fn faulty_loader(
+    script: Script,
+    audio: Vec<f32>,
+    when: transcribe_core::fake::When,
+    fault: transcribe_core::fake::Fault,
+) -> Box<dyn ModelLoader> {
+    Box::new(FnLoader::new(
+        vec![FAKE_MODEL.into()],
+        Box::new(move || {
+            let fake = ScriptedTranscriber::new(script, &audio).with_fault(when, fault);
+            let fake = Arc::new(Mutex::new(fake));
+            let factory = move || -> Result<Box<dyn Decoder>, String> {
+                let t = fake.lock().map_err(|_| "poisoned".to_owned())?.clone();
+                Ok(Box::new(Uninterruptible(t)))
+            };
+            let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
+            Ok(vec![LoadedModel {
+                info: ModelInfo {
+                    name: FAKE_MODEL.into(),
+                    multilingual: false,
+                    attributes: Default::default(),
+                },
+                factory,
+            }])
+        }),
+    ))
+}

@@ -3,7 +3,8 @@
 //! WER threshold and a late joiner gets the earlier finals as replay. With the scripted
 //! fake (fast): a subscriber that does not read loses interims (a sequence gap) or is ended
 //! with RESOURCE_EXHAUSTED while the others are unaffected; source states (ACTIVE, ENDED)
-//! and the OK end of a finite source; unknown source NOT_FOUND; shutdown UNAVAILABLE.
+//! and the OK end of a finite source; a failed decode makes the source INTERRUPTED (status
+//! in band) and it restarts ACTIVE; unknown source NOT_FOUND; shutdown UNAVAILABLE.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,8 +20,8 @@ use transcribe_proto::v1::{
 use transcribe_server::sources::SourceSpec;
 use transcribe_server::{CaptionLimits, ServerConfig, ServerHandle};
 use transcribe_tests::{
-    FAKE_MODEL, TestResult, TestServer, fake_loader, fixture, read_fixture, two_phrases, wav_bytes,
-    whisper_loader,
+    FAKE_MODEL, TestResult, TestServer, fake_loader, faulty_loader, fixture, read_fixture,
+    two_phrases, wav_bytes, whisper_loader,
 };
 
 /// Word error rate the broadcast finals must stay within (BRIEF.md "Tests and fixtures").
@@ -434,4 +435,62 @@ async fn unknown_source_is_not_found_and_shutdown_is_unavailable() -> TestResult
         received.status
     );
     server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_decode_interrupts_the_source_and_it_restarts() -> TestResult {
+    use transcribe_core::fake::{Fault, When};
+    use transcribe_core::policy::FailureKind;
+    let (script, audio) = two_phrases()?;
+    let path = temp_wav("fault", &audio)?;
+    let mut config = with_source(FAKE_MODEL, &format!("loop=file:{}:loop", path.display()))?;
+    config.captions.source_speed = FAST;
+    // The second final decode fails.
+    let loader = faulty_loader(
+        script,
+        audio,
+        When::FinalCall(1),
+        Fault::Fail(FailureKind::Inference),
+    );
+    let server = TestServer::start_ready(config, loader).await?;
+    wait_for(&server.handle, "the source to start", |h| {
+        stats(h, "loop").state == SourceState::Active as i32
+    })
+    .await?;
+    let active = SourceState::Active as i32;
+    let interrupted = SourceState::Interrupted as i32;
+    let received = subscribe(server.channel().await?, request("loop", false, 0), |r| {
+        let states = r.states();
+        let restarted = states
+            .iter()
+            .skip_while(|s| **s != interrupted)
+            .any(|s| *s == active);
+        restarted && r.finals().len() >= 2
+    })
+    .await;
+    assert!(received.status.is_none(), "{:?}", received.status);
+    let sources: Vec<_> = received
+        .messages
+        .iter()
+        .filter_map(|m| m.source.clone())
+        .collect();
+    let down = sources
+        .iter()
+        .find(|s| s.state == interrupted)
+        .ok_or("no INTERRUPTED state")?;
+    let status = down.status.clone().ok_or("INTERRUPTED without a status")?;
+    assert_eq!(status.code, Code::Internal as i32, "{status:?}");
+    let back = sources
+        .iter()
+        .skip_while(|s| s.state != interrupted)
+        .find(|s| s.state == active)
+        .ok_or("never ACTIVE again")?;
+    assert!(back.status.is_none());
+    assert_ne!(
+        back.capture_start_time, sources[0].capture_start_time,
+        "a restart has a new capture_start_time"
+    );
+    server.stop().await?;
+    let _ = std::fs::remove_file(path);
+    Ok(())
 }
