@@ -1,5 +1,5 @@
 """Runs engine/examples/stream_sim over models x thread counts, alternating, and writes the
-medians to OUT/stream.json and OUT/stream.md (BENCHMARKS.md, "Choosing the CPU default
+medians to OUT/stream_sim.json and OUT/stream_sim.md (BENCHMARKS.md, "Choosing the CPU default
 model").
 
 Usage (from the workspace root):
@@ -110,7 +110,7 @@ def main() -> None:
            "commit": commit, "machine": {"cpu": cpu, "cores": os.cpu_count()}, "wav": args.wav,
            "runs": args.runs, "command": "python3 bench/stream_matrix.py " + " ".join(sys.argv[1:]),
            "rows": rows}
-    (out_dir / "stream.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / "stream_sim.json").write_text(json.dumps(doc, indent=2) + "\n")
 
     lines = [
         f"Machine: {cpu}, {os.cpu_count()} cores; commit {commit}; {doc['date']}; "
@@ -134,7 +134,7 @@ def main() -> None:
             f"{fmt(r['stream_wer'], 3)} | {fmt(r['offline_wer'], 3)} |")
     lines += ["", f"Command: `{doc['command']}`", ""]
     md = "\n".join(lines)
-    (out_dir / "stream.md").write_text(md)
+    (out_dir / "stream_sim.md").write_text(md)
     print(md)
 
 
