@@ -272,6 +272,8 @@ async fn fast_looping_server(name: &str, queue: usize) -> TestResult<TestServer>
         stats(h, "loop").state == SourceState::Active as i32
     })
     .await?;
+    // The source decoded the file when it opened; it is not read again.
+    let _ = std::fs::remove_file(path);
     Ok(server)
 }
 
