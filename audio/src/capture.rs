@@ -791,6 +791,137 @@ mod tests {
         assert_eq!(got, [0.0, 0.5, -0.5, 0.0]);
     }
 
+    /// A consumer thread over a ring the test fills, collecting what it hands on.
+    struct Harness {
+        producer: Producer<f32>,
+        err_tx: SyncSender<cpal::Error>,
+        counters: Arc<Counters>,
+        stop: Arc<AtomicBool>,
+        events: std::sync::mpsc::Receiver<CaptureEvent>,
+        thread: JoinHandle<()>,
+    }
+
+    fn harness(rate: u32, channels: u16, stall: Option<Duration>) -> Result<Harness, AudioError> {
+        let (producer, consumer) = RingBuffer::<f32>::new(rate as usize * usize::from(channels));
+        let (err_tx, err_rx) = sync_channel(ERROR_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = ConsumerThread {
+            consumer,
+            converter: Converter::new(rate, channels)?,
+            err_rx,
+            counters: Arc::clone(&counters),
+            stop: Arc::clone(&stop),
+            device: "test".into(),
+            frame: usize::from(channels),
+            buffer: vec![0.0; 1_000],
+            stall_timeout: stall,
+        };
+        let (tx, events) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || worker.run(move |e| tx.send(e).is_ok()));
+        Ok(Harness {
+            producer,
+            err_tx,
+            counters,
+            stop,
+            events,
+            thread,
+        })
+    }
+
+    fn collect(h: Harness) -> Vec<CaptureEvent> {
+        let _ = h.thread.join();
+        h.events.try_iter().collect()
+    }
+
+    fn audio_len(events: &[CaptureEvent]) -> usize {
+        events
+            .iter()
+            .map(|e| match e {
+                CaptureEvent::Audio(a) => a.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn consumer_converts_everything_and_delivers_the_tail_on_stop() -> Result<(), AudioError> {
+        // 48 kHz stereo in, 16 kHz mono out: 0.5 s in, 0.5 s out once the tail is flushed.
+        let mut h = harness(48_000, 2, None)?;
+        let frames = 24_000;
+        for chunk in vec![0.25f32; frames * 2].chunks(960) {
+            push_frames(&mut h.producer, chunk, 2, &h.counters);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(CONSUMER_POLL * 3);
+        h.stop.store(true, Ordering::Release);
+        let events = collect(h);
+        assert_eq!(audio_len(&events), 8_000);
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e, CaptureEvent::Audio(a) if !a.is_empty()))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn xruns_are_counted_and_other_stream_errors_end_capture() -> Result<(), AudioError> {
+        let h = harness(16_000, 1, None)?;
+        let _ = h.err_tx.send(cpal::Error::new(cpal::ErrorKind::Xrun));
+        std::thread::sleep(CONSUMER_POLL * 3);
+        assert_eq!(h.counters.xruns.load(Ordering::Relaxed), 1);
+        let _ = h.err_tx.send(cpal::Error::with_message(
+            cpal::ErrorKind::DeviceNotAvailable,
+            "unplugged",
+        ));
+        let events = collect(h);
+        assert!(
+            matches!(
+                events.last(),
+                Some(CaptureEvent::Ended(CaptureError::Stream { device, reason }))
+                    if device == "test" && reason.to_string() == "unplugged"
+            ),
+            "{events:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_silent_device_ends_capture_as_stalled() -> Result<(), AudioError> {
+        let h = harness(16_000, 1, Some(Duration::from_millis(50)))?;
+        let events = collect(h);
+        assert!(
+            matches!(
+                events.as_slice(),
+                [CaptureEvent::Ended(CaptureError::Stalled { seconds, .. })] if *seconds >= 0.05
+            ),
+            "{events:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn overruns_are_reported_with_the_running_total() -> Result<(), AudioError> {
+        let mut h = harness(16_000, 1, None)?;
+        // The ring holds 1 s; offer 1.5 s at once.
+        push_frames(&mut h.producer, &vec![0.0f32; 24_000], 1, &h.counters);
+        std::thread::sleep(CONSUMER_POLL * 3);
+        h.stop.store(true, Ordering::Release);
+        let events = collect(h);
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                CaptureEvent::Overrun {
+                    total_frames_dropped: 8_000
+                }
+            )),
+            "{events:?}"
+        );
+        assert_eq!(audio_len(&events), 16_000);
+        Ok(())
+    }
+
     #[test]
     fn callback_converts_unsigned_and_float_formats() {
         let (mut producer, mut consumer) = RingBuffer::<f32>::new(8);
