@@ -46,7 +46,7 @@ pub struct Args {
     pub files: Vec<PathBuf>,
 
     /// Model name (see `transcribe models list`) or path to a ggml model file.
-    /// [default: large-v3 on GPU builds, base on CPU builds]
+    /// [default: large-v3 on GPU builds, tiny.en on CPU builds]
     #[arg(short, long, env = "TRANSCRIBE_MODEL")]
     pub model: Option<String>,
 

@@ -53,8 +53,10 @@ pub fn default_model() -> &'static str {
     if has_gpu_backend() { "large-v3" } else { DEFAULT_CPU_MODEL }
 }
 
-/// The CPU builds' default model (see [`default_model`]).
-pub const DEFAULT_CPU_MODEL: &str = "base";
+/// The CPU builds' default model (see [`default_model`]): measured on 2 cores, tiny.en
+/// keeps one real-time stream going (compute load 0.73-0.92) where base falls behind
+/// (1.02-1.29); BENCHMARKS.md "Choosing the CPU default model".
+pub const DEFAULT_CPU_MODEL: &str = "tiny.en";
 
 /// Whether this binary was built with a GPU backend.
 pub fn has_gpu_backend() -> bool {

@@ -234,9 +234,16 @@ impl Transcriber for WhisperSession {
                 avg_logprob,
             });
         }
-        let language = whisper_rs::get_lang_str(self.state.full_lang_id_from_state())
-            .map(str::to_owned)
-            .or_else(|| options.language.clone());
+        // Only a detection run has a meaningful language id: an English-only model detects
+        // nothing (whisper.cpp leaves a stale id, seen as "ur", "th", "sq"), and a requested
+        // language is what was decoded.
+        let language = if !model.is_multilingual() {
+            Some("en".to_owned())
+        } else if let Some(requested) = options.language.clone() {
+            Some(requested)
+        } else {
+            whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(str::to_owned)
+        };
         Ok(Transcript { segments, language })
     }
 }
