@@ -50,7 +50,11 @@ pub fn backend() -> &'static str {
 /// The model used when none is given: large-v3 on GPU builds; on CPU builds the model
 /// that keeps streaming real-time on a 2-core machine (README "Choosing the default model").
 pub fn default_model() -> &'static str {
-    if has_gpu_backend() { "large-v3" } else { DEFAULT_CPU_MODEL }
+    if has_gpu_backend() {
+        "large-v3"
+    } else {
+        DEFAULT_CPU_MODEL
+    }
 }
 
 /// The CPU builds' default model (see [`default_model`]): measured on 2 cores, tiny.en
@@ -89,7 +93,9 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(8),
             use_gpu: has_gpu_backend(),
             gpu_device: 0,
             flash_attn: has_gpu_backend(),
@@ -151,19 +157,30 @@ impl WhisperModel {
     pub fn load(path: &Path, config: &EngineConfig) -> Result<Self, LoadError> {
         // Route whisper.cpp/ggml logs away from stderr (whisper-rs prints them until told).
         LOGGING.call_once(whisper_rs::install_logging_hooks);
-        let meta = std::fs::metadata(path)
-            .map_err(|source| LoadError::Unreadable { path: path.to_owned(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| LoadError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         if !meta.is_file() {
-            return Err(LoadError::Invalid { path: path.to_owned(), reason: "not a file".into() });
+            return Err(LoadError::Invalid {
+                path: path.to_owned(),
+                reason: "not a file".into(),
+            });
         }
         let mut params = WhisperContextParameters::default();
-        params.use_gpu(config.use_gpu).flash_attn(config.flash_attn).gpu_device(config.gpu_device);
+        params
+            .use_gpu(config.use_gpu)
+            .flash_attn(config.flash_attn)
+            .gpu_device(config.gpu_device);
         let path_str = path.to_str().ok_or_else(|| LoadError::Invalid {
             path: path.to_owned(),
             reason: "path is not valid UTF-8".into(),
         })?;
-        let ctx = WhisperContext::new_with_params(path_str, params)
-            .map_err(|e| LoadError::Invalid { path: path.to_owned(), reason: e.to_string() })?;
+        let ctx =
+            WhisperContext::new_with_params(path_str, params).map_err(|e| LoadError::Invalid {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
         tracing::info!(
             message = "Model loaded.",
             path = %path.display(),
@@ -173,7 +190,13 @@ impl WhisperModel {
             use_gpu = config.use_gpu,
             flash_attn = config.flash_attn,
         );
-        Ok(Self { inner: Arc::new(ModelInner { ctx, path: path.to_owned(), config: config.clone() }) })
+        Ok(Self {
+            inner: Arc::new(ModelInner {
+                ctx,
+                path: path.to_owned(),
+                config: config.clone(),
+            }),
+        })
     }
 
     /// Creates a decoding session with its own `WhisperState`.
@@ -196,7 +219,11 @@ impl WhisperModel {
 
     /// whisper.cpp's size label ("tiny", "base", ...).
     pub fn model_type(&self) -> String {
-        self.inner.ctx.model_type_readable_str_lossy().map(|s| s.into_owned()).unwrap_or_default()
+        self.inner
+            .ctx
+            .model_type_readable_str_lossy()
+            .map(|s| s.into_owned())
+            .unwrap_or_default()
     }
 
     /// The configuration the model was loaded with.

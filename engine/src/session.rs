@@ -76,11 +76,20 @@ pub type ProgressFn = Arc<dyn Fn(i32) + Send + Sync>;
 
 impl WhisperSession {
     pub(crate) fn new(model: WhisperModel) -> Result<Self, LoadError> {
-        let state = model.context().create_state().map_err(|e| LoadError::State {
-            path: model.path().to_owned(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self { model, state, cancel: CancelHandle::default(), params: Vec::new(), progress: None })
+        let state = model
+            .context()
+            .create_state()
+            .map_err(|e| LoadError::State {
+                path: model.path().to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            model,
+            state,
+            cancel: CancelHandle::default(),
+            params: Vec::new(),
+            progress: None,
+        })
     }
 
     /// The handle that cancels this session's decodes.
@@ -103,9 +112,15 @@ impl WhisperSession {
         &self.model
     }
 
-    fn base_params(&mut self, language: Option<&str>, translate: bool) -> FullParams<'static, 'static> {
-        if let Some((_, _, p)) =
-            self.params.iter().find(|(l, t, _)| l.as_deref() == language && *t == translate)
+    fn base_params(
+        &mut self,
+        language: Option<&str>,
+        translate: bool,
+    ) -> FullParams<'static, 'static> {
+        if let Some((_, _, p)) = self
+            .params
+            .iter()
+            .find(|(l, t, _)| l.as_deref() == language && *t == translate)
         {
             return p.clone();
         }
@@ -116,8 +131,9 @@ impl WhisperSession {
         p.set_suppress_nst(true);
         // `get_lang_str` gives a 'static name for a known language; unknown ones were
         // rejected by the caller.
-        let lang: Option<&'static str> =
-            language.and_then(whisper_rs::get_lang_id).and_then(whisper_rs::get_lang_str);
+        let lang: Option<&'static str> = language
+            .and_then(whisper_rs::get_lang_id)
+            .and_then(whisper_rs::get_lang_str);
         p.set_language(Some(lang.unwrap_or("auto")));
         p.set_translate(translate);
         p.set_print_progress(false);
@@ -126,14 +142,17 @@ impl WhisperSession {
         p.set_print_timestamps(false);
         p.set_suppress_blank(true);
         p.set_no_context(true);
-        self.params.push((language.map(str::to_owned), translate, p.clone()));
+        self.params
+            .push((language.map(str::to_owned), translate, p.clone()));
         p
     }
 
     fn validate(&self, options: &DecodeOptions) -> Result<(), EngineError> {
         if let Some(lang) = options.language.as_deref() {
             if whisper_rs::get_lang_id(lang).is_none() {
-                return Err(EngineError::InvalidOptions(format!("unknown language {lang:?}")));
+                return Err(EngineError::InvalidOptions(format!(
+                    "unknown language {lang:?}"
+                )));
             }
             if !self.model.is_multilingual() && lang != "en" && lang != "english" {
                 return Err(EngineError::InvalidOptions(format!(
@@ -161,7 +180,10 @@ impl Transcriber for WhisperSession {
             return Err(EngineError::Cancelled);
         }
         if samples.is_empty() {
-            return Ok(Transcript { segments: vec![], language: options.language.clone() });
+            return Ok(Transcript {
+                segments: vec![],
+                language: options.language.clone(),
+            });
         }
         let model = self.model.clone();
         let ctx = model.context();
@@ -184,7 +206,11 @@ impl Transcriber for WhisperSession {
         params.set_token_timestamps(options.word_timestamps);
         params.set_audio_ctx(options.audio_ctx.map_or(0, |c| c as i32));
         params.set_max_tokens(options.max_tokens.map_or(0, |m| m as i32));
-        params.set_temperature_inc(if options.temperature_fallback { TEMPERATURE_INCREMENT } else { 0.0 });
+        params.set_temperature_inc(if options.temperature_fallback {
+            TEMPERATURE_INCREMENT
+        } else {
+            0.0
+        });
         params.set_tokens(&prompt_tokens);
         if let Some(progress) = self.progress.clone() {
             params.set_progress_callback_safe(move |p: i32| progress(p));
@@ -206,11 +232,16 @@ impl Transcriber for WhisperSession {
         for seg in self.state.as_iter() {
             let start = seg.start_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS;
             let end = seg.end_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS;
-            let text = seg.to_str_lossy().map(|s| s.trim().to_string()).unwrap_or_default();
+            let text = seg
+                .to_str_lossy()
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
             let mut pieces = Vec::new();
             let mut logprob_sum = 0.0f32;
             for i in 0..seg.n_tokens() {
-                let Some(token) = seg.get_token(i) else { continue };
+                let Some(token) = seg.get_token(i) else {
+                    continue;
+                };
                 if token.token_id() >= eot {
                     continue; // special and timestamp tokens
                 }
@@ -223,8 +254,16 @@ impl Transcriber for WhisperSession {
                     probability: data.p,
                 });
             }
-            let avg_logprob = if pieces.is_empty() { 0.0 } else { logprob_sum / pieces.len() as f32 };
-            let words = if options.word_timestamps { assemble(&pieces, start, end) } else { Vec::new() };
+            let avg_logprob = if pieces.is_empty() {
+                0.0
+            } else {
+                logprob_sum / pieces.len() as f32
+            };
+            let words = if options.word_timestamps {
+                assemble(&pieces, start, end)
+            } else {
+                Vec::new()
+            };
             segments.push(Segment {
                 start,
                 end,

@@ -41,7 +41,10 @@ pub(crate) fn assemble(tokens: &[TokenPiece], seg_start: f64, seg_end: f64) -> V
     };
     for t in tokens {
         let starts_word = t.bytes.first() == Some(&b' ');
-        let is_punct = !t.bytes.iter().any(|b| b.is_ascii_alphanumeric() || *b >= 0x80);
+        let is_punct = !t
+            .bytes
+            .iter()
+            .any(|b| b.is_ascii_alphanumeric() || *b >= 0x80);
         match cur.as_mut() {
             Some(acc) if !starts_word || (is_punct && !acc.bytes.is_empty()) => {
                 acc.bytes.extend_from_slice(&t.bytes);
@@ -80,7 +83,12 @@ mod tests {
     use super::*;
 
     fn tok(s: &str, start: f64, end: f64, p: f32) -> TokenPiece {
-        TokenPiece { bytes: s.as_bytes().to_vec(), start, end, probability: p }
+        TokenPiece {
+            bytes: s.as_bytes().to_vec(),
+            start,
+            end,
+            probability: p,
+        }
     }
 
     #[test]
@@ -108,13 +116,20 @@ mod tests {
     #[test]
     fn times_are_clamped_and_monotonic() {
         let words = assemble(
-            &[tok(" a", 1.5, 1.2, 1.0), tok(" b", 1.0, 9.0, 1.0), tok(" c", 0.5, 0.6, 1.0)],
+            &[
+                tok(" a", 1.5, 1.2, 1.0),
+                tok(" b", 1.0, 9.0, 1.0),
+                tok(" c", 0.5, 0.6, 1.0),
+            ],
             1.0,
             3.0,
         );
         let mut last = 1.0;
         for w in &words {
-            assert!(w.start >= last && w.end >= w.start && w.end <= 3.0, "{words:?}");
+            assert!(
+                w.start >= last && w.end >= w.start && w.end <= 3.0,
+                "{words:?}"
+            );
             last = w.start;
         }
     }
@@ -124,8 +139,18 @@ mod tests {
         let e = "é".as_bytes();
         let words = assemble(
             &[
-                TokenPiece { bytes: vec![b' ', b'c', b'a', b'f', e[0]], start: 0.0, end: 0.1, probability: 1.0 },
-                TokenPiece { bytes: vec![e[1]], start: 0.1, end: 0.2, probability: 1.0 },
+                TokenPiece {
+                    bytes: vec![b' ', b'c', b'a', b'f', e[0]],
+                    start: 0.0,
+                    end: 0.1,
+                    probability: 1.0,
+                },
+                TokenPiece {
+                    bytes: vec![e[1]],
+                    start: 0.1,
+                    end: 0.2,
+                    probability: 1.0,
+                },
             ],
             0.0,
             1.0,
