@@ -5,7 +5,7 @@
 //! `scripts/build-cuda` puts a link-time `libcuda.so`) to the link search path, and bakes the
 //! colon-separated folders of `TRANSCRIBE_CUDA_RUNPATH` into the binaries' RUNPATH, so they
 //! find cudart, cuBLAS and the driver on the GPU machine without `LD_LIBRARY_PATH`
-//! (docs/GPU.md). client/build.rs and server/build.rs are the same file.
+//! (docs/GPU.md). The client and server crates both use this one build script.
 
 use std::env;
 use std::path::Path;
