@@ -7,35 +7,18 @@
 //! skips with a note when pulseaudio, paplay or the ALSA pulse plugin is missing.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use transcribe_core::text::{explain, wer};
 
+mod support;
+use support::{MIC, Server, VirtualMic, root};
+
 /// WER threshold for the broadcast finals (BRIEF.md "Tests and fixtures").
 const CAPTIONS_WER: f64 = 0.25;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// The server process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts `transcribe-server` (beside our binary) with tiny.en and `source`.
 fn start_server(source: &str) -> Server {
@@ -45,43 +28,7 @@ fn start_server(source: &str) -> Server {
 /// Like [`start_server`], with extra environment, returning once a log line contains
 /// `ready_line`.
 fn start_server_with(source: &str, env: &[(&str, String)], ready_line: &str) -> Server {
-    let bin = Path::new(env!("CARGO_BIN_EXE_transcribe")).with_file_name("transcribe-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (scripts/test does)",
-        bin.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--model",
-            "tiny.en",
-            "--source",
-            source,
-        ])
-        .current_dir(root())
-        .env("RUST_LOG", "info")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains(ready_line));
-    assert!(ready, "server exited before serving");
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
+    support::start_server(&["--source", source], env, ready_line)
 }
 
 fn transcribe(args: &[&str]) -> std::process::Output {
@@ -132,131 +79,6 @@ fn captions_of_a_file_source_print_one_final_per_line() {
         score.rate(),
         started.elapsed().as_secs_f64()
     );
-}
-
-/// The virtual capture device's ALSA name.
-const MIC: &str = "fixture_mic";
-
-/// A private PulseAudio daemon with a null sink, and an ALSA config naming its monitor.
-struct VirtualMic {
-    dir: tempfile::TempDir,
-    daemon: Child,
-    alsa_config_path: String,
-}
-
-impl VirtualMic {
-    /// Starts one, or says why it cannot (the test then skips).
-    fn start() -> Result<Self, String> {
-        let have = |cmd: &str| {
-            Command::new(cmd)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !have("pulseaudio") || !have("paplay") {
-            return Err("pulseaudio/paplay not installed (scripts/setup installs them)".into());
-        }
-        let system_conf = ["/usr/share/alsa/alsa.conf", "/etc/alsa/alsa.conf"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .ok_or("no ALSA config")?;
-        let plugin = std::fs::read_dir("/usr/lib")
-            .map_err(|e| e.to_string())?
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("alsa-lib/libasound_module_pcm_pulse.so"))
-            .chain([PathBuf::from(
-                "/usr/lib/alsa-lib/libasound_module_pcm_pulse.so",
-            )])
-            .any(|p| p.exists());
-        if !plugin {
-            return Err("the ALSA pulse plugin (libasound2-plugins) is not installed".into());
-        }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let runtime = dir.path().join("runtime");
-        std::fs::create_dir_all(&runtime).map_err(|e| e.to_string())?;
-        let socket = dir.path().join("native");
-        let daemon = Command::new("pulseaudio")
-            .args([
-                "-n",
-                "--daemonize=no",
-                "--exit-idle-time=-1",
-                "--use-pid-file=no",
-                "--disable-shm=yes",
-            ])
-            .arg("-L")
-            .arg(format!(
-                "module-native-protocol-unix auth-anonymous=1 socket={}",
-                socket.display()
-            ))
-            .args([
-                "-L",
-                "module-null-sink sink_name=fixture rate=48000 channels=2",
-            ])
-            .env("HOME", dir.path())
-            .env("PULSE_RUNTIME_PATH", &runtime)
-            .env("PULSE_STATE_PATH", dir.path().join("state"))
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start pulseaudio: {e}"))?;
-        let conf = dir.path().join("asound.conf");
-        std::fs::write(
-            &conf,
-            format!("pcm.{MIC} {{\n  type pulse\n  device \"fixture.monitor\"\n}}\n"),
-        )
-        .map_err(|e| e.to_string())?;
-        let mic = Self {
-            alsa_config_path: format!("{}:{}", system_conf.display(), conf.display()),
-            dir,
-            daemon,
-        };
-        let started = Instant::now();
-        while !socket.exists() {
-            if started.elapsed() > Duration::from_secs(10) {
-                return Err("pulseaudio did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(mic)
-    }
-
-    fn pulse_server(&self) -> String {
-        format!("unix:{}", self.dir.path().join("native").display())
-    }
-
-    /// Environment a process needs to see the virtual microphone.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("ALSA_CONFIG_PATH", self.alsa_config_path.clone()),
-            ("PULSE_SERVER", self.pulse_server()),
-        ]
-    }
-
-    /// Plays `wav` into the sink in real time; returns when it has been played.
-    fn play(&self, wav: &Path) {
-        let status = Command::new("paplay")
-            .arg("-d")
-            .arg("fixture")
-            .arg(wav)
-            .env("PULSE_SERVER", self.pulse_server())
-            .env("HOME", self.dir.path())
-            .status()
-            .expect("paplay runs");
-        assert!(status.success(), "paplay failed: {status}");
-    }
-}
-
-impl Drop for VirtualMic {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
 }
 
 /// A `transcribe --captions` process whose stdout lines are collected as they come.

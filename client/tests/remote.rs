@@ -1,72 +1,18 @@
 //! `transcribe --server URL FILE`: the CLI streams files to a real `transcribe-server`
 //! process (real tiny.en) on loopback.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use transcribe_core::text::{explain, wer};
+
+mod support;
+use support::{Server, root};
 
 /// WER threshold for the fixtures through the server (same as offline).
 const FIXTURE_WER: f64 = 0.20;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// The server process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_server() -> Server {
-    // The server binary sits beside ours in the same target folder (`cargo test
-    // --workspace` and scripts/test build it).
-    let bin = Path::new(env!("CARGO_BIN_EXE_transcribe")).with_file_name("transcribe-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (scripts/test does)",
-        bin.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--model",
-            "tiny.en",
-        ])
-        .env("TRANSCRIBE_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("Serving."));
-    assert!(ready, "server exited before serving");
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
+    support::start_server(&[], &[], "Serving.")
 }
 
 fn transcribe(args: &[&str]) -> std::process::Output {
