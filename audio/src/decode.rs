@@ -1,4 +1,5 @@
-//! [`decode_file`]: any supported audio file to 16 kHz mono `f32` ([`DecodedAudio`]).
+//! [`decode_file`]: any supported audio file to 16 kHz mono `f32` ([`DecodedAudio`]);
+//! [`decode_bytes`]: the same for a file already in memory (an upload, a fuzzer's input).
 //!
 //! The format is detected from the content (magic bytes); the extension is only a hint for
 //! content without a signature. WAV goes through hound (symphonia takes the encodings hound
@@ -7,14 +8,14 @@
 //! one live streams use, so a file and the same audio sent in chunks give the same samples.
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::io::{BufReader, Cursor, ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, DecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
@@ -32,7 +33,7 @@ pub struct DecodedAudio {
 /// What a decoded file was, before conversion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo {
-    /// The file as given to [`decode_file`].
+    /// The file as given to [`decode_file`] (or the name given to [`decode_bytes`]).
     pub path: PathBuf,
     /// Container format: `"wav"`, `"flac"`, `"mp3"`, `"ogg"`, `"aiff"`, `"mp4"`, `"aac"`,
     /// `"nist-sphere"`.
@@ -201,13 +202,44 @@ fn from_extension(ext: &str) -> Detected {
 /// ```
 pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
     let path = path.as_ref();
+    let file = File::open(path).map_err(|source| AudioError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_source(path, file)
+}
+
+/// Decodes an audio file held in memory to 16 kHz mono `f32`, exactly as [`decode_file`]
+/// decodes the same bytes read from disk.
+///
+/// `name` stands for the file: errors and [`SourceInfo::path`] carry it, and its extension is
+/// the same hint it is for [`decode_file`] (content without a signature, such as MP3 after
+/// junk bytes). It is never opened.
+///
+/// # Errors
+/// As [`decode_file`], minus the I/O errors of reading a file.
+///
+/// # Example
+/// ```
+/// let err = transcribe_audio::decode_bytes(b"RIFF", "upload.wav").unwrap_err();
+/// assert!(err.to_string().contains("upload.wav"));
+/// ```
+pub fn decode_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
+    decode_source(name.as_ref(), Cursor::new(bytes.to_vec()))
+}
+
+/// [`decode_file`] and [`decode_bytes`]: sniffs the content of `src` and runs its decoder.
+/// `path` only names the source (errors, [`SourceInfo::path`], the extension hint).
+fn decode_source<S: MediaSource + 'static>(
+    path: &Path,
+    mut src: S,
+) -> Result<DecodedAudio, AudioError> {
     let io = |source| AudioError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
     let mut head = Vec::with_capacity(SNIFF_LEN);
-    (&mut file)
+    (&mut src)
         .take(SNIFF_LEN as u64)
         .read_to_end(&mut head)
         .map_err(io)?;
@@ -216,7 +248,7 @@ pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
             path: path.to_path_buf(),
         });
     }
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    src.seek(SeekFrom::Start(0)).map_err(io)?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -231,8 +263,8 @@ pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
         reason,
     };
     match detected {
-        Detected::Wav => decode_wav(path, file),
-        Detected::Sphere => decode_sphere(path, file),
+        Detected::Wav => decode_wav(path, &mut src),
+        Detected::Sphere => decode_sphere(path, src),
         Detected::OggOpus => Err(unsupported(opus_reason())),
         Detected::Rf64 => Err(unsupported(
             "RF64/BW64 (64-bit WAV) is not supported; convert to FLAC or a plain WAV".into(),
@@ -260,7 +292,7 @@ pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
         | Detected::Adts
         | Detected::Ogg
         | Detected::Aiff
-        | Detected::Mp4 => decode_symphonia(path, file, detected),
+        | Detected::Mp4 => decode_symphonia(path, src, detected),
     }
 }
 
@@ -293,16 +325,17 @@ fn is_short_read(e: &std::io::Error) -> bool {
         || (e.kind() == ErrorKind::Other && e.to_string().contains("enough bytes"))
 }
 
-/// WAV through hound; encodings hound does not read go to symphonia.
-fn decode_wav(path: &Path, file: File) -> Result<DecodedAudio, AudioError> {
+/// WAV through hound; encodings hound does not read go to symphonia (which reads `src` again
+/// from the start).
+fn decode_wav<S: Read + Seek>(path: &Path, src: &mut S) -> Result<DecodedAudio, AudioError> {
     let corrupt = |reason: String| AudioError::Corrupt {
         path: path.to_path_buf(),
         format: "WAV",
         reason,
     };
-    let mut reader = match hound::WavReader::new(BufReader::new(file)) {
+    let mut reader = match hound::WavReader::new(BufReader::new(&mut *src)) {
         Ok(r) => r,
-        Err(hound::Error::Unsupported) => return decode_wav_with_symphonia(path),
+        Err(hound::Error::Unsupported) => return decode_wav_with_symphonia(path, src),
         Err(hound::Error::IoError(e)) if is_short_read(&e) => {
             return Err(corrupt("the header is cut short (truncated file?)".into()));
         }
@@ -373,7 +406,8 @@ fn decode_wav(path: &Path, file: File) -> Result<DecodedAudio, AudioError> {
         None => {}
         // Widths hound cannot read (12-bit, 20-bit in 3 bytes, 64-bit float...).
         Some(hound::Error::Unsupported | hound::Error::TooWide) if read == 0 => {
-            return decode_wav_with_symphonia(path);
+            drop(reader);
+            return decode_wav_with_symphonia(path, src);
         }
         Some(hound::Error::IoError(e)) if is_short_read(&e) => {
             // A data size of 0xFFFFFFFF (or close) is how streaming writers say "unknown
@@ -417,18 +451,23 @@ fn decode_wav(path: &Path, file: File) -> Result<DecodedAudio, AudioError> {
 }
 
 /// WAV encodings hound does not read: G.711 (mu-law, A-law) here, the rest (ADPCM, 64-bit
-/// float, odd widths) through symphonia.
-fn decode_wav_with_symphonia(path: &Path) -> Result<DecodedAudio, AudioError> {
+/// float, odd widths) through symphonia. Reads all of `src` from its start.
+fn decode_wav_with_symphonia<S: Read + Seek>(
+    path: &Path,
+    src: &mut S,
+) -> Result<DecodedAudio, AudioError> {
     let io = |source| AudioError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    src.seek(SeekFrom::Start(0))
+        .and_then(|_| src.read_to_end(&mut bytes))
+        .map_err(io)?;
     if let Some(wav) = G711Wav::parse(&bytes) {
         return decode_g711_wav(path, &wav);
     }
-    let file = File::open(path).map_err(io)?;
-    decode_symphonia(path, file, Detected::Wav)
+    decode_symphonia(path, Cursor::new(bytes), Detected::Wav)
 }
 
 /// WAVE format tags of the G.711 codecs (RFC 2361, appendix A).
@@ -541,8 +580,8 @@ fn decode_g711_wav(path: &Path, wav: &G711Wav<'_>) -> Result<DecodedAudio, Audio
     })
 }
 
-fn decode_sphere(path: &Path, file: File) -> Result<DecodedAudio, AudioError> {
-    let (header, samples) = sphere::read(path, BufReader::new(file))?;
+fn decode_sphere(path: &Path, src: impl Read) -> Result<DecodedAudio, AudioError> {
+    let (header, samples) = sphere::read(path, BufReader::new(src))?;
     let frames = (samples.len() / usize::from(header.channels)) as u64;
     if frames == 0 {
         return Err(AudioError::Empty {
@@ -568,9 +607,9 @@ fn decode_sphere(path: &Path, file: File) -> Result<DecodedAudio, AudioError> {
 
 /// Everything symphonia decodes: FLAC, MP3, Ogg Vorbis, AIFF, MP4/AAC, and WAV encodings
 /// hound lacks.
-fn decode_symphonia(
+fn decode_symphonia<S: MediaSource + 'static>(
     path: &Path,
-    file: File,
+    src: S,
     detected: Detected,
 ) -> Result<DecodedAudio, AudioError> {
     let format_name = detected.format_name();
@@ -594,7 +633,7 @@ fn decode_symphonia(
         Detected::Mp4 => "m4a",
         other => other.container(),
     });
-    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    let stream = MediaSourceStream::new(Box::new(src), Default::default());
     // Gapless: trim the encoder delay and padding MP3/AAC declare, as ffmpeg does, so the
     // samples line up with the source.
     let format_opts = FormatOptions {
@@ -963,6 +1002,35 @@ mod tests {
             &test_signal(n, 16_000),
         )?;
         Ok(std::fs::read(path)?)
+    }
+
+    /// Every fixture, good or corrupt, decodes from memory exactly as from disk: the same
+    /// samples and info, or the same error with the same message.
+    #[test]
+    fn bytes_decode_like_files() -> TestResult {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../audio-fixtures");
+        let mut checked = 0;
+        for dir in ["formats", "corrupt"] {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(dir))?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            paths.sort();
+            for path in paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e != "md"))
+            {
+                let from_file = decode_file(path);
+                let from_bytes = decode_bytes(&std::fs::read(path)?, path);
+                match (&from_file, &from_bytes) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", path.display()),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    _ => panic!("{}: {from_file:?} vs {from_bytes:?}", path.display()),
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} fixtures");
+        Ok(())
     }
 
     #[test]

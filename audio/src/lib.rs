@@ -5,7 +5,8 @@
 //! Three entry points:
 //! - [`decode_file`] reads WAV, FLAC, MP3, Ogg Vorbis, AIFF, M4A/AAC and NIST SPHERE files
 //!   (format detected from the content) and returns [`DecodedAudio`]: the samples plus
-//!   [`SourceInfo`] about the source.
+//!   [`SourceInfo`] about the source. [`decode_bytes`] does the same for a file held in
+//!   memory.
 //! - [`Converter`] downmixes and resamples a stream pushed in chunks of any size; the output
 //!   does not depend on the chunking, and [`decode_file`] uses the same converter, so a file
 //!   and the same audio streamed give identical samples.
@@ -16,7 +17,7 @@
 //! a file name it.
 //!
 //! # Layout
-//! - `decode`: [`decode_file`], format sniffing, hound (WAV) and symphonia (the rest) drivers,
+//! - `decode`: [`decode_file`], [`decode_bytes`], format sniffing, hound (WAV) and symphonia (the rest) drivers,
 //!   [`DecodedAudio`], [`SourceInfo`].
 //! - `convert`: [`Converter`], channel averaging and rubato resampling with delay compensation.
 //! - `pcm`: [`SampleFormat`] and raw PCM byte conversion ([`pcm_to_f32`]).
@@ -50,6 +51,6 @@ mod pcm;
 mod sphere;
 
 pub use convert::{Converter, MAX_INPUT_RATE, MIN_INPUT_RATE};
-pub use decode::{DecodedAudio, SourceInfo, decode_file};
+pub use decode::{DecodedAudio, SourceInfo, decode_bytes, decode_file};
 pub use error::AudioError;
 pub use pcm::{SampleFormat, pcm_f32le_to_f32, pcm_s16le_to_f32, pcm_to_f32};
