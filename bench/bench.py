@@ -494,7 +494,8 @@ def stream_sim_once(setup, model, clip, threads):
         ref = Path(d) / "ref.txt"
         ref.write_text(clip["reference"])
         out = Path(d) / "sim.json"
-        cmd = [sim, model["ggml"], clip["path"], "--threads", threads, "--reference", ref, "--json", out]
+        cmd = [sim, model["ggml"], clip["path"], "--threads", threads, "--reference", ref, "--json", out,
+               "--no-offline"]
         if language_for(model):
             cmd += ["--language", language_for(model)]
         run_measured(cmd)

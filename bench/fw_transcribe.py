@@ -1,5 +1,5 @@
-"""One faster-whisper transcription, timed, as JSON on stdout (the peer side of
-scripts/bench-offline).
+"""One faster-whisper transcription, timed, as JSON on stdout (the faster-whisper peers of
+scripts/bench, bench/bench.py).
 
 Settings mirror `transcribe FILE` (client/src/offline.rs, engine/src/session.rs):
 greedy decoding (beam_size 1), temperature fallback 0.0, 0.2, ... 1.0, no conditioning on
