@@ -238,6 +238,9 @@ pub enum When {
     EveryCall,
     /// Every call whose buffer holds no script word (silence, noise).
     NoWords,
+    /// Every call whose prompt contains this text: selects one stream's calls among many
+    /// on a shared engine (its client sets the prompt).
+    PromptContains(String),
 }
 
 /// A scripted misbehaviour.
@@ -264,6 +267,9 @@ pub enum Fault {
     },
     /// Return no segments.
     Empty,
+    /// Panic, as an engine with a bug would: for tests of panic isolation (the server's
+    /// workers catch it and fail only the job).
+    Panic,
 }
 
 /// What one call looked like.
@@ -361,7 +367,13 @@ impl ScriptedTranscriber {
         None
     }
 
-    fn fault_for(&self, call: usize, final_call: Option<usize>, no_words: bool) -> Option<Fault> {
+    fn fault_for(
+        &self,
+        call: usize,
+        final_call: Option<usize>,
+        no_words: bool,
+        prompt: Option<&str>,
+    ) -> Option<Fault> {
         self.faults.iter().find_map(|(when, fault)| {
             let hit = match when {
                 When::Call(n) => *n == call,
@@ -370,6 +382,7 @@ impl ScriptedTranscriber {
                 When::EveryPartial => final_call.is_none(),
                 When::EveryCall => true,
                 When::NoWords => no_words,
+                When::PromptContains(text) => prompt.is_some_and(|p| p.contains(text.as_str())),
             };
             hit.then(|| fault.clone())
         })
@@ -440,7 +453,12 @@ impl Transcriber for ScriptedTranscriber {
             .collect();
         let language = options.language.clone().or_else(|| Some("en".into()));
         let duration = b1 - b0;
-        match self.fault_for(call, final_call, words.is_empty()) {
+        match self.fault_for(
+            call,
+            final_call,
+            words.is_empty(),
+            options.prompt.as_deref(),
+        ) {
             Some(Fault::Fail(kind)) => {
                 let message = format!("scripted failure on call {call}");
                 return Err(match kind {
@@ -449,6 +467,7 @@ impl Transcriber for ScriptedTranscriber {
                     FailureKind::Inference => EngineError::Inference(message),
                 });
             }
+            Some(Fault::Panic) => panic!("scripted panic on call {call}"),
             Some(Fault::Empty) => {
                 return Ok(Transcript {
                     segments: vec![],
@@ -627,6 +646,35 @@ mod tests {
         let t = fake.transcribe(&audio[..12_000], &full)?;
         assert_eq!(t.text(), "Thank you.");
         assert_eq!(t.segments[0].no_speech_prob, 0.9);
+        Ok(())
+    }
+
+    #[test]
+    fn a_panic_fault_panics_on_its_call_only() -> TestResult {
+        let s = script()?;
+        let audio = s.render(6.0);
+        let mut fake = ScriptedTranscriber::new(s, &audio)
+            .with_fault(When::Call(1), Fault::Panic)
+            .with_fault(
+                When::PromptContains("fail".into()),
+                Fault::Fail(FailureKind::Inference),
+            );
+        let full = DecodeOptions::default();
+        assert_eq!(fake.transcribe(&audio[..48_000], &full)?.text(), "one two three four");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = fake.transcribe(&audio[..48_000], &full);
+        }));
+        assert!(caught.is_err(), "call 1 panics");
+        assert_eq!(fake.transcribe(&audio[..48_000], &full)?.text(), "one two three four");
+        let failing = DecodeOptions {
+            prompt: Some("please fail".into()),
+            ..DecodeOptions::default()
+        };
+        assert!(matches!(
+            fake.transcribe(&audio[..48_000], &failing),
+            Err(EngineError::Inference(_))
+        ));
+        assert_eq!(fake.transcribe(&audio[..48_000], &full)?.text(), "one two three four");
         Ok(())
     }
 }

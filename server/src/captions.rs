@@ -32,7 +32,7 @@ use transcribe_proto::v1::{
 };
 
 use crate::config::CaptionLimits;
-use crate::error::RequestError;
+use crate::error::{Capacity, RequestError};
 use crate::sources::SourceSpec;
 
 /// Default undelivered must-deliver messages (finals, source states, speech events) one
@@ -160,14 +160,17 @@ struct HubState {
 pub struct CaptionHub {
     name: String,
     limits: CaptionLimits,
+    /// Subscribers admitted at once (`--max-subscribers`).
+    max_subscribers: usize,
     state: Mutex<HubState>,
 }
 
 impl CaptionHub {
-    fn new(spec: &SourceSpec, limits: CaptionLimits) -> Self {
+    fn new(spec: &SourceSpec, limits: CaptionLimits, max_subscribers: usize) -> Self {
         Self {
             name: spec.name.clone(),
             limits,
+            max_subscribers,
             state: Mutex::new(HubState {
                 source: CaptionSource {
                     name: spec.name.clone(),
@@ -210,9 +213,26 @@ impl CaptionHub {
 
     /// A new subscription: the source description, then up to `options.history` recent
     /// finals (`is_replay`), then live messages.
-    pub(crate) fn subscribe(&self, options: SubscribeOptions) -> SubscriberStream {
+    ///
+    /// # Errors
+    /// [`RequestError::Overloaded`] ([`Capacity::Subscribers`]) when the source already has
+    /// its maximum number of subscribers.
+    pub(crate) fn subscribe(
+        &self,
+        options: SubscribeOptions,
+    ) -> Result<SubscriberStream, RequestError> {
         let (bell, doorbell) = mpsc::channel(1);
         let mut hub = self.lock();
+        hub.subscribers.retain(|s| !s.lock().gone);
+        if hub.subscribers.len() >= self.max_subscribers {
+            return Err(RequestError::Overloaded {
+                capacity: Capacity::Subscribers,
+                reason: format!(
+                    "caption source {:?} has {} subscribers (the server's limit)",
+                    self.name, self.max_subscribers
+                ),
+            });
+        }
         let mut queue = Queue {
             items: VecDeque::new(),
             next_sequence: 1,
@@ -242,11 +262,11 @@ impl CaptionHub {
         }
         drop(hub);
         subscriber.ring();
-        SubscriberStream {
+        Ok(SubscriberStream {
             subscriber,
             doorbell,
             finished: false,
-        }
+        })
     }
 
     /// Sets the source's state (and its in-band status) and tells every subscriber.
@@ -489,10 +509,13 @@ pub struct CaptionRegistry {
 
 impl CaptionRegistry {
     /// Hubs for `specs` (not started: [`crate::sources::start`] runs their pipelines).
-    pub(crate) fn new(specs: &[SourceSpec], limits: CaptionLimits) -> Self {
+    pub(crate) fn new(specs: &[SourceSpec], limits: CaptionLimits, max_subscribers: usize) -> Self {
         let hubs = specs
             .iter()
-            .map(|s| (s.name.clone(), Arc::new(CaptionHub::new(s, limits))))
+            .map(|s| {
+                let hub = CaptionHub::new(s, limits, max_subscribers);
+                (s.name.clone(), Arc::new(hub))
+            })
             .collect();
         Self {
             hubs,
@@ -582,8 +605,8 @@ mod tests {
 
     #[test]
     fn slow_subscriber_loses_interims_not_finals() -> Result<(), String> {
-        let hub = CaptionHub::new(&spec()?, limits(8, 10));
-        let mut slow = hub.subscribe(options(true));
+        let hub = CaptionHub::new(&spec()?, limits(8, 10), 100);
+        let mut slow = hub.subscribe(options(true)).map_err(|e| e.to_string())?;
         for i in 0..5 {
             hub.publish_interim(result(&format!("partial {i}"), false, 0), 0);
         }
@@ -606,8 +629,8 @@ mod tests {
 
     #[test]
     fn subscriber_without_interims_sees_no_gap() -> Result<(), String> {
-        let hub = CaptionHub::new(&spec()?, limits(8, 10));
-        let mut plain = hub.subscribe(options(false));
+        let hub = CaptionHub::new(&spec()?, limits(8, 10), 100);
+        let mut plain = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
         hub.publish_interim(result("partial", false, 0), 0);
         hub.publish_final(result("one", true, 0), 0);
         hub.publish_final(result("two", true, 1), 1);
@@ -619,9 +642,9 @@ mod tests {
 
     #[test]
     fn hopelessly_behind_is_ended_with_resource_exhausted() -> Result<(), String> {
-        let hub = CaptionHub::new(&spec()?, limits(3, 10));
-        let mut slow = hub.subscribe(options(false));
-        let mut fast = hub.subscribe(options(false));
+        let hub = CaptionHub::new(&spec()?, limits(3, 10), 100);
+        let mut slow = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
+        let mut fast = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
         for i in 0..3 {
             hub.publish_final(result("x", true, i), i);
             let _ = drain(&mut fast);
@@ -641,14 +664,16 @@ mod tests {
 
     #[test]
     fn late_joiner_gets_recent_finals_as_replay() -> Result<(), String> {
-        let hub = CaptionHub::new(&spec()?, limits(8, 2));
+        let hub = CaptionHub::new(&spec()?, limits(8, 2), 100);
         for (i, text) in ["a", "b", "c"].iter().enumerate() {
             hub.publish_final(result(text, true, i as u64), i as u64);
         }
-        let mut late = hub.subscribe(SubscribeOptions {
-            history: 5,
-            ..options(false)
-        });
+        let mut late = hub
+            .subscribe(SubscribeOptions {
+                history: 5,
+                ..options(false)
+            })
+            .map_err(|e| e.to_string())?;
         let (items, _) = drain(&mut late);
         assert!(items[0].source.is_some());
         let replayed: Vec<_> = items[1..]
@@ -661,8 +686,8 @@ mod tests {
 
     #[test]
     fn close_ends_current_and_later_subscribers() -> Result<(), String> {
-        let hub = CaptionHub::new(&spec()?, limits(8, 2));
-        let mut early = hub.subscribe(options(false));
+        let hub = CaptionHub::new(&spec()?, limits(8, 2), 100);
+        let mut early = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
         hub.set_state(SourceState::Ended, None);
         hub.close(Ok(()));
         let (items, _) = drain(&mut early);
@@ -671,7 +696,7 @@ mod tests {
             early.subscriber.lock().end.as_ref().map(Result::is_ok),
             Some(true)
         );
-        let late = hub.subscribe(options(false));
+        let late = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
         assert_eq!(
             late.subscriber.lock().end.as_ref().map(Result::is_ok),
             Some(true)
@@ -681,15 +706,30 @@ mod tests {
     }
 
     #[test]
+    fn subscribers_beyond_the_limit_are_refused_until_one_leaves() -> Result<(), String> {
+        let hub = CaptionHub::new(&spec()?, limits(8, 2), 2);
+        let first = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
+        let _second = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
+        let status = match hub.subscribe(options(false)) {
+            Err(e) => e.to_status(),
+            Ok(_) => return Err("a third subscriber was admitted".into()),
+        };
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        drop(first);
+        hub.subscribe(options(false)).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    #[test]
     fn unknown_source_is_not_found() -> Result<(), String> {
-        let registry = CaptionRegistry::new(&[spec()?], CaptionLimits::default());
+        let registry = CaptionRegistry::new(&[spec()?], CaptionLimits::default(), 100);
         assert!(registry.find("").is_ok());
         assert!(registry.find("room").is_ok());
         match registry.find("hall") {
             Err(e) => assert_eq!(e.to_status().code(), tonic::Code::NotFound),
             Ok(_) => return Err("hall found".into()),
         }
-        let empty = CaptionRegistry::new(&[], CaptionLimits::default());
+        let empty = CaptionRegistry::new(&[], CaptionLimits::default(), 100);
         assert!(empty.find("").is_err());
         Ok(())
     }

@@ -26,6 +26,21 @@ pub const MAX_CHUNK_BYTES_LIMIT: usize = 4 * 1024 * 1024;
 /// Default longest stream, in seconds of audio (one hour).
 pub const DEFAULT_MAX_STREAM_SECONDS: u64 = 3_600;
 
+/// Default largest gRPC message the server decodes: tonic's own default (4 MiB,
+/// `DEFAULT_MAX_RECV_MESSAGE_SIZE` in tonic's codec). It bounds unary Recognize content.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest message limit accepted (64 MiB): a unary call's audio is held in memory whole.
+pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Default longest audio of one unary Recognize call: 10 minutes (one decode holds a worker
+/// for all of it; longer audio belongs on StreamingRecognize).
+pub const DEFAULT_MAX_UNARY_AUDIO_SECONDS: u64 = 600;
+
+/// Default StreamCaptions subscribers per caption source (each holds a queue of up to
+/// [`crate::captions::SUBSCRIBER_QUEUE_CAPACITY`] messages).
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 100;
+
 /// Default time without any client message before a stream ends with OUT_OF_RANGE.
 pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 30;
 
@@ -87,6 +102,19 @@ pub struct ServerArgs {
     /// Largest audio chunk accepted in one StreamingRecognize message, in bytes.
     #[arg(long, env = "TRANSCRIBE_MAX_CHUNK_BYTES", default_value_t = DEFAULT_MAX_CHUNK_BYTES)]
     pub max_chunk_bytes: usize,
+
+    /// Largest gRPC message decoded, in bytes (bounds unary Recognize content); larger
+    /// messages get OUT_OF_RANGE.
+    #[arg(long, env = "TRANSCRIBE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Longest audio one Recognize call may send (e.g. 10m); longer gets OUT_OF_RANGE.
+    #[arg(long, env = "TRANSCRIBE_MAX_UNARY_AUDIO", default_value = "10m", value_parser = parse_duration)]
+    pub max_unary_audio: Duration,
+
+    /// StreamCaptions subscribers per caption source; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TRANSCRIBE_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
 
     /// Longest audio one stream may send (e.g. 3600s, 90m, 1h); then OUT_OF_RANGE.
     #[arg(long, env = "TRANSCRIBE_MAX_STREAM_DURATION", default_value = "1h", value_parser = parse_duration)]
@@ -176,6 +204,10 @@ pub struct ServerConfig {
     pub max_streams: usize,
     /// Largest audio chunk in bytes.
     pub max_chunk_bytes: usize,
+    /// Largest gRPC message decoded, in bytes (at least `max_chunk_bytes`).
+    pub max_message_bytes: usize,
+    /// Longest audio of one unary Recognize call.
+    pub max_unary_audio: Duration,
     /// Longest audio per stream.
     pub max_stream_duration: Duration,
     /// Longest silence from the client (no message at all).
@@ -196,6 +228,8 @@ pub struct ServerConfig {
     pub sources: Vec<SourceSpec>,
     /// Caption broadcast capacities.
     pub captions: CaptionLimits,
+    /// StreamCaptions subscribers per source (at least 1).
+    pub max_subscribers: usize,
 }
 
 impl ServerConfig {
@@ -287,6 +321,23 @@ impl ServerArgs {
                 &format!("must be between 4 and {MAX_CHUNK_BYTES_LIMIT} (4 MiB)"),
             ));
         }
+        if self.max_message_bytes < self.max_chunk_bytes
+            || self.max_message_bytes > MAX_MESSAGE_BYTES_LIMIT
+        {
+            return Err(invalid(
+                "--max-message-bytes",
+                &format!(
+                    "must be between --max-chunk-bytes ({}) and {MAX_MESSAGE_BYTES_LIMIT} (64 MiB)",
+                    self.max_chunk_bytes
+                ),
+            ));
+        }
+        if self.max_unary_audio.is_zero() {
+            return Err(invalid("--max-unary-audio", "must be positive"));
+        }
+        if self.max_subscribers == 0 {
+            return Err(invalid("--max-subscribers", "must be at least 1"));
+        }
         if self.max_stream_duration.is_zero() {
             return Err(invalid("--max-stream-duration", "must be positive"));
         }
@@ -329,6 +380,8 @@ impl ServerArgs {
             queue_depth,
             max_streams,
             max_chunk_bytes: self.max_chunk_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_unary_audio: self.max_unary_audio,
             max_stream_duration: self.max_stream_duration,
             idle_timeout: self.idle_timeout,
             drain_timeout: self.drain_timeout,
@@ -338,6 +391,7 @@ impl ServerArgs {
             prompt_history: self.prompt_history,
             use_gpu: gpu,
             sources,
+            max_subscribers: self.max_subscribers,
             captions: CaptionLimits::default(),
         })
     }
@@ -456,6 +510,9 @@ mod tests {
             (&["--max-streams", "0"], "--max-streams"),
             (&["--queue-depth", "0"], "--queue-depth"),
             (&["--max-chunk-bytes", "2"], "--max-chunk-bytes"),
+            (&["--max-message-bytes", "1000"], "--max-message-bytes"),
+            (&["--max-unary-audio", "0s"], "--max-unary-audio"),
+            (&["--max-subscribers", "0"], "--max-subscribers"),
             (&["--idle-timeout", "0s"], "--idle-timeout"),
             (&["--max-utterance", "40s"], "--max-utterance"),
             (&["--step", "10ms"], "--step"),

@@ -65,12 +65,35 @@ pub enum RequestError {
         /// The server's idle limit.
         limit: Duration,
     },
-    /// Too many concurrent streams or too many queued decodes: RESOURCE_EXHAUSTED with
-    /// `RetryInfo`. Retrying later may succeed.
+    /// Too many concurrent streams, queued decodes or caption subscribers:
+    /// RESOURCE_EXHAUSTED with `RetryInfo` and the [`Capacity`]'s `ErrorInfo` reason.
+    /// Retrying later may succeed.
     #[error("server overloaded: {reason}")]
     Overloaded {
         /// Which limit was hit.
+        capacity: Capacity,
+        /// The limit in words (sent to the client).
         reason: String,
+    },
+    /// A unary Recognize call sent more audio than `--max-unary-audio`: OUT_OF_RANGE with
+    /// reason `UNARY_AUDIO_TOO_LONG`. Send shorter audio or use StreamingRecognize.
+    #[error(
+        "the audio is {:.1}s long; Recognize takes at most {}s (use StreamingRecognize for longer audio)",
+        got.as_secs_f64(),
+        limit.as_secs_f64()
+    )]
+    UnaryAudioTooLong {
+        /// The server's limit.
+        limit: Duration,
+        /// The audio's duration.
+        got: Duration,
+    },
+    /// A StreamingRecognize message was larger than `--max-message-bytes`: OUT_OF_RANGE
+    /// with reason `MESSAGE_TOO_LARGE`. Send smaller chunks.
+    #[error("a message exceeded the server's limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The server's limit in bytes.
+        limit: usize,
     },
     /// The server is still loading its model: UNAVAILABLE, retry shortly.
     #[error("the model is still loading")]
@@ -118,6 +141,28 @@ pub enum RequestError {
     },
 }
 
+/// A capacity limit behind [`RequestError::Overloaded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// `--max-streams` streams (and unary calls) are open.
+    Streams,
+    /// `--queue-depth` decodes wait for a worker.
+    Queue,
+    /// `--max-subscribers` subscribers follow the caption source.
+    Subscribers,
+}
+
+impl Capacity {
+    /// The `ErrorInfo.reason` sent with RESOURCE_EXHAUSTED.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Streams => "TOO_MANY_STREAMS",
+            Self::Queue => "QUEUE_FULL",
+            Self::Subscribers => "TOO_MANY_SUBSCRIBERS",
+        }
+    }
+}
+
 impl RequestError {
     /// An [`RequestError::InvalidArgument`] for `field`.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
@@ -157,10 +202,21 @@ impl RequestError {
             Self::PermissionDenied { .. } => Status::permission_denied(self.to_string()),
             Self::StreamTooLong { limit } => out_of_range(self, "STREAM_DURATION_EXCEEDED", *limit),
             Self::AudioTimeout { limit } => out_of_range(self, "AUDIO_TIMEOUT", *limit),
-            Self::Overloaded { .. } => {
+            Self::Overloaded { capacity, .. } => {
                 let mut details = ErrorDetails::with_retry_info(Some(OVERLOAD_RETRY_AFTER));
-                details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
+                details.set_error_info(capacity.reason(), ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::ResourceExhausted, self.to_string(), details)
+            }
+            Self::UnaryAudioTooLong { limit, .. } => {
+                out_of_range(self, "UNARY_AUDIO_TOO_LONG", *limit)
+            }
+            Self::MessageTooLarge { limit } => {
+                let details = ErrorDetails::with_error_info(
+                    "MESSAGE_TOO_LARGE",
+                    ERROR_DOMAIN,
+                    HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
+                );
+                Status::with_error_details(Code::OutOfRange, self.to_string(), details)
             }
             Self::Loading => {
                 let details = ErrorDetails::with_retry_info(Some(LOADING_RETRY_AFTER));
@@ -289,9 +345,21 @@ mod tests {
             ),
             (
                 RequestError::Overloaded {
+                    capacity: Capacity::Streams,
                     reason: "streams".into(),
                 },
                 Code::ResourceExhausted,
+            ),
+            (
+                RequestError::UnaryAudioTooLong {
+                    limit: Duration::from_secs(600),
+                    got: Duration::from_secs(601),
+                },
+                Code::OutOfRange,
+            ),
+            (
+                RequestError::MessageTooLarge { limit: 1_024 },
+                Code::OutOfRange,
             ),
             (RequestError::Loading, Code::Unavailable),
             (RequestError::Draining, Code::Unavailable),
@@ -336,9 +404,14 @@ mod tests {
         assert_eq!(violations[0].field, "streaming_config");
 
         let status = RequestError::Overloaded {
-            reason: "streams".into(),
+            capacity: Capacity::Queue,
+            reason: "queue".into(),
         }
         .to_status();
+        assert_eq!(
+            status.get_error_details().error_info().map(|e| e.reason.clone()),
+            Some("QUEUE_FULL".to_owned())
+        );
         let retry = status
             .get_error_details()
             .retry_info()

@@ -86,7 +86,7 @@ use transcribe_proto::v1::transcription_service_server::TranscriptionServiceServ
 
 pub use captions::CaptionStats;
 pub use config::{CaptionLimits, ConfigError, ServerArgs, ServerConfig};
-pub use error::{RequestError, ServerError};
+pub use error::{Capacity, RequestError, ServerError};
 pub use models::{FnLoader, LoadedModel, ModelInfo, ModelLoader, WhisperLoader};
 pub use pool::PoolStats;
 pub use service::OUTBOUND_CAPACITY;
@@ -96,6 +96,13 @@ use crate::service::{AppState, Ready, Service};
 
 /// The gRPC service name health reports on (besides the overall `""`).
 pub const SERVICE_NAME: &str = "transcribe.v1.TranscriptionService";
+
+/// How often the drain checks whether every call has ended.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// After the drain (all calls ended, or `--drain-timeout`), time the transport has to
+/// deliver the last statuses and close its connections before they are dropped.
+const DRAIN_LAST_WORDS: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A server before it runs: lets tests observe it while it serves.
 pub struct Server {
@@ -118,6 +125,12 @@ impl ServerHandle {
     /// The broadcast counters of caption source `name` (empty: the default source).
     pub fn caption_stats(&self, name: &str) -> Option<CaptionStats> {
         self.state.captions.find(name).ok().map(|hub| hub.stats())
+    }
+
+    /// StreamingRecognize and Recognize calls in progress (counted from the call's start,
+    /// before its config is read, to its end, whatever the end).
+    pub fn open_calls(&self) -> usize {
+        self.state.open_calls.load(Ordering::SeqCst)
     }
 
     /// Whether the models are loaded and the server takes streams.
@@ -174,7 +187,8 @@ impl Server {
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
         let service = TranscriptionServiceServer::new(Service {
             state: state.clone(),
-        });
+        })
+        .max_decoding_message_size(state.config.max_message_bytes);
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -250,12 +264,41 @@ impl Server {
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
         state.drain.cancel();
+        // The listener stays open while calls finish, so that health reads NOT_SERVING and
+        // new calls get UNAVAILABLE instead of a refused connection.
+        let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
+        let calls_done = async {
+            while state.open_calls.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        };
+        let stopped = tokio::select! {
+            () = calls_done => None,
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    message = "Drain timed out; cancelling what is left.",
+                    open_calls = state.open_calls.load(Ordering::SeqCst)
+                );
+                None
+            }
+            result = &mut server => Some(result),
+        };
+        if stopped.is_none() && state.open_calls.load(Ordering::SeqCst) > 0 {
+            // Cancel the decodes of what is left: those calls end with UNAVAILABLE.
+            shutdown_pool(&state).await;
+        }
         let _ = stop_tx.send(());
-        let result = match tokio::time::timeout(state.config.drain_timeout, &mut server).await {
-            Ok(result) => result.map_err(ServerError::from),
-            Err(_) => {
-                tracing::warn!(message = "Drain timed out; cancelling what is left.");
-                Ok(())
+        let result = match stopped {
+            Some(result) => result.map_err(ServerError::from),
+            None => {
+                let last = deadline.max(tokio::time::Instant::now()) + DRAIN_LAST_WORDS;
+                match tokio::time::timeout_at(last, &mut server).await {
+                    Ok(result) => result.map_err(ServerError::from),
+                    Err(_) => {
+                        tracing::warn!(message = "Connections still open; closing them.");
+                        Ok(())
+                    }
+                }
             }
         };
         shutdown_pool(&state).await;

@@ -48,14 +48,21 @@ fn serve(config: transcribe_server::ServerConfig, loader: WhisperLoader) -> anyh
         .thread_name("transcribe-io")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         run(listener, config, Box::new(loader), shutdown_signal()).await?;
         Ok(())
-    })
+    });
+    // The drain is over; a blocking task still running (a capture device read) must not
+    // hold the exit.
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    result
 }
+
+/// How long exit waits for blocking tasks after the server has stopped.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
 async fn shutdown_signal() {

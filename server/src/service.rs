@@ -3,7 +3,7 @@
 //! to a per-stream task ([`crate::session`]).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use transcribe_proto::v1::{
 use crate::captions::{CaptionRegistry, SubscribeOptions};
 use crate::config::ServerConfig;
 use crate::convert::{WordOptions, duration_of, duration_of_seconds, segment_result};
-use crate::error::RequestError;
+use crate::error::{Capacity, RequestError};
 use crate::ingest::{Ingest, RawFormat, STREAMING_ENCODINGS};
 use crate::models::ModelInfo;
 use crate::pool::{AdmitError, EnginePool, Job, StreamLease};
@@ -63,6 +63,9 @@ pub(crate) struct AppState {
     /// Cancelled when draining starts: sessions flush their finals and end with UNAVAILABLE.
     pub drain: CancellationToken,
     pub draining: AtomicBool,
+    /// StreamingRecognize and Recognize calls in progress (from the call's start, before
+    /// its config is read, to its end); see [`CallGuard`].
+    pub open_calls: AtomicUsize,
     /// The caption sources' broadcast hubs (`--source`), known before loading.
     pub captions: CaptionRegistry,
     next_request: AtomicU64,
@@ -74,7 +77,8 @@ impl AppState {
         let instance = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
-        let captions = CaptionRegistry::new(&config.sources, config.captions);
+        let captions =
+            CaptionRegistry::new(&config.sources, config.captions, config.max_subscribers);
         Self {
             config,
             names,
@@ -82,9 +86,16 @@ impl AppState {
             ready: OnceLock::new(),
             drain: CancellationToken::new(),
             draining: AtomicBool::new(false),
+            open_calls: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
             instance,
         }
+    }
+
+    /// Counts a call as open until the guard is dropped (on any exit, panics included).
+    pub fn open_call(self: &Arc<Self>) -> CallGuard {
+        self.open_calls.fetch_add(1, Ordering::SeqCst);
+        CallGuard(self.clone())
     }
 
     /// A new request id, unique within this process and unlikely to repeat across restarts.
@@ -105,10 +116,24 @@ impl AppState {
     pub fn admit(&self, ready: &Ready) -> Result<StreamLease, RequestError> {
         ready.pool.admit().map_err(|e| match e {
             AdmitError::Closed => RequestError::Draining,
-            other => RequestError::Overloaded {
-                reason: other.to_string(),
+            AdmitError::TooManyStreams { .. } => RequestError::Overloaded {
+                capacity: Capacity::Streams,
+                reason: e.to_string(),
+            },
+            AdmitError::QueueFull { .. } => RequestError::Overloaded {
+                capacity: Capacity::Queue,
+                reason: e.to_string(),
             },
         })
+    }
+}
+
+/// One open StreamingRecognize or Recognize call in [`AppState::open_calls`].
+pub(crate) struct CallGuard(Arc<AppState>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.open_calls.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -321,8 +346,13 @@ impl TranscriptionService for Service {
         let state = self.state.clone();
         let panic_tx = tx.clone();
         let id = request_id.clone();
+        let call = self.state.open_call();
         let task = tokio::spawn(
-            crate::session::run(state, inbound, tx, cancel, id).instrument(span.clone()),
+            async move {
+                let _call = call;
+                crate::session::run(state, inbound, tx, cancel, id).await;
+            }
+            .instrument(span.clone()),
         );
         // A panic in the session ends only this stream, with INTERNAL (not a silent OK).
         tokio::spawn(
@@ -346,6 +376,7 @@ impl TranscriptionService for Service {
     ) -> Result<Response<RecognizeResponse>, Status> {
         let request_id = self.state.request_id();
         let span = tracing::info_span!("recognize", request_id = %request_id);
+        let _call = self.state.open_call();
         let result = recognize(&self.state, request.into_inner(), &request_id)
             .instrument(span.clone())
             .await;
@@ -370,7 +401,7 @@ impl TranscriptionService for Service {
             self.state.ready()?;
             let options = SubscribeOptions::from_request(&request)?;
             let hub = self.state.captions.find(&request.source)?;
-            Ok::<_, RequestError>(hub.subscribe(options))
+            hub.subscribe(options)
         })();
         match subscribed {
             Ok(stream) => {
@@ -476,6 +507,13 @@ async fn recognize(
     };
     let samples = decode_content(&content, config.audio_format.as_ref())?;
     let audio_seconds = samples.len() as f64 / f64::from(SAMPLE_RATE);
+    let limit = state.config.max_unary_audio;
+    if audio_seconds > limit.as_secs_f64() {
+        return Err(RequestError::UnaryAudioTooLong {
+            limit,
+            got: Duration::from_secs_f64(audio_seconds),
+        });
+    }
     let lease = state.admit(ready)?;
     let options = DecodeOptions {
         language: recognition.language.clone(),
@@ -493,12 +531,18 @@ async fn recognize(
         options,
         tag: 0,
     });
-    let output = tokio::select! {
-        output = submitted.output => output.map_err(|_| RequestError::Draining)?,
-        () = state.drain.cancelled() => return Err(RequestError::Draining),
-    };
+    // A drain lets the decode finish; only the pool's shutdown at the drain's deadline
+    // drops it (the channel closes).
+    let output = submitted
+        .output
+        .await
+        .map_err(|_| RequestError::Draining)?;
     drop(lease);
-    let transcript = output.result?;
+    let transcript = output.result.map_err(|e| match e {
+        // Only the pool's shutdown cancels a unary decode.
+        transcribe_core::EngineError::Cancelled => RequestError::Draining,
+        other => other.into(),
+    })?;
     let threshold = recognition
         .no_speech_threshold
         .unwrap_or(DEFAULT_NO_SPEECH_THRESHOLD);

@@ -62,6 +62,16 @@ pub(crate) async fn run(
             dropped_interims = out.dropped
         ),
         Err(error) => {
+            // A decode cancelled because the drain ran out of time: the client is still
+            // there and hears why.
+            let error = match error {
+                RequestError::Cancelled
+                    if state.drain.is_cancelled() && !cancel.is_cancelled() =>
+                {
+                    RequestError::Draining
+                }
+                other => other,
+            };
             log_request_error(&error);
             if !matches!(error, RequestError::Cancelled) {
                 out.close_with(error.to_status()).await;
@@ -259,6 +269,7 @@ struct Session {
 enum Wake {
     Cancelled,
     Drain,
+    DrainDeadline,
     Idle,
     Message(Box<Result<Option<StreamingRecognizeRequest>, Status>>),
     Job(Result<JobOutput, oneshot::error::RecvError>),
@@ -275,8 +286,9 @@ async fn stream(
     // 1. The config, first and only first.
     let first = tokio::select! {
         () = cancel.cancelled() => return Err(RequestError::Cancelled),
+        () = state.drain.cancelled() => return Err(RequestError::Draining),
         () = tokio::time::sleep(idle) => return Err(RequestError::AudioTimeout { limit: idle }),
-        msg = inbound.message() => msg.map_err(|_| RequestError::Cancelled)?,
+        msg = inbound.message() => msg.map_err(|status| inbound_error(state, &status))?,
     };
     let config = match first.and_then(|m| m.streaming_request) {
         Some(StreamingRequest::StreamingConfig(config)) => config,
@@ -323,6 +335,9 @@ async fn stream(
     // 3. Audio until the policy is done.
     let mut input_open = true;
     let mut idle_deadline = tokio::time::Instant::now() + idle;
+    // Set when the server drains mid-utterance: audio is still read until the utterance
+    // ends or this deadline (half the drain timeout, leaving the rest for its final).
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         session.dispatch(out).await?;
         if session.policy.is_done() {
@@ -357,7 +372,10 @@ async fn stream(
                     }
                     Wake::Flushed
                 }
-                () = state.drain.cancelled(), if input_open => Wake::Drain,
+                () = state.drain.cancelled(), if input_open && drain_deadline.is_none() => {
+                    Wake::Drain
+                }
+                () = sleep_until_some(drain_deadline), if input_open => Wake::DrainDeadline,
                 () = tokio::time::sleep_until(idle_deadline), if input_open => Wake::Idle,
                 msg = inbound.message(), if input_open => Wake::Message(Box::new(msg)),
             }
@@ -365,7 +383,12 @@ async fn stream(
         match wake {
             Wake::Cancelled => return Err(RequestError::Cancelled),
             Wake::Flushed => {}
-            Wake::Drain => {
+            Wake::Drain if session.policy.is_speaking() => {
+                tracing::info!(message = "Draining; finishing the current utterance.");
+                drain_deadline =
+                    Some(tokio::time::Instant::now() + state.config.drain_timeout / 2);
+            }
+            Wake::Drain | Wake::DrainDeadline => {
                 input_open = false;
                 session.end_input(out, Some(RequestError::Draining)).await?;
             }
@@ -379,7 +402,7 @@ async fn stream(
             Wake::Message(msg) => match *msg {
                 Err(status) => {
                     tracing::debug!(message = "Client stream failed.", %status);
-                    return Err(RequestError::Cancelled);
+                    return Err(inbound_error(state, &status));
                 }
                 Ok(None) => {
                     input_open = false;
@@ -391,6 +414,10 @@ async fn stream(
                     session.on_message(msg, out, limit).await?;
                     if session.ingest.is_none() {
                         input_open = false;
+                    } else if drain_deadline.is_some() && !session.policy.is_speaking() {
+                        // Draining and the utterance ended: take no more audio.
+                        input_open = false;
+                        session.end_input(out, Some(RequestError::Draining)).await?;
                     }
                 }
             },
@@ -400,6 +427,26 @@ async fn stream(
     match session.ending.take() {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a failed read of the client's stream means: tonic answers a message over
+/// `--max-message-bytes` with OUT_OF_RANGE; anything else is the client going away.
+fn inbound_error(state: &AppState, status: &Status) -> RequestError {
+    if status.code() == tonic::Code::OutOfRange {
+        RequestError::MessageTooLarge {
+            limit: state.config.max_message_bytes,
+        }
+    } else {
+        RequestError::Cancelled
     }
 }
 
