@@ -3,6 +3,10 @@
 //! and final results as [`StreamEvent`]s. `transcribe --server URL FILE` and the end-to-end
 //! tests use it.
 //!
+//! Where to connect is a [`Target`]: the URL (`http://` or `https://`), optionally a private
+//! CA to trust for `https://` and a bearer token sent on every call (the server's
+//! `--auth-token-file`). A plain `&str` URL converts into a `Target` with neither.
+//!
 //! # Example
 //! ```no_run
 //! use transcribe_server::client::{StreamEvent, StreamOptions, stream_samples};
@@ -18,11 +22,16 @@
 //! # }
 //! ```
 
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use transcribe_core::{SAMPLE_RATE, Word};
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClient;
@@ -141,6 +150,32 @@ impl StreamSummary {
 /// Why a stream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// A file named on the command line (CA, token) could not be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    ReadFile {
+        /// What the file is for ("CA file", "token file").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file holds no PEM certificate. Give the CA's certificate in PEM form
+    /// (`-----BEGIN CERTIFICATE-----`).
+    #[error("no PEM certificate in CA file {}", path.display())]
+    BadCaFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The bearer token cannot be sent (see the reason; the token itself is never shown).
+    #[error("unusable bearer token{}: {reason}", path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    BadToken {
+        /// The token file, when it came from one.
+        path: Option<PathBuf>,
+        /// What is wrong.
+        reason: String,
+    },
     /// The URL is not a valid endpoint. Use e.g. `http://127.0.0.1:50051`.
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl {
@@ -172,23 +207,250 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
-/// Connects to `url` (`http://host:port`).
+/// A server to connect to: its URL, a private CA for `https://`, a bearer token. `Debug`
+/// never shows the token.
+#[derive(Clone, Default)]
+pub struct Target {
+    /// `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// PEM certificates to trust for `https://` instead of the public roots.
+    ca_pem: Option<Vec<u8>>,
+    /// The `authorization` value (`Bearer <token>`), marked sensitive.
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("private_ca", &self.ca_pem.is_some())
+            .field("token", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl From<&str> for Target {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<String> for Target {
+    fn from(url: String) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<&String> for Target {
+    fn from(url: &String) -> Self {
+        Self::new(url.as_str())
+    }
+}
+
+impl From<&Target> for Target {
+    fn from(target: &Target) -> Self {
+        target.clone()
+    }
+}
+
+impl Target {
+    /// `url` with no private CA and no token.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the URL asks for TLS.
+    pub fn is_https(&self) -> bool {
+        self.url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    }
+
+    /// Trusts the PEM certificate(s) of `path` (a private CA) for `https://`, instead of the
+    /// public roots.
+    ///
+    /// # Errors
+    /// [`ClientError::ReadFile`] or [`ClientError::BadCaFile`], naming `path`.
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Self, ClientError> {
+        let pem = std::fs::read(path).map_err(|source| ClientError::ReadFile {
+            what: "CA file",
+            path: path.to_owned(),
+            source,
+        })?;
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+        if !certs.is_ok_and(|c| !c.is_empty()) {
+            return Err(ClientError::BadCaFile {
+                path: path.to_owned(),
+            });
+        }
+        self.ca_pem = Some(pem);
+        Ok(self)
+    }
+
+    /// Sends `token` as `authorization: Bearer <token>` on every call.
+    ///
+    /// # Errors
+    /// [`ClientError::BadToken`] when it is empty or not a single word of visible ASCII.
+    pub fn with_token(self, token: &str) -> Result<Self, ClientError> {
+        self.token_from(token.trim(), None)
+    }
+
+    /// Sends the first token of the token file at `path` (the server's format: one token
+    /// per line, blank lines and `#` comments ignored).
+    ///
+    /// # Errors
+    /// [`ClientError::ReadFile`] or [`ClientError::BadToken`], naming `path`.
+    pub fn with_token_file(self, path: &Path) -> Result<Self, ClientError> {
+        let tokens = crate::auth::read_token_file(path).map_err(|e| match e {
+            crate::auth::TokenFileError::Read { path, source } => ClientError::ReadFile {
+                what: "token file",
+                path,
+                source,
+            },
+            crate::auth::TokenFileError::Invalid { path, source } => ClientError::BadToken {
+                path: Some(path),
+                reason: source.to_string(),
+            },
+        })?;
+        let first = tokens.first().map(String::as_str).unwrap_or_default();
+        self.token_from(first, Some(path))
+    }
+
+    fn token_from(mut self, token: &str, path: Option<&Path>) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::BadToken {
+            path: path.map(Path::to_owned),
+            reason: reason.to_owned(),
+        };
+        if token.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad("it must be one word of visible ASCII"));
+        }
+        let mut value: MetadataValue<Ascii> =
+            MetadataValue::try_from(format!("{} {token}", crate::auth::BEARER))
+                .map_err(|_| bad("it cannot go into a header"))?;
+        // Never indexed by HPACK, never shown by `Debug`.
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
+    }
+
+    /// Whether a token is sent.
+    pub fn has_token(&self) -> bool {
+        self.authorization.is_some()
+    }
+
+    /// The endpoint for this target: TLS with the private CA (or the public roots) for
+    /// `https://`.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`] for a bad URL, or a CA given with an `http://` URL.
+    pub fn endpoint(&self) -> Result<Endpoint, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidUrl {
+            url: self.url.clone(),
+            reason,
+        };
+        let endpoint =
+            Channel::from_shared(self.url.clone()).map_err(|e| invalid(e.to_string()))?;
+        match &self.ca_pem {
+            Some(_) if !self.is_https() => Err(invalid(
+                "a CA file was given, so use an https:// URL (this one is plaintext)".into(),
+            )),
+            Some(pem) => endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .map_err(|e| invalid(e.to_string())),
+            // https:// without a CA: tonic trusts the public (webpki) roots.
+            None => Ok(endpoint),
+        }
+    }
+
+    /// Connects a channel (for health or reflection clients; it sends no token).
+    ///
+    /// # Errors
+    /// As [`Target::endpoint`], or [`ClientError::Connect`].
+    pub async fn channel(&self) -> Result<Channel, ClientError> {
+        if self.authorization.is_some() && !self.is_https() && !is_loopback_url(&self.url) {
+            tracing::warn!(
+                message = "Sending a bearer token over plaintext; use an https:// URL.",
+                url = %self.url
+            );
+        }
+        self.endpoint()?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.url.clone(),
+                source,
+            })
+    }
+
+    /// The interceptor adding this target's token to every call.
+    pub fn bearer(&self) -> Bearer {
+        Bearer(self.authorization.clone())
+    }
+}
+
+/// Whether `url`'s host is loopback (`localhost`, `127.x`, `[::1]`).
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An interceptor that adds `authorization: Bearer <token>` to every call (nothing when
+/// the target has no token).
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(<redacted>)"
+        } else {
+            "Bearer(None)"
+        })
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(crate::auth::AUTHORIZATION, value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of the transcription service that sends the target's token on every call.
+pub type ServiceClient = TranscriptionServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects to `target` (a URL, or a [`Target`] with a CA and a token).
 ///
 /// # Errors
 /// [`ClientError::InvalidUrl`] or [`ClientError::Connect`].
-pub async fn connect(url: &str) -> Result<TranscriptionServiceClient<Channel>, ClientError> {
-    let endpoint = Channel::from_shared(url.to_owned()).map_err(|e| ClientError::InvalidUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect {
-            url: url.to_owned(),
-            source,
-        })?;
-    Ok(TranscriptionServiceClient::new(channel))
+pub async fn connect(target: impl Into<Target>) -> Result<ServiceClient, ClientError> {
+    let target = target.into();
+    let channel = target.channel().await?;
+    Ok(TranscriptionServiceClient::with_interceptor(
+        channel,
+        target.bearer(),
+    ))
 }
 
 /// The first request of a stream for `options` (16 kHz mono FLOAT32).
@@ -222,18 +484,18 @@ pub fn streaming_config(options: &StreamOptions) -> StreamingRecognizeRequest {
     }
 }
 
-/// Streams `samples` (16 kHz mono, `[-1, 1]`) to the server at `url` and calls `on_event`
+/// Streams `samples` (16 kHz mono, `[-1, 1]`) to the server at `target` and calls `on_event`
 /// for every result as it arrives; returns when the server has sent its last final.
 ///
 /// # Errors
 /// [`ClientError`] when the server cannot be reached or ends the call with an error.
 pub async fn stream_samples(
-    url: &str,
+    target: impl Into<Target>,
     samples: &[f32],
     options: &StreamOptions,
     on_event: impl FnMut(StreamEvent),
 ) -> Result<StreamSummary, ClientError> {
-    let mut client = connect(url).await?;
+    let mut client = connect(target).await?;
     stream_with(&mut client, samples, options, on_event).await
 }
 
@@ -242,7 +504,7 @@ pub async fn stream_samples(
 /// # Errors
 /// [`ClientError::Status`] when the server ends the call with an error.
 pub async fn stream_with(
-    client: &mut TranscriptionServiceClient<Channel>,
+    client: &mut ServiceClient,
     samples: &[f32],
     options: &StreamOptions,
     mut on_event: impl FnMut(StreamEvent),
@@ -371,4 +633,70 @@ pub fn events_of(response: &StreamingRecognizeResponse) -> Vec<StreamEvent> {
         });
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_never_show_their_token() -> Result<(), ClientError> {
+        let target = Target::new("https://example.test:50051").with_token("s3cret-token")?;
+        assert!(target.has_token() && target.is_https());
+        let shown = format!("{target:?} {:?}", target.bearer());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_without_echo() {
+        for token in ["", "two words", "caf\u{e9}"] {
+            let error = Target::new("http://127.0.0.1:1").with_token(token).err();
+            assert!(
+                matches!(&error, Some(ClientError::BadToken { .. })),
+                "{token:?}: {error:?}"
+            );
+            let message = error.map(|e| e.to_string()).unwrap_or_default();
+            assert!(token.is_empty() || !message.contains(token), "{message}");
+        }
+    }
+
+    #[test]
+    fn bearer_adds_the_header() -> Result<(), Box<dyn std::error::Error>> {
+        let target = Target::new("http://127.0.0.1:1").with_token("abc")?;
+        let request = target.bearer().call(tonic::Request::new(()))?;
+        let value = request.metadata().get(crate::auth::AUTHORIZATION);
+        assert_eq!(value.map(|v| v.to_str().ok()), Some(Some("Bearer abc")));
+        let request = Target::new("http://127.0.0.1:1")
+            .bearer()
+            .call(tonic::Request::new(()))?;
+        assert!(request.metadata().get(crate::auth::AUTHORIZATION).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let path = Path::new("/nonexistent/ca.pem");
+        let message = Target::new("https://localhost:1")
+            .with_ca_file(path)
+            .err()
+            .map(|e| e.to_string());
+        assert!(message.is_some_and(|m| m.contains("/nonexistent/ca.pem")));
+        let path = Path::new("/nonexistent/token");
+        let message = Target::new("https://localhost:1")
+            .with_token_file(path)
+            .err()
+            .map(|e| e.to_string());
+        assert!(message.is_some_and(|m| m.contains("/nonexistent/token")));
+    }
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        assert!(is_loopback_url("http://127.0.0.1:50051"));
+        assert!(is_loopback_url("http://localhost:50051"));
+        assert!(is_loopback_url("http://[::1]:50051"));
+        assert!(!is_loopback_url("http://10.0.0.2:50051"));
+        assert!(!is_loopback_url("http://example.test"));
+    }
 }

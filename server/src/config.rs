@@ -162,6 +162,21 @@ pub struct ServerArgs {
         value_delimiter = ';'
     )]
     pub sources: Vec<String>,
+
+    /// Require a bearer token on every call except health: a file of accepted tokens, one
+    /// per line (blank lines and `#` comments ignored). Clients send
+    /// `authorization: Bearer <token>`; calls without one get UNAUTHENTICATED.
+    #[arg(long, env = "TRANSCRIBE_AUTH_TOKEN_FILE", value_name = "PATH")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
+    /// Serve TLS with this PEM certificate chain (the server's certificate first); needs
+    /// --tls-key. Clients then connect with https://.
+    #[arg(long, env = "TRANSCRIBE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TRANSCRIBE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Capacities of the caption broadcast ([`crate::captions`]); the defaults are the named
@@ -228,6 +243,10 @@ pub struct ServerConfig {
     pub sources: Vec<SourceSpec>,
     /// Caption broadcast capacities.
     pub captions: CaptionLimits,
+    /// Accepted bearer tokens (`--auth-token-file`); `None`: no authentication.
+    pub auth: Option<crate::auth::TokenSet>,
+    /// TLS certificate and key (`--tls-cert`, `--tls-key`); `None`: plaintext.
+    pub tls: Option<crate::tls::TlsIdentity>,
     /// StreamCaptions subscribers per source (at least 1).
     pub max_subscribers: usize,
 }
@@ -372,6 +391,21 @@ impl ServerArgs {
             ));
         }
         let sources = parse_sources(&self.sources)?;
+        let auth = match &self.auth_token_file {
+            Some(path) => Some(crate::auth::TokenSet::load(path).map_err(|e| ConfigError::Invalid {
+                flag: "--auth-token-file",
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        let tls = crate::tls::TlsIdentity::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            flag: e.flag(),
+            reason: e.to_string(),
+        })?;
         Ok(ServerConfig {
             listen: self.listen,
             models,
@@ -393,6 +427,8 @@ impl ServerArgs {
             sources,
             max_subscribers: self.max_subscribers,
             captions: CaptionLimits::default(),
+            auth,
+            tls,
         })
     }
 }

@@ -52,6 +52,15 @@ pub enum RequestError {
         /// What was refused.
         what: String,
     },
+    /// The call has no valid bearer token (`--auth-token-file`): missing, not
+    /// `Bearer <token>`, or not accepted. UNAUTHENTICATED with one generic message for every
+    /// reason (the reason is only logged; the token never is). Send
+    /// `authorization: Bearer <token>` with a token from the server's token file.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Why, for the server log.
+        reason: &'static str,
+    },
     /// The stream exceeded its maximum audio duration: OUT_OF_RANGE with reason
     /// `STREAM_DURATION_EXCEEDED`. Reconnect with `stream_start_offset` to continue.
     #[error("stream exceeded the maximum audio duration of {}s", limit.as_secs_f64())]
@@ -200,6 +209,9 @@ impl RequestError {
                 Status::with_error_details(Code::NotFound, self.to_string(), details)
             }
             Self::PermissionDenied { .. } => Status::permission_denied(self.to_string()),
+            Self::Unauthenticated { .. } => {
+                Status::unauthenticated("missing or invalid bearer token")
+            }
             Self::StreamTooLong { limit } => out_of_range(self, "STREAM_DURATION_EXCEEDED", *limit),
             Self::AudioTimeout { limit } => out_of_range(self, "AUDIO_TIMEOUT", *limit),
             Self::Overloaded { capacity, .. } => {
@@ -330,6 +342,12 @@ mod tests {
             (
                 RequestError::PermissionDenied { what: "uri".into() },
                 Code::PermissionDenied,
+            ),
+            (
+                RequestError::Unauthenticated {
+                    reason: "unknown token",
+                },
+                Code::Unauthenticated,
             ),
             (
                 RequestError::StreamTooLong {

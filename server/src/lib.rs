@@ -27,6 +27,9 @@
 //!   subscriber (interims keep the latest, finals never dropped, a hopelessly slow
 //!   subscriber ended with RESOURCE_EXHAUSTED), recent finals for late joiners.
 //! - [`convert`]: engine values to API messages (durations, words, results).
+//! - [`auth`]: `--auth-token-file`: bearer tokens (kept as SHA-256 digests, compared in
+//!   constant time) checked by an interceptor on every service except health.
+//! - [`tls`]: `--tls-cert`/`--tls-key`: PEM files checked at start-up for tonic's rustls.
 //! - [`client`]: a Rust client helper that streams samples to a server ([`client::stream_samples`]).
 //!
 //! # Channels, capacities and what happens when they are full
@@ -63,6 +66,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod captions;
 pub mod client;
 pub mod config;
@@ -74,6 +78,7 @@ pub mod pool;
 mod service;
 mod session;
 pub mod sources;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,6 +86,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use transcribe_proto::v1::transcription_service_server::TranscriptionServiceServer;
 
@@ -189,9 +195,19 @@ impl Server {
             state: state.clone(),
         })
         .max_decoding_message_size(state.config.max_message_bytes);
+        // Security (auth, tls): health stays open to probes; reflection and the API need a
+        // bearer token when --auth-token-file is set.
+        let authenticator = auth::Authenticator::new(state.config.auth.clone());
+        let reflection = InterceptedService::new(reflection, authenticator.clone());
+        let reflection_alpha = InterceptedService::new(reflection_alpha, authenticator.clone());
+        let service = InterceptedService::new(service, authenticator.clone());
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &state.config.tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let server = builder
             .add_service(health)
             .add_service(reflection)
             .add_service(reflection_alpha)
@@ -202,6 +218,7 @@ impl Server {
         tokio::pin!(server);
         tokio::pin!(shutdown);
         tracing::info!(message = "Listening.", address = %local, models = ?state.names);
+        log_security(local, &authenticator, state.config.tls.as_ref());
 
         let config = state.config.clone();
         let load = tokio::task::spawn_blocking(move || -> Result<Ready, ServerError> {
@@ -304,6 +321,25 @@ impl Server {
         shutdown_pool(&state).await;
         tracing::info!(message = "Stopped.");
         result
+    }
+}
+
+/// Says how the server is protected; warns when it listens beyond loopback without tokens.
+fn log_security(
+    local: std::net::SocketAddr,
+    authenticator: &auth::Authenticator,
+    tls: Option<&tls::TlsIdentity>,
+) {
+    tracing::info!(
+        message = "Security.",
+        auth = if authenticator.is_enabled() { "bearer token" } else { "none" },
+        tls = tls.map_or("off".to_owned(), |t| t.cert_path().display().to_string())
+    );
+    if !local.ip().is_loopback() && !authenticator.is_enabled() {
+        tracing::warn!(
+            message = "Listening beyond loopback without authentication: anyone who can reach this address can use the server. Set --auth-token-file (and --tls-cert/--tls-key).",
+            address = %local
+        );
     }
 }
 
