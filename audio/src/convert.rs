@@ -173,8 +173,10 @@ impl Converter {
                 self.frames_in += downmix_into(&mut self.partial, channels, interleaved, out);
             }
             Some(r) => {
+                let from = r.pending.len();
                 self.frames_in +=
                     downmix_into(&mut self.partial, channels, interleaved, &mut r.pending);
+                sanitize(&mut r.pending[from..]);
                 r.run_full_blocks(out);
             }
         }
@@ -352,6 +354,25 @@ fn downmix_into(partial: &mut Vec<f32>, channels: usize, input: &[f32], out: &mu
         frames += 1;
     }
     frames
+}
+
+/// Largest magnitude handed to the resampler: 120 dB above full scale, far beyond real audio
+/// and far below where the f32 sums of an FFT block overflow (`f32::MAX` is about 3.4e38).
+const MAX_RESAMPLE_MAGNITUDE: f32 = 1.0e6;
+
+/// Makes samples safe for rubato, whose FFT resampler panics on NaN and on the infinities
+/// that huge values overflow to (found by the `audio_decode` fuzz harness): NaN becomes 0,
+/// everything else is clamped to [`MAX_RESAMPLE_MAGNITUDE`]. Callers that must reject such
+/// input (raw client PCM, float files) check before converting; this keeps the converter
+/// from panicking whatever it is given.
+fn sanitize(samples: &mut [f32]) {
+    for s in samples {
+        *s = if s.is_nan() {
+            0.0
+        } else {
+            s.clamp(-MAX_RESAMPLE_MAGNITUDE, MAX_RESAMPLE_MAGNITUDE)
+        };
+    }
 }
 
 fn average(frame: &[f32]) -> f32 {
@@ -643,6 +664,34 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max);
         assert!(max_diff < 1e-5, "{max_diff}");
+        Ok(())
+    }
+
+    /// Found by the `audio_decode` fuzz harness: NaN, infinities and values near `f32::MAX`
+    /// made rubato panic ("Imaginary part of first value was non-zero"). Now the resampler
+    /// gets NaN as 0 and the rest clamped, at every rate, and the output is finite.
+    #[test]
+    fn non_finite_and_huge_input_never_panics() -> TestResult {
+        for rate in RATES {
+            for (channels, bad) in [
+                (1, f32::NAN),
+                (1, f32::INFINITY),
+                (2, f32::MAX),
+                (1, -f32::MAX),
+            ] {
+                let mut conv = Converter::new(rate, channels)?;
+                let mut input = tone(rate, 440.0, 0.5, 0.5);
+                for s in input.iter_mut().step_by(97) {
+                    *s = bad;
+                }
+                let mut out = conv.push(&input);
+                out.extend(conv.finish());
+                if rate != SAMPLE_RATE {
+                    assert!(out.iter().all(|s| s.is_finite()), "{rate} Hz, {bad}");
+                }
+                assert!(!out.is_empty());
+            }
+        }
         Ok(())
     }
 }

@@ -262,7 +262,7 @@ fn decode_source<S: MediaSource + 'static>(
         path: path.to_path_buf(),
         reason,
     };
-    match detected {
+    let decoded = match detected {
         Detected::Wav => decode_wav(path, &mut src),
         Detected::Sphere => decode_sphere(path, src),
         Detected::OggOpus => Err(unsupported(opus_reason())),
@@ -293,6 +293,30 @@ fn decode_source<S: MediaSource + 'static>(
         | Detected::Ogg
         | Detected::Aiff
         | Detected::Mp4 => decode_symphonia(path, src, detected),
+    }?;
+    // The decoders reject non-finite input; this also catches finite values so large that
+    // downmixing overflows them.
+    if decoded.samples.iter().any(|s| !s.is_finite()) {
+        return Err(AudioError::Corrupt {
+            path: path.to_path_buf(),
+            format: detected.format_name(),
+            reason: "the samples are too large to convert (float samples must be finite, \
+                     nominally in [-1, 1])"
+                .into(),
+        });
+    }
+    Ok(decoded)
+}
+
+/// A float file holding NaN or infinity: it would poison every later computation, as it
+/// would from a streaming client ([`AudioError::NonFiniteSample`]).
+fn non_finite(path: &Path, format: &'static str, index: u64) -> AudioError {
+    AudioError::Corrupt {
+        path: path.to_path_buf(),
+        format,
+        reason: format!(
+            "sample {index} is NaN or infinite; float samples must be finite, nominally in [-1, 1]"
+        ),
     }
 }
 
@@ -369,7 +393,8 @@ fn decode_wav<S: Read + Seek>(path: &Path, src: &mut S) -> Result<DecodedAudio, 
         hound::SampleFormat::Float => {
             for s in reader.samples::<f32>() {
                 match s {
-                    Ok(v) => block.push(v),
+                    Ok(v) if v.is_finite() => block.push(v),
+                    Ok(_) => return Err(non_finite(path, "WAV", read + block.len() as u64)),
                     Err(e) => {
                         failure = Some(e);
                         break;
@@ -749,8 +774,13 @@ fn decode_symphonia<S: MediaSource + 'static>(
             Some(b) if b.capacity() as u64 >= needed * u64::from(channels) => b,
             slot => slot.insert(SampleBuffer::new(needed, spec)),
         };
-        frames += decoded.frames() as u64;
+        let decoded_frames = decoded.frames() as u64;
         sample_buf.copy_interleaved_ref(decoded);
+        if let Some(i) = sample_buf.samples().iter().position(|s| !s.is_finite()) {
+            let index = frames * u64::from(channels) + i as u64;
+            return Err(non_finite(path, format_name, index));
+        }
+        frames += decoded_frames;
         if let Some(c) = conv.as_mut() {
             c.push_into(sample_buf.samples(), &mut out);
         }
@@ -1030,6 +1060,34 @@ mod tests {
             }
         }
         assert!(checked >= 10, "only {checked} fixtures");
+        Ok(())
+    }
+
+    /// Found by the `audio_decode` fuzz harness on its hand-made seeds: a float WAV holding
+    /// NaN or infinity decoded to NaN at 16 kHz and panicked inside rubato at other rates;
+    /// values near `f32::MAX` panicked there too. Now: a clear error for non-finite samples,
+    /// finite output for huge ones.
+    #[test]
+    fn non_finite_float_wav_is_corrupt() -> TestResult {
+        let wav = |value: f32, rate: u32| {
+            let mut data = Vec::new();
+            for i in 0..4_000 {
+                let v = if i % 50 < 8 { value } else { 0.1 };
+                data.extend_from_slice(&f32::to_le_bytes(v));
+            }
+            wav_with_tag(3, rate, 32, &data)
+        };
+        for rate in [16_000, 44_100] {
+            for value in [f32::NAN, f32::NEG_INFINITY] {
+                let e = decode_bytes(&wav(value, rate), "bad.wav").err();
+                assert!(
+                    matches!(&e, Some(AudioError::Corrupt { format: "WAV", reason, .. }) if reason.contains("sample 0 is NaN or infinite")),
+                    "{value} at {rate} Hz: {e:?}"
+                );
+            }
+            let huge = decode_bytes(&wav(f32::MAX, rate), "huge.wav")?;
+            assert!(huge.samples.iter().all(|s| s.is_finite()), "{rate} Hz");
+        }
         Ok(())
     }
 

@@ -1,0 +1,30 @@
+//! Replays the committed fuzz corpus `fuzz/corpus/audio_decode/` through transcribe_audio::decode_bytes, with the
+//! same harness the `audio_decode` fuzz target runs (`fuzz/harness/audio.rs`), so every input the
+//! fuzzer kept (seeds, coverage finds, fixed crashes) stays a regression test on stable Rust.
+
+#[path = "../../fuzz/harness/audio.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../../fuzz/harness/input.rs"]
+#[allow(dead_code)]
+mod input;
+
+use std::path::Path;
+
+#[test]
+fn fuzz_corpus_replays_cleanly() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/audio_decode");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    for file in &files {
+        let data = std::fs::read(file)?;
+        // A panic names the input; `cargo +nightly fuzz run audio_decode <file>` reproduces it.
+        eprintln!("{}", file.display());
+        harness::run(&data);
+    }
+    println!("{} inputs replayed", files.len());
+    Ok(())
+}
