@@ -370,6 +370,9 @@ class Setup:
         if not cc:
             raise RuntimeError("no C compiler (cc)")
         lib_root = Path(self.args.whisper_lib_dir) if self.args.whisper_lib_dir else None
+        if lib_root is None and self.args.binary_dir:
+            raise RuntimeError("with --binary-dir, pass --whisper-lib-dir (the whisper-rs-sys out/ folder of "
+                               "the build those binaries came from) so the C peer runs the same libraries")
         if lib_root is None:
             outs = sorted((TARGET / "release" / "build").glob("whisper-rs-sys-*/out/lib/libwhisper.a"),
                           key=lambda p: p.stat().st_mtime)
@@ -505,6 +508,10 @@ def stream_sim_once(setup, model, clip, threads):
 def section_accuracy(setup, args, clips, cache):
     threads = args.threads[0]
     rows, totals = [], []
+    stream_wer = not args.no_stream_wer
+    if stream_wer and setup.binary("stream_sim") is None:
+        setup.note(f"accuracy: no stream_sim example in {setup.bindir} or its examples/; streaming WER not measured")
+        stream_wer = False
     for model in setup.models:
         engines = setup.engines_for(model)
         for clip in clips:
@@ -522,7 +529,7 @@ def section_accuracy(setup, args, clips, cache):
                 e, n = wer_counts(clip["reference"], text)
                 row["wer"][engine] = e / n if n else None
                 row["counts"][engine] = [e, n]
-            if not args.no_stream_wer:
+            if stream_wer:
                 try:
                     sim = stream_sim_once(setup, model, clip, threads)
                     e, n = wer_counts(clip["reference"], sim.get("stream_text", ""))
@@ -546,7 +553,7 @@ def section_accuracy(setup, args, clips, cache):
             totals.append(t)
     return {"threads": threads, "clips": len(clips), "rows": rows, "totals": totals,
             "stream_wer": "engine/examples/stream_sim (policy + real engine on the sample clock, 1 worker)"
-            if not args.no_stream_wer else None}
+            if stream_wer else None}
 
 
 def free_port():
@@ -568,12 +575,17 @@ def section_stream(setup, args):
         url = f"http://127.0.0.1:{port}"
         server_cmd = [server_bin, "--listen", f"127.0.0.1:{port}", "--model", model["ggml"],
                       "--max-streams", str(args.max_streams), "--queue-depth", str(args.max_streams)]
+        env = dict(os.environ)
         if args.server_threads:
-            server_cmd += ["--threads", str(args.server_threads)]
+            # Both read it: the server for its decodes, stream_bench for its offline reference
+            # and for the configuration it reports.
+            env["TRANSCRIBE_THREADS"] = str(args.server_threads)
         log(f"stream {model['name']}: {shlex.join(map(str, server_cmd))}")
         logf = tempfile.NamedTemporaryFile("w+", suffix=".server.log")
-        server = subprocess.Popen([str(c) for c in server_cmd], stdout=logf, stderr=subprocess.STDOUT)
-        entry = {"model": model["name"], "server_command": shlex.join(map(str, server_cmd))}
+        server = subprocess.Popen([str(c) for c in server_cmd], stdout=logf, stderr=subprocess.STDOUT, env=env)
+        entry = {"model": model["name"], "server_command": (f"TRANSCRIBE_THREADS={args.server_threads} "
+                                                            if args.server_threads else "")
+                 + shlex.join(map(str, server_cmd))}
         try:
             with tempfile.TemporaryDirectory() as d:
                 js = Path(d) / "stream.json"
@@ -584,10 +596,12 @@ def section_stream(setup, args):
                     cmd += ["--language", language_for(model)]
                 entry["bench_command"] = shlex.join(map(str, cmd))
                 p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
-                                   timeout=args.stream_timeout)
+                                   timeout=args.stream_timeout, env=env)
                 if p.returncode != 0:
                     raise RuntimeError(f"stream_bench exited {p.returncode}: {p.stderr[-1500:]}")
-                entry.update(json.loads(js.read_text()))
+                result = json.loads(js.read_text())
+                result["model_path"] = result.pop("model", model["ggml"])
+                entry.update(result)
                 log(f"stream {model['name']}: capacity {entry.get('capacity_streams')}")
         except Exception as e:  # noqa: BLE001
             logf.seek(0)

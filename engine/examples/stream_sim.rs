@@ -4,7 +4,11 @@
 //! ```text
 //! cargo run --release -p transcribe-engine --example stream_sim -- MODEL_PATH WAV \
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
+//!     [--verbose] [--no-offline]
 //! ```
+//!
+//! `scripts/bench` runs it per clip for the streaming WER of its accuracy section
+//! (`--no-offline`: the offline text comes from `transcribe` there).
 //!
 //! How: [`run_stream_timed`] asks for a job's cost (in samples) before it asks the
 //! transcriber for the result. The cost closure therefore runs the real decode itself,
@@ -85,10 +89,13 @@ struct Args {
     reference: Option<PathBuf>,
     json: Option<PathBuf>,
     verbose: bool,
+    /// Skip the whole-file offline decode (its WER and RTF are reported as NaN / null):
+    /// `scripts/bench` gets the offline text from `transcribe` itself.
+    no_offline: bool,
 }
 
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
-                     [--language CODE] [--reference TXT] [--json OUT] [--verbose]";
+                     [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline]";
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut positional = Vec::new();
@@ -101,6 +108,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         reference: None,
         json: None,
         verbose: false,
+        no_offline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -115,6 +123,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--reference" => args.reference = Some(value()?.into()),
             "--json" => args.json = Some(value()?.into()),
             "-v" | "--verbose" => args.verbose = true,
+            "--no-offline" => args.no_offline = true,
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
             _ => positional.push(PathBuf::from(a)),
@@ -450,16 +459,26 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Streaming and offline WER.
     let stream_text = finals.join(" ");
     let t = Instant::now();
-    let offline = session.transcribe(
-        &samples,
-        &DecodeOptions {
-            language: args.language.clone(),
-            ..DecodeOptions::default()
-        },
-    )?;
-    let offline_s = t.elapsed().as_secs_f64();
-    let offline_text = offline.text();
+    let offline_text = if args.no_offline {
+        String::new()
+    } else {
+        session
+            .transcribe(
+                &samples,
+                &DecodeOptions {
+                    language: args.language.clone(),
+                    ..DecodeOptions::default()
+                },
+            )?
+            .text()
+    };
+    let offline_s = if args.no_offline {
+        f64::NAN
+    } else {
+        t.elapsed().as_secs_f64()
+    };
     let (stream_wer, offline_wer) = match &reference {
+        Some(r) if args.no_offline => (wer(r, &stream_text).rate(), f64::NAN),
         Some(r) => (wer(r, &stream_text).rate(), wer(r, &offline_text).rate()),
         None => (f64::NAN, f64::NAN),
     };
