@@ -21,18 +21,14 @@
 //!   (`.txt` beside the file), after `transcribe_core::text::normalize`.
 //!
 //! Capacity is the largest N such that it and every smaller N tested keep both p95
-//! latencies under the target (`--latency-target`, 2 s) on every file; `--until-fail` stops
-//! stepping a file's counts at the first that misses it (`scripts/bench` passes
-//! `--streams 1,2,...,M --until-fail`). `--server URL` streams to a running server (the real
-//! `transcribe-server` binary, as `scripts/bench` does) instead of an in-process one; the
-//! offline reference is still decoded here, on the CPU. It prints a markdown table and
-//! writes JSON (default `target/bench/stream.json`).
+//! latencies under the threshold (2 s) on every file. It prints a markdown table and writes
+//! JSON (default `target/bench/stream.json`).
 //!
 //! # Layout
 //! - `Args`: flags.
 //! - `offline`: the offline reference transcript.
-//! - `run_stream` / `Trace`: one paced stream and the events it got, with arrival times.
-//! - `word_latencies`, `align`: word emission matching.
+//! - `run_stream` / `Run`: one paced stream and the events it got, with arrival times
+//!   (word emission matching and percentiles: `transcribe_server::latency`).
 //! - `Row`, `to_json`, `table`: aggregation and output.
 
 use std::path::{Path, PathBuf};
@@ -45,14 +41,11 @@ use tokio::sync::Barrier;
 use transcribe_core::text::{normalize, wer};
 use transcribe_core::{DecodeOptions, Transcriber};
 use transcribe_server::client::{self, StreamEvent, StreamOptions};
+use transcribe_server::latency::{RefWord, Trace, final_latencies, percentile, word_latencies};
 use transcribe_server::{ServerArgs, WhisperLoader};
 
 /// p95 latency under which a stream count counts as sustained (issue 3: "p95 under 2 s").
 const THRESHOLD_SECONDS: f64 = 2.0;
-
-/// Offline words whose start is at most this far past the audio sent so far may already
-/// be aligned (Whisper's word times are approximate, a word may show a little early).
-const ALIGN_SLACK_SECONDS: f64 = 1.0;
 
 /// Streams the fixtures in real time to an in-process server and reports latencies.
 #[derive(Parser, Debug)]
@@ -82,29 +75,11 @@ struct Args {
     /// JSON output. [default: target/bench/stream.json under the workspace root]
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Stream to this running server (e.g. `http://127.0.0.1:50051`) instead of starting
-    /// one in-process; it must serve `--model` and admit the largest stream count.
-    #[arg(long)]
-    server: Option<String>,
-    /// Stop stepping a file's stream counts at the first count whose p95 misses the target.
-    #[arg(long)]
-    until_fail: bool,
-    /// p95 word and final latency (seconds) a stream count must stay under.
-    #[arg(long, default_value_t = THRESHOLD_SECONDS)]
-    latency_target: f64,
 }
 
 fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.parent().map(Path::to_path_buf).unwrap_or(here)
-}
-
-/// One word of the offline transcript (a normalised token and its word's end).
-#[derive(Debug, Clone)]
-struct RefWord {
-    token: String,
-    start: f64,
-    end: f64,
 }
 
 struct Offline {
@@ -145,9 +120,8 @@ fn offline(model_path: &Path, samples: &[f32], threads: usize, language: &str) -
 }
 
 /// One stream's events with their arrival times.
-struct Trace {
-    start: Instant,
-    events: Vec<(Instant, StreamEvent)>,
+struct Run {
+    trace: Trace,
     finals_text: String,
     elapsed: f64,
 }
@@ -158,7 +132,7 @@ async fn run_stream(
     options: StreamOptions,
     barrier: Arc<Barrier>,
     delay: Duration,
-) -> Result<Trace> {
+) -> Result<Run> {
     let mut grpc = client::connect(&url).await?;
     barrier.wait().await;
     tokio::time::sleep(delay).await;
@@ -168,125 +142,16 @@ async fn run_stream(
         events.push((Instant::now(), e));
     })
     .await?;
-    Ok(Trace {
-        start,
-        events,
+    Ok(Run {
+        trace: Trace { start, events },
         finals_text: summary.text(),
         elapsed: start.elapsed().as_secs_f64(),
     })
 }
 
-fn tokens(text: &str) -> Vec<String> {
-    normalize(text)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Minimum-edit-distance alignment of `reference` with `hypothesis`: the pairs
-/// `(reference index, hypothesis index)` aligned to equal tokens.
-fn align(reference: &[RefWord], hypothesis: &[String]) -> Vec<usize> {
-    let (n, m) = (reference.len(), hypothesis.len());
-    let width = m + 1;
-    let mut d = vec![0u32; (n + 1) * width];
-    for i in 0..=n {
-        d[i * width] = i as u32;
-    }
-    for (j, cell) in d.iter_mut().enumerate().take(width) {
-        *cell = j as u32;
-    }
-    for i in 1..=n {
-        for j in 1..=m {
-            let sub = u32::from(reference[i - 1].token != hypothesis[j - 1]);
-            let diag = d[(i - 1) * width + j - 1] + sub;
-            let up = d[(i - 1) * width + j] + 1;
-            let left = d[i * width + j - 1] + 1;
-            d[i * width + j] = diag.min(up).min(left);
-        }
-    }
-    let mut matched = Vec::new();
-    let (mut i, mut j) = (n, m);
-    while i > 0 && j > 0 {
-        let here = d[i * width + j];
-        let equal = reference[i - 1].token == hypothesis[j - 1];
-        if equal && here == d[(i - 1) * width + j - 1] {
-            matched.push(i - 1);
-            i -= 1;
-            j -= 1;
-        } else if here == d[(i - 1) * width + j - 1] + 1 {
-            i -= 1;
-            j -= 1;
-        } else if here == d[(i - 1) * width + j] + 1 {
-            i -= 1;
-        } else {
-            j -= 1;
-        }
-    }
-    matched
-}
-
-/// Per offline word, the latency of its first appearance (`None`: never matched).
-fn word_latencies(reference: &[RefWord], trace: &Trace) -> Vec<Option<f64>> {
-    let mut first: Vec<Option<f64>> = vec![None; reference.len()];
-    let mut finals: Vec<String> = Vec::new();
-    let mut interim: Option<(u64, Vec<String>)> = None;
-    for (at, event) in &trace.events {
-        match event {
-            StreamEvent::Interim {
-                utterance_index,
-                stable,
-                unstable,
-            } => {
-                let mut t = tokens(stable);
-                t.extend(tokens(unstable));
-                interim = (!t.is_empty()).then_some((*utterance_index, t));
-            }
-            StreamEvent::Final(f) => {
-                finals.extend(tokens(&f.text));
-                if interim
-                    .as_ref()
-                    .is_some_and(|(i, _)| *i <= f.utterance_index)
-                {
-                    interim = None;
-                }
-            }
-            StreamEvent::Progress { .. } => continue,
-        }
-        let now = at.duration_since(trace.start).as_secs_f64();
-        let heard = reference
-            .iter()
-            .take_while(|w| w.start <= now + ALIGN_SLACK_SECONDS)
-            .count();
-        let mut hypothesis = finals.clone();
-        if let Some((_, t)) = &interim {
-            hypothesis.extend(t.iter().cloned());
-        }
-        for k in align(&reference[..heard], &hypothesis) {
-            if first[k].is_none() {
-                first[k] = Some(now - reference[k].end);
-            }
-        }
-    }
-    first
-}
-
-/// Per final: (latency from its end offset, latency from its last word's end).
-fn final_latencies(trace: &Trace) -> Vec<(f64, Option<f64>)> {
-    trace
-        .events
-        .iter()
-        .filter_map(|(at, e)| match e {
-            StreamEvent::Final(f) if !f.text.is_empty() => {
-                let now = at.duration_since(trace.start).as_secs_f64();
-                Some((now - f.end, f.words.last().map(|w| now - w.end)))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-fn print_finals(traces: &[Trace]) {
-    for (i, trace) in traces.iter().enumerate() {
+fn print_finals(runs: &[Run]) {
+    for (i, run) in runs.iter().enumerate() {
+        let trace = &run.trace;
         for (at, e) in &trace.events {
             if let StreamEvent::Final(f) = e {
                 eprintln!(
@@ -301,17 +166,6 @@ fn print_finals(traces: &[Trace]) {
             }
         }
     }
-}
-
-/// Nearest-rank percentile of `values` (`p` in 0..=100); `None` when empty.
-fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-    Some(v[rank.min(v.len()) - 1])
 }
 
 /// One (file, stream count) measurement.
@@ -337,13 +191,11 @@ struct Row {
     /// CPU seconds this process (server and clients) used per wall second of the row:
     /// how much of the machine it got.
     cpu_share: Option<f64>,
-    /// The p95 latency target (`--latency-target`).
-    target: f64,
 }
 
 impl Row {
     fn ok(&self) -> bool {
-        let under = |v: Option<f64>| v.is_some_and(|v| v < self.target);
+        let under = |v: Option<f64>| v.is_some_and(|v| v < THRESHOLD_SECONDS);
         under(self.word_p95) && under(self.final_p95)
     }
 
@@ -357,7 +209,7 @@ fn measure(
     audio_seconds: f64,
     reference_text: &str,
     off: &Offline,
-    traces: &[Trace],
+    runs: &[Run],
 ) -> Row {
     let mut words = Vec::new();
     let mut unmatched = 0;
@@ -365,7 +217,8 @@ fn measure(
     let mut final_words = Vec::new();
     let mut streaming_wer = Vec::new();
     let mut tail_max: f64 = 0.0;
-    for trace in traces {
+    for run in runs {
+        let trace = &run.trace;
         for l in word_latencies(&off.words, trace) {
             match l {
                 Some(l) => words.push(l),
@@ -376,14 +229,14 @@ fn measure(
             finals.push(f);
             final_words.extend(w);
         }
-        streaming_wer.push(wer(reference_text, &trace.finals_text).rate());
-        tail_max = tail_max.max(trace.elapsed - audio_seconds);
+        streaming_wer.push(wer(reference_text, &run.finals_text).rate());
+        tail_max = tail_max.max(run.elapsed - audio_seconds);
     }
     Row {
         file: file.to_owned(),
         audio_seconds,
-        streams: traces.len(),
-        words: off.words.len() * traces.len(),
+        streams: runs.len(),
+        words: off.words.len() * runs.len(),
         unmatched,
         word_p50: percentile(&words, 50.0),
         word_p95: percentile(&words, 95.0),
@@ -398,7 +251,6 @@ fn measure(
         tail_max,
         load: load_average(),
         cpu_share: None,
-        target: THRESHOLD_SECONDS,
     }
 }
 
@@ -447,7 +299,7 @@ fn json_str(s: &str) -> String {
 
 fn table(model: &str, rows: &[Row]) -> String {
     let mut s = String::from(
-        "| model | file | streams | word p50 (s) | word p95 (s) | unmatched words | final p50 (s) | final p95 (s) | final from last word p50/p95 (s) | streaming WER | offline WER | end-of-audio to last final, max (s) | load avg | bench CPU share (cores) | p95 < target |\n\
+        "| model | file | streams | word p50 (s) | word p95 (s) | unmatched words | final p50 (s) | final p95 (s) | final from last word p50/p95 (s) | streaming WER | offline WER | end-of-audio to last final, max (s) | load avg | bench CPU share (cores) | p95 < 2 s |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
@@ -474,13 +326,7 @@ fn table(model: &str, rows: &[Row]) -> String {
     s
 }
 
-fn to_json(
-    model: &str,
-    workers: usize,
-    threads: usize,
-    (capacity, target): (usize, f64),
-    rows: &[Row],
-) -> String {
+fn to_json(model: &str, workers: usize, threads: usize, capacity: usize, rows: &[Row]) -> String {
     let mut items = Vec::new();
     for r in rows {
         let wers: Vec<String> = r.streaming_wer.iter().map(|w| format!("{w:.4}")).collect();
@@ -514,7 +360,7 @@ fn to_json(
     }
     format!(
         "{{\n  \"model\": {},\n  \"workers\": {workers},\n  \"threads_per_decode\": {threads},\n  \
-         \"cores\": {},\n  \"threshold_s\": {target},\n  \"capacity_streams\": {capacity},\n  \
+         \"cores\": {},\n  \"threshold_s\": {THRESHOLD_SECONDS},\n  \"capacity_streams\": {capacity},\n  \
          \"rows\": [\n{}\n  ]\n}}\n",
         json_str(model),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -581,28 +427,23 @@ async fn main() -> Result<()> {
         ));
     }
 
+    let loader = WhisperLoader::from_config(&config, Default::default())?;
     let (workers, threads) = (config.workers, config.threads);
+    let server = transcribe_server::Server::new(config, Box::new(loader));
+    let handle = server.handle();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
     let deadline = Instant::now() + Duration::from_secs(120);
-    let (url, in_process) = if let Some(url) = &args.server {
-        (url.clone(), None)
-    } else {
-        let loader = WhisperLoader::from_config(&config, Default::default())?;
-        let server = transcribe_server::Server::new(config, Box::new(loader));
-        let handle = server.handle();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        while !handle.is_serving() {
-            if Instant::now() > deadline || task.is_finished() {
-                bail!("the server did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    while !handle.is_serving() {
+        if Instant::now() > deadline || task.is_finished() {
+            bail!("the server did not become ready");
         }
-        (url, Some((stop, task)))
-    };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let options = StreamOptions {
         realtime: true,
@@ -616,13 +457,7 @@ async fn main() -> Result<()> {
             realtime: false,
             ..options.clone()
         };
-        // A server started apart may still be loading its model: retry until the deadline.
-        while let Err(e) = client::stream_samples(&url, &samples[..n], &fast, |_| {}).await {
-            if Instant::now() > deadline {
-                return Err(e).context(format!("warm-up stream to {url}"));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        client::stream_samples(&url, &samples[..n], &fast, |_| {}).await?;
     }
 
     let mut rows = Vec::new();
@@ -650,22 +485,15 @@ async fn main() -> Result<()> {
                 print_finals(&traces);
             }
             let mut row = measure(name, audio_seconds, reference, off, &traces);
-            row.target = args.latency_target;
             row.cpu_share = cpu0
                 .zip(cpu_seconds())
                 .map(|(a, b)| (b - a) / wall0.elapsed().as_secs_f64());
             eprint!("{}", table(&args.model, std::slice::from_ref(&row)));
-            let failed = !row.ok();
             rows.push(row);
-            if args.until_fail && failed {
-                break;
-            }
         }
     }
-    if let Some((stop, task)) = in_process {
-        let _ = stop.send(());
-        task.await??;
-    }
+    let _ = stop.send(());
+    task.await??;
 
     // Capacity: the largest N such that it and every smaller N tested pass on every file.
     let mut counts = args.streams.clone();
@@ -673,11 +501,7 @@ async fn main() -> Result<()> {
     counts.dedup();
     let mut capacity = 0;
     for n in counts {
-        let passed = |name: &String| {
-            rows.iter()
-                .any(|r| r.streams == n && &r.file == name && r.ok())
-        };
-        if inputs.iter().all(|(name, ..)| passed(name)) {
+        if rows.iter().filter(|r| r.streams == n).all(Row::ok) {
             capacity = n;
         } else {
             break;
@@ -686,8 +510,8 @@ async fn main() -> Result<()> {
 
     println!("{}", table(&args.model, &rows));
     println!(
-        "capacity ({}, {workers} worker(s), {threads} thread(s) per decode): {capacity} concurrent real-time stream(s) with p95 word and final latency < {} s",
-        args.model, args.latency_target
+        "capacity ({}, {workers} worker(s), {threads} thread(s) per decode): {capacity} concurrent real-time stream(s) with p95 word and final latency < {THRESHOLD_SECONDS} s",
+        args.model
     );
     let json_path = args
         .json
@@ -697,13 +521,7 @@ async fn main() -> Result<()> {
     }
     std::fs::write(
         &json_path,
-        to_json(
-            &args.model,
-            workers,
-            threads,
-            (capacity, args.latency_target),
-            &rows,
-        ),
+        to_json(&args.model, workers, threads, capacity, &rows),
     )?;
     eprintln!("wrote {}", json_path.display());
     Ok(())

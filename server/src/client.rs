@@ -510,32 +510,8 @@ pub async fn stream_with(
     mut on_event: impl FnMut(StreamEvent),
 ) -> Result<StreamSummary, ClientError> {
     let started = Instant::now();
-    let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
-    let chunk_samples = ((options.chunk.as_secs_f64() * f64::from(SAMPLE_RATE)) as usize).max(1);
-    let audio: Vec<f32> = samples.to_vec();
-    let config = streaming_config(options);
-    let realtime = options.realtime;
-    let chunk = options.chunk;
-    let sender = tokio::spawn(async move {
-        if tx.send(config).await.is_err() {
-            return;
-        }
-        let mut ticker = tokio::time::interval(chunk);
-        for piece in audio.chunks(chunk_samples) {
-            if realtime {
-                ticker.tick().await;
-            }
-            let bytes: Vec<u8> = piece.iter().flat_map(|s| s.to_le_bytes()).collect();
-            let request = StreamingRecognizeRequest {
-                streaming_request: Some(StreamingRequest::AudioContent(bytes)),
-            };
-            if tx.send(request).await.is_err() {
-                return;
-            }
-        }
-        // Dropping `tx` half-closes the request stream: end of audio.
-    });
-    let response = client.streaming_recognize(ReceiverStream::new(rx)).await;
+    let (sender, requests) = paced_requests(samples, options);
+    let response = client.streaming_recognize(requests).await;
     let mut inbound = match response {
         Ok(r) => r.into_inner(),
         Err(status) => {
@@ -565,6 +541,45 @@ pub async fn stream_with(
     sender.abort();
     summary.elapsed = started.elapsed();
     result.map(|()| summary)
+}
+
+/// Spawns the task that sends [`streaming_config`] for `options`, then `samples` (16 kHz
+/// mono) as FLOAT32 chunks of `options.chunk`, paced in real time when `options.realtime`,
+/// and half-closes. Returns the task and the request stream to pass to
+/// `streaming_recognize`; dropping the stream (or aborting the task) stops the sending.
+pub fn paced_requests(
+    samples: &[f32],
+    options: &StreamOptions,
+) -> (
+    tokio::task::JoinHandle<()>,
+    ReceiverStream<StreamingRecognizeRequest>,
+) {
+    let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
+    let chunk_samples = ((options.chunk.as_secs_f64() * f64::from(SAMPLE_RATE)) as usize).max(1);
+    let audio: Vec<f32> = samples.to_vec();
+    let config = streaming_config(options);
+    let realtime = options.realtime;
+    let chunk = options.chunk;
+    let sender = tokio::spawn(async move {
+        if tx.send(config).await.is_err() {
+            return;
+        }
+        let mut ticker = tokio::time::interval(chunk);
+        for piece in audio.chunks(chunk_samples) {
+            if realtime {
+                ticker.tick().await;
+            }
+            let bytes: Vec<u8> = piece.iter().flat_map(|s| s.to_le_bytes()).collect();
+            let request = StreamingRecognizeRequest {
+                streaming_request: Some(StreamingRequest::AudioContent(bytes)),
+            };
+            if tx.send(request).await.is_err() {
+                return;
+            }
+        }
+        // Dropping `tx` half-closes the request stream: end of audio.
+    });
+    (sender, ReceiverStream::new(rx))
 }
 
 fn seconds(d: Option<&prost_types::Duration>) -> f64 {

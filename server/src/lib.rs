@@ -31,6 +31,8 @@
 //!   constant time) checked by an interceptor on every service except health.
 //! - [`tls`]: `--tls-cert`/`--tls-key`: PEM files checked at start-up for tonic's rustls.
 //! - [`client`]: a Rust client helper that streams samples to a server ([`client::stream_samples`]).
+//! - [`latency`]: client-side latency measures over a traced stream (word emission,
+//!   interim, finalisation; percentiles), shared by the benchmark and the soak tool.
 //!
 //! # Channels, capacities and what happens when they are full
 //! - Client audio in: tonic's `Streaming` read one message at a time; HTTP/2 flow control
@@ -73,6 +75,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod ingest;
+pub mod latency;
 pub mod models;
 pub mod pool;
 mod service;
