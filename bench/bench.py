@@ -728,6 +728,9 @@ def markdown(doc):
              else ", NOT identical to the peer's weights")
         lines.append(f"- Model {m['name']}: `{m['ggml']}` ({m['bytes'] / 1e6:.1f} MB, SHA-256 "
                      f"`{m['sha256'][:16]}…`{extra}).")
+    if doc.get("quick"):
+        lines.append("- **Quick smoke run (`--quick`)**: one run, short clips, at most 2 streams; it checks that "
+                     "the command works, its numbers are not for comparison.")
     for n in doc["notes"]:
         lines.append(f"- Note: {n}")
     lines.append("")
