@@ -240,11 +240,14 @@ class Setup:
         log(msg)
         self.notes.append(msg)
 
-    def binary(self, name):
-        for p in (self.bindir / name, self.bindir / "examples" / name):
-            if p.exists():
-                return p
-        return None
+    def binary(self, name, fallback=False):
+        """`name` in the binary folder or its examples/; with `fallback`, also this checkout's
+        release build (for a client-side tool such as stream_bench, which may run on the CPU
+        beside a CUDA server)."""
+        places = [self.bindir / name, self.bindir / "examples" / name]
+        if fallback:
+            places.append(TARGET / "release" / "examples" / name)
+        return next((p for p in places if p.exists()), None)
 
     def build(self, sections):
         if self.args.binary_dir or self.args.no_build:
@@ -439,6 +442,8 @@ def transcribe_once(setup, engine, model, clip, threads):
 # ---- sections -------------------------------------------------------------------------------------
 
 def section_offline(setup, args, clips, cache):
+    if not setup.models:
+        raise RuntimeError("no model to benchmark (see the notes)")
     rows = []
     raw = {}
     for rep in range(args.runs):
@@ -486,7 +491,25 @@ def section_offline(setup, args, clips, cache):
                         "text": ok[-1]["text"], "raw": runs,
                     }
                 rows.append(row)
-    return {"clips": [c["id"] for c in clips], "runs": args.runs, "threads": args.threads, "rows": rows}
+    # Totals per thread count and model: summed median processing time over summed audio.
+    totals = []
+    for threads in args.threads:
+        for model in setup.models:
+            sub = [r for r in rows if r["threads"] == threads and r["model"] == model["name"]]
+            if len(sub) < 2:
+                continue
+            t = {"threads": threads, "model": model["name"], "clip": f"all {len(sub)} clips", "engines": {},
+                 "audio_s": sum(r.get("audio_s") or 0 for r in sub)}
+            for engine in setup.engines_for(model):
+                per = [r["engines"].get(engine, {}) for r in sub]
+                if all("processing_s" in p for p in per) and t["audio_s"]:
+                    errors = sum(p["errors"] for p in per)
+                    words = sum(p["reference_words"] for p in per)
+                    t["engines"][engine] = {"rtf": sum(p["processing_s"] for p in per) / t["audio_s"],
+                                            "wer": errors / words if words else None}
+            totals.append(t)
+    return {"clips": [c["id"] for c in clips], "runs": args.runs, "threads": args.threads, "rows": rows,
+            "totals": totals}
 
 
 def stream_sim_once(setup, model, clip, threads):
@@ -506,6 +529,8 @@ def stream_sim_once(setup, model, clip, threads):
 
 
 def section_accuracy(setup, args, clips, cache):
+    if not setup.models:
+        raise RuntimeError("no model to benchmark (see the notes)")
     threads = args.threads[0]
     rows, totals = [], []
     stream_wer = not args.no_stream_wer
@@ -563,7 +588,9 @@ def free_port():
 
 
 def section_stream(setup, args):
-    server_bin, bench_bin = setup.binary("transcribe-server"), setup.binary("stream_bench")
+    if not setup.models:
+        raise RuntimeError("no model to benchmark (see the notes)")
+    server_bin, bench_bin = setup.binary("transcribe-server"), setup.binary("stream_bench", fallback=True)
     if server_bin is None or bench_bin is None:
         raise RuntimeError(f"needs transcribe-server and the stream_bench example in {setup.bindir} "
                            "(cargo build --release -p transcribe-server --bin transcribe-server --example stream_bench)")
@@ -583,7 +610,7 @@ def section_stream(setup, args):
         log(f"stream {model['name']}: {shlex.join(map(str, server_cmd))}")
         logf = tempfile.NamedTemporaryFile("w+", suffix=".server.log")
         server = subprocess.Popen([str(c) for c in server_cmd], stdout=logf, stderr=subprocess.STDOUT, env=env)
-        entry = {"model": model["name"], "server_command": (f"TRANSCRIBE_THREADS={args.server_threads} "
+        entry = {"model": model["name"], "stream_bench": str(bench_bin), "server_command": (f"TRANSCRIBE_THREADS={args.server_threads} "
                                                             if args.server_threads else "")
                  + shlex.join(map(str, server_cmd))}
         try:
@@ -631,7 +658,7 @@ def md_offline(sec):
         [f"ours / {ENGINE_LABEL[p]}" for p in peers]
     lines = ["### Offline: real-time factor (processing s / audio s, model load excluded; lower is better)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    for r in sec["rows"]:
+    for r in sec["rows"] + sec.get("totals", []):
         e = r["engines"]
         rtf = {k: v.get("rtf") for k, v in e.items()}
         lines.append("| " + " | ".join([str(r["threads"]), r["model"], r["clip"], fmt(r.get("audio_s"), 1),
@@ -642,7 +669,7 @@ def md_offline(sec):
         [f"peak RSS MB {ENGINE_LABEL[p]}" for p in engines] + [f"WER {ENGINE_LABEL[p]}" for p in engines]
     lines += ["", "### Offline: model load, peak RSS, WER", "", "| " + " | ".join(head) + " |",
               "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    for r in sec["rows"]:
+    for r in sec["rows"] + sec.get("totals", []):
         e = r["engines"]
         lines.append("| " + " | ".join([str(r["threads"]), r["model"], r["clip"]] +
                                        [fmt(e.get(p, {}).get("load_s"), 2) for p in engines] +
@@ -726,6 +753,8 @@ def markdown(doc):
         extra = "" if m.get("same_weights_as_peer") is None else \
             (", byte-identical to a fresh import of the peer's CTranslate2 folder" if m["same_weights_as_peer"]
              else ", NOT identical to the peer's weights")
+        if m.get("ct2") and m["name"] != m.get("peer_model"):
+            extra += f"; faster-whisper runs {m['peer_model']}'s CTranslate2 weights beside it"
         lines.append(f"- Model {m['name']}: `{m['ggml']}` ({m['bytes'] / 1e6:.1f} MB, SHA-256 "
                      f"`{m['sha256'][:16]}…`{extra}).")
     if doc.get("quick"):
@@ -739,7 +768,7 @@ def markdown(doc):
         if sec is None:
             continue
         if "error" in sec:
-            lines += [f"### {name}: FAILED", "", "```", sec["error"][-2000:], "```", ""]
+            lines += [f"### {name}: FAILED", "", sec["error"][-1500:], ""]
             continue
         lines += {"offline": md_offline, "accuracy": md_accuracy, "stream": md_stream}[name](sec) + [""]
     return "\n".join(lines)
@@ -783,7 +812,7 @@ def parse_args(argv):
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
-        if args.models == "tiny.en,base" and not args.model_file:
+        if not any(a == "--models" or a.startswith("--models=") for a in argv):
             args.models = "tiny.en"
         args.runs = 1 if "--runs" not in argv else args.runs
         args.threads = args.threads or "1"
@@ -849,8 +878,8 @@ def main(argv):
                 if corpus:
                     clips += [c for c in corpus_clips(corpus) if c["category"] == "B_long"]
             doc["sections"]["offline"] = section_offline(setup, args, clips, cache)
-        except Exception:  # noqa: BLE001
-            doc["sections"]["offline"] = {"error": traceback.format_exc()}
+        except Exception as e:  # noqa: BLE001
+            doc["sections"]["offline"] = {"error": str(e), "traceback": traceback.format_exc()}
     if "accuracy" in args.only:
         try:
             clips = fixture_clips() + (corpus_clips(corpus) if corpus else [])
@@ -859,13 +888,13 @@ def main(argv):
                 cp = [c for c in clips if c["source"] != "audio-fixtures"][:2]
                 clips = fx + cp
             doc["sections"]["accuracy"] = section_accuracy(setup, args, clips, cache)
-        except Exception:  # noqa: BLE001
-            doc["sections"]["accuracy"] = {"error": traceback.format_exc()}
+        except Exception as e:  # noqa: BLE001
+            doc["sections"]["accuracy"] = {"error": str(e), "traceback": traceback.format_exc()}
     if "stream" in args.only:
         try:
             doc["sections"]["stream"] = section_stream(setup, args)
-        except Exception:  # noqa: BLE001
-            doc["sections"]["stream"] = {"error": traceback.format_exc()}
+        except Exception as e:  # noqa: BLE001
+            doc["sections"]["stream"] = {"error": str(e), "traceback": traceback.format_exc()}
 
     doc["load_after"] = load_average()
     doc["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,180 @@
+"""Tests of bench/bench.py's pure parts and of the whisper.cpp C driver.
+
+Run: python3 -m unittest bench/test_bench.py   (from the workspace root; seconds, except the
+C driver test, which transcribes one short fixture with tiny.en and is skipped when the
+static libraries or the cached model are absent).
+"""
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+from types import SimpleNamespace
+
+# Loaded by path: `python3 -m unittest bench/test_bench.py` would resolve `import bench` to the
+# bench/ folder itself.
+_spec = importlib.util.spec_from_file_location("bench_orchestrator", Path(__file__).resolve().parent / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+class Text(unittest.TestCase):
+    def test_normalize_matches_core(self):
+        # The same cases as core/src/text.rs's tests.
+        self.assertEqual(bench.normalize("Hello, World!  It's  me."), "hello world it's me")
+        self.assertEqual(bench.normalize("3.5 per-cent"), "3 5 per cent")
+        self.assertEqual(bench.normalize("don\u2019t 'quoted'"), "don't quoted")
+
+    def test_wer_counts(self):
+        self.assertEqual(bench.wer_counts("the cat sat", "The cat, sat."), (0, 3))
+        self.assertEqual(bench.wer_counts("the cat sat", "a cat sat down"), (2, 3))
+        self.assertEqual(bench.wer_counts("one two", ""), (2, 2))
+
+
+class Inputs(unittest.TestCase):
+    def test_fixture_clips_are_speech_with_references(self):
+        clips = bench.fixture_clips()
+        ids = {c["id"] for c in clips}
+        self.assertIn("speech_long_60s", ids)
+        self.assertFalse(any(i.startswith("signal_") for i in ids))
+        for c in clips:
+            self.assertTrue(Path(c["path"]).exists(), c["path"])
+            self.assertTrue(c["reference"].strip())
+
+    def test_corpus_clips_keep_english_rows_with_reference_and_existing_audio(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "wav16k").mkdir()
+            for name in ("a", "b", "c", "d"):
+                (d / "wav16k" / f"{name}.wav").write_bytes(b"RIFF")
+            head = "id\tcategory\tlanguage\tduration_s\twav16k\treference\tref_quality\n"
+            rows = [
+                "a\tA_en_exact\ten\t1\twav16k/a.wav\tHello there\texact",
+                "b\tD_non_en\tde\t1\twav16k/b.wav\tHallo\texact",
+                "c\tE_format\ten\t1\twav16k/c.wav\tHello there\texact",
+                "d\tB_long\ten\t1\twav16k/d.wav\t\t",
+                "e\tB_long\ten\t1\twav16k/missing.wav\tGone\texact",
+            ]
+            (d / "manifest.tsv").write_text(head + "\n".join(rows) + "\n")
+            clips = bench.corpus_clips(d)
+        self.assertEqual([c["id"] for c in clips], ["a"])
+        self.assertEqual(clips[0]["reference"], "Hello there")
+
+
+class Measure(unittest.TestCase):
+    def test_run_measured_reports_the_child_peak_rss(self):
+        code = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('done')"
+        out, _, wall, rss = bench.run_measured([sys.executable, "-c", code])
+        self.assertEqual(out.strip(), "done")
+        self.assertGreater(wall, 0)
+        self.assertGreaterEqual(rss, 200)
+
+    def test_run_measured_raises_with_stderr_on_failure(self):
+        with self.assertRaisesRegex(RuntimeError, "exited 3: boom"):
+            bench.run_measured([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+
+
+class Args(unittest.TestCase):
+    def test_defaults(self):
+        a = bench.parse_args([])
+        self.assertEqual(a.models, "tiny.en,base")
+        self.assertEqual(a.threads, list(dict.fromkeys(["1", str(os.cpu_count())])))
+        self.assertEqual(a.runs, 3)
+        self.assertEqual(a.only, list(bench.SECTIONS))
+        self.assertEqual(a.peers, list(bench.PEERS))
+        self.assertEqual(a.latency_target, 2.0)
+
+    def test_quick_narrows_unless_told(self):
+        a = bench.parse_args(["--quick"])
+        self.assertEqual((a.models, a.runs, a.threads, a.max_streams), ("tiny.en", 1, ["1"], 2))
+        a = bench.parse_args(["--quick", "--models", "base", "--runs", "2"])
+        self.assertEqual((a.models, a.runs), ("base", 2))
+
+    def test_unknown_section_or_peer_is_a_usage_error(self):
+        with contextlib.redirect_stderr(io.StringIO()) as err, self.assertRaises(SystemExit):
+            bench.parse_args(["--only", "offline,speed"])
+        self.assertIn("unknown section(s) speed", err.getvalue())
+        with contextlib.redirect_stderr(io.StringIO()) as err, self.assertRaises(SystemExit):
+            bench.parse_args(["--peers", "whisper-cli"])
+        self.assertIn("unknown peer(s) whisper-cli", err.getvalue())
+        self.assertEqual(bench.parse_args(["--peers", "none"]).peers, [])
+
+
+class Report(unittest.TestCase):
+    def doc(self):
+        engines = {
+            "ours": {"rtf": 0.2, "load_s": 0.1, "rss_mb": 200, "wer": 0.05, "processing_s": 2.0,
+                     "errors": 1, "reference_words": 20},
+            "fw-int8": {"rtf": 0.1, "load_s": 0.5, "rss_mb": 250, "wer": 0.05, "processing_s": 1.0,
+                        "errors": 1, "reference_words": 20},
+            "whisper-c": {"error": "cc failed"},
+        }
+        return {
+            "date": "2026-11-26 07:00 UTC", "commit": "abc", "command": "scripts/bench --only offline,stream",
+            "machine": {"cpu": "Test CPU", "cores": 2, "memory_gib": 8, "gpu": None},
+            "load_before": [1.0, 1.0, 1.0], "load_after": [2.0, 1.5, 1.0], "versions": {"ours": "transcribe"},
+            "models": [{"name": "tiny.en", "ggml": "/m/ggml-tiny.en.bin", "bytes": 77_700_000,
+                        "sha256": "ab" * 32, "same_weights_as_peer": True, "ct2": "/c", "peer_model": "tiny.en"}],
+            "notes": ["a note"], "quick": False,
+            "sections": {
+                "offline": {"rows": [{"threads": "1", "model": "tiny.en", "clip": "long", "audio_s": 10.0,
+                                      "engines": engines}], "totals": []},
+                "stream": {"error": "needs transcribe-server"},
+            },
+        }
+
+    def test_markdown_has_ratios_failures_and_provenance(self):
+        md = bench.markdown(self.doc())
+        self.assertIn("| 1 | tiny.en | long | 10.0 | 0.200 | 0.100 | - | 2.00 | - |", md)
+        self.assertIn("tiny.en long t1 whisper-c: cc failed", md)
+        self.assertIn("### stream: FAILED", md)
+        self.assertIn("needs transcribe-server", md)
+        self.assertIn("SHA-256 `abababababababab…`", md)
+        self.assertIn("before 1.0/1.0/1.0, after 2.0/1.5/1.0", md)
+        self.assertIn("Note: a note", md)
+        self.assertNotIn("### accuracy", md)
+
+
+def c_driver_inputs():
+    root = Path(bench.ROOT)
+    libs = sorted((bench.TARGET / "release" / "build").glob("whisper-rs-sys-*/out/lib/libwhisper.a"))
+    model = Path.home() / ".cache" / "transcribe" / "models" / "ggml-tiny.en.bin"
+    return root, libs, model
+
+
+class CDriver(unittest.TestCase):
+    @unittest.skipUnless(c_driver_inputs()[1] and c_driver_inputs()[2].exists(),
+                         "needs a cargo release build (whisper-rs-sys static libraries) and cached tiny.en")
+    def test_builds_and_transcribes_a_fixture(self):
+        root, _, model = c_driver_inputs()
+        setup = bench.Setup(SimpleNamespace(binary_dir=None, whisper_lib_dir=None, peers=["whisper-c"]))
+        setup.build_c_driver()
+        clip = next(c for c in bench.fixture_clips() if c["id"] == "speech_short")
+        out = subprocess.run([setup.c_driver, model, clip["path"], "--threads", "1", "--language", "en"],
+                             capture_output=True, text=True, check=True)
+        j = json.loads(out.stdout)
+        self.assertAlmostEqual(j["audio_s"], 2.7, delta=0.3)
+        self.assertGreater(j["load_s"], 0)
+        self.assertLessEqual(bench.wer_counts(clip["reference"], j["text"])[0], 1, j["text"])
+        self.assertIn("total time", out.stderr)  # whisper_print_timings
+
+    def test_rejects_audio_it_cannot_read(self):
+        root, libs, model = c_driver_inputs()
+        if not libs or not model.exists():
+            self.skipTest("needs the static libraries and cached tiny.en")
+        setup = bench.Setup(SimpleNamespace(binary_dir=None, whisper_lib_dir=None, peers=["whisper-c"]))
+        setup.build_c_driver()
+        mp3 = root / "audio-fixtures" / "formats" / "mp3_44k1_stereo.mp3"
+        p = subprocess.run([setup.c_driver, model, mp3], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not a RIFF/WAVE file", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
