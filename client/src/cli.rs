@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::format::Format;
 
@@ -58,9 +58,18 @@ pub struct Args {
     #[arg(long)]
     pub translate: bool,
 
-    /// Threads for inference [default: number of CPU cores, at most 8].
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// Upper bound on text tokens per segment (whisper's max_tokens; default: no bound).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+
+    /// Turn off whisper's temperature fallback (re-decoding a window at higher temperature
+    /// when the text looks degenerate): fixed work per window, e.g. for timing.
+    #[arg(long)]
+    pub no_fallback: bool,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value = "txt")]
@@ -71,10 +80,23 @@ pub struct Args {
     #[arg(short, long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 
-    /// Send the audio to a transcribe server (e.g. http://127.0.0.1:50051) instead of
-    /// running Whisper in-process. Partial results update in place on a terminal.
+    /// Send the audio to a transcribe server (e.g. http://127.0.0.1:50051, or
+    /// https://host:port for a server with TLS) instead of running Whisper in-process.
+    /// Partial results update in place on a terminal.
     #[arg(long, value_name = "URL", env = "TRANSCRIBE_SERVER")]
     pub server: Option<String>,
+
+    /// With an https:// --server: trust this PEM CA certificate (a private CA or a
+    /// self-signed server certificate) instead of the public roots.
+    #[arg(long, value_name = "PEM", requires = "server")]
+    pub ca_file: Option<PathBuf>,
+
+    /// With --server: send the first token of this file (one per line, `#` comments
+    /// ignored) as `authorization: Bearer <token>`, for servers started with
+    /// --auth-token-file. Without it, the token in the environment variable
+    /// TRANSCRIBE_AUTH_TOKEN is sent, if set.
+    #[arg(long, value_name = "PATH", env = "TRANSCRIBE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 
     /// With --server: send the audio at real-time pace, like a live source (otherwise as
     /// fast as the server takes it).
@@ -130,6 +152,43 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
+/// Where and how Whisper runs: shared by transcription and `models bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Threads for inference [default: number of CPU cores, at most 8].
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+
+    /// Run on the CPU even when this binary has a GPU backend (see `--version`).
+    #[arg(long)]
+    pub cpu: bool,
+
+    /// GPU to use, by index, on builds with a GPU backend.
+    #[arg(long, default_value_t = 0)]
+    pub gpu_device: i32,
+
+    /// Flash attention in the encoder and decoder [default: on with a GPU backend, off on
+    /// the CPU].
+    #[arg(long, value_enum)]
+    pub flash_attn: Option<Toggle>,
+}
+
+/// An on/off switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Toggle {
+    /// Whether it is on.
+    pub fn is_on(self) -> bool {
+        self == Toggle::On
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -170,6 +229,24 @@ pub enum ModelsCommand {
         /// Output file [default: beside the input, ggml-<name>-<type>.bin].
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Time a model's kernels: load, the encoder on a 30 s window, and one decoder step per
+    /// token (whisper.cpp's encode/decode calls on a fresh state). Prints JSON.
+    Bench {
+        /// Model name or ggml file.
+        model: String,
+        /// Audio for the window (its first 30 s; default: 30 s of a 440 Hz tone).
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// Encoder passes.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Decoder steps (1 to 200).
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+        /// Engine settings.
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Write a model file with a named model's exact shapes and RANDOM weights, for timing
     /// models whose weights cannot be fetched (large-v3 on a GPU). Its transcripts are garbage.

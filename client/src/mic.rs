@@ -19,7 +19,7 @@ use transcribe_audio::capture::{Capture, CaptureConfig, CaptureEvent, CaptureInf
 use transcribe_core::audio::samples_to_seconds;
 use transcribe_core::policy::PolicyConfig;
 use transcribe_core::{PolicyEvent, Segment, Transcript, Word};
-use transcribe_engine::{EngineConfig, WhisperModel};
+use transcribe_engine::WhisperModel;
 use transcribe_proto::v1::StreamingRecognizeRequest;
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 use transcribe_server::client::{
@@ -98,13 +98,7 @@ fn run_local(args: &Args) -> anyhow::Result<u8> {
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
     let model_path =
         crate::offline::resolve_model(args.model.as_deref(), args.offline, show_progress)?;
-    let mut engine = EngineConfig::default();
-    if let Some(t) = args.threads {
-        if t == 0 {
-            return Err(UsageError("--threads must be at least 1".into()).into());
-        }
-        engine.threads = t;
-    }
+    let engine = crate::offline::engine_config(&args.engine)?;
     let model = WhisperModel::load(&model_path, &engine)?;
     let multilingual = model.is_multilingual();
     if !multilingual && args.language.as_deref().is_some_and(|l| l != "en") {
@@ -192,7 +186,7 @@ fn run_remote(args: &Args, url: &str) -> anyhow::Result<u8> {
     let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
 
     runtime.block_on(async {
-        let mut client = connect(url).await?;
+        let mut client = connect(crate::remote::target(args)?).await?;
         let (audio_tx, mut audio_rx) =
             tokio::sync::mpsc::channel::<Vec<f32>>(REMOTE_AUDIO_CAPACITY);
         let failed = Arc::clone(&failure);

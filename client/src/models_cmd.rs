@@ -1,4 +1,4 @@
-//! `transcribe models list | pull | import | quantize | synth`.
+//! `transcribe models list | pull | import | quantize | bench | synth`.
 
 use std::io::IsTerminal;
 
@@ -89,6 +89,47 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
                 report.bytes_out as f64 / 1e6
             );
             println!("{}", out.display());
+        }
+        ModelsCommand::Bench {
+            model,
+            audio,
+            runs,
+            tokens,
+            engine,
+        } => {
+            use transcribe_engine::bench::{WINDOW_SAMPLES, median, time_kernels};
+            let path = resolve(&model, progress)?;
+            let config = crate::offline::engine_config(&engine)?;
+            let window = match &audio {
+                Some(file) => {
+                    transcribe_audio::decode_file(file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                        .samples
+                }
+                None => (0..WINDOW_SAMPLES)
+                    .map(|i| 0.1 * (i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin())
+                    .collect(),
+            };
+            let start = std::time::Instant::now();
+            let loaded = transcribe_engine::WhisperModel::load(&path, &config)?;
+            let load_ms = start.elapsed().as_secs_f64() * 1e3;
+            let t = time_kernels(&loaded, &window, runs, tokens)?;
+            let report = serde_json::json!({
+                "model": path.display().to_string(),
+                "model_type": loaded.model_type(),
+                "backend": transcribe_engine::backend(),
+                "use_gpu": config.use_gpu,
+                "gpu_device": config.gpu_device,
+                "flash_attn": config.flash_attn,
+                "threads": config.threads,
+                "load_ms": load_ms,
+                "mel_ms_median": median(&t.mel_ms),
+                "encode_ms_median": median(&t.encode_ms),
+                "encode_ms": t.encode_ms,
+                "decode_ms_per_token_median": median(&t.decode_token_ms),
+                "decode_tokens": t.decode_token_ms.len(),
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         ModelsCommand::Synth {
             name,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use transcribe_core::{DecodeOptions, Transcriber};
 use transcribe_engine::{EngineConfig, WhisperModel, WhisperSession};
 
-use crate::cli::{Args, UsageError};
+use crate::cli::{Args, EngineArgs, UsageError};
 use crate::format::{Report, render};
 
 /// Files shorter than this get no progress bar (they finish in about a second).
@@ -43,13 +43,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     }
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
     let model_path = resolve_model(args.model.as_deref(), args.offline, show_progress)?;
-    let mut config = EngineConfig::default();
-    if let Some(t) = args.threads {
-        if t == 0 {
-            return Err(UsageError("--threads must be at least 1".into()).into());
-        }
-        config.threads = t;
-    }
+    let config = engine_config(&args.engine)?;
     let model = WhisperModel::load(&model_path, &config)?;
     let mut session = model.session()?;
     let model_label = args
@@ -59,6 +53,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let options = DecodeOptions {
         language: args.language.clone(),
         translate: args.translate,
+        max_tokens: args.max_tokens,
+        temperature_fallback: !args.no_fallback,
         ..DecodeOptions::default()
     };
     let mut failed = 0usize;
@@ -94,6 +90,29 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     } else {
         crate::EXIT_ERROR
     })
+}
+
+/// The engine settings of `--threads`, `--cpu`, `--gpu-device` and `--flash-attn`.
+pub(crate) fn engine_config(args: &EngineArgs) -> anyhow::Result<EngineConfig> {
+    let mut config = EngineConfig::default();
+    if let Some(t) = args.threads {
+        if t == 0 {
+            return Err(UsageError("--threads must be at least 1".into()).into());
+        }
+        config.threads = t;
+    }
+    if args.cpu {
+        config.use_gpu = false;
+        config.flash_attn = false;
+    }
+    if args.gpu_device < 0 {
+        return Err(UsageError("--gpu-device must be 0 or more".into()).into());
+    }
+    config.gpu_device = args.gpu_device;
+    if let Some(fa) = args.flash_attn {
+        config.flash_attn = fa.is_on();
+    }
+    Ok(config)
 }
 
 fn transcribe_one(

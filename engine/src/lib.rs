@@ -10,6 +10,7 @@
 //! - [`WhisperSession`]: a decoding context implementing `Transcriber`, with a
 //!   [`CancelHandle`] wired to whisper.cpp's abort callback.
 //! - [`backend`]: which compute backend this binary was built with.
+//! - [`bench`]: [`bench::time_kernels`], encoder and per-token decoder timings.
 //! - [`quantize`]: ggml's block quantizer, for `transcribe_models::quantize_ggml`.
 //! - `words` (private): assembling words with times and probabilities from tokens.
 //!
@@ -25,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod quantize;
 mod session;
 mod words;

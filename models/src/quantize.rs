@@ -213,7 +213,11 @@ pub fn quantize_ggml(
                     ),
                 ));
             }
-            let ttype = if quantize { quant.ggml_type() } else { t.ggml_type };
+            let ttype = if quantize {
+                quant.ggml_type()
+            } else {
+                t.ggml_type
+            };
             w.write_all(&(t.shape.len() as i32).to_le_bytes())
                 .map_err(write_io)?;
             w.write_all(&(t.name.len() as i32).to_le_bytes())
@@ -313,7 +317,9 @@ mod tests {
     }
 
     fn vocab(hp: &Hparams) -> Vec<Vec<u8>> {
-        (0..hp.eot_id()).map(|i| format!("t{i}").into_bytes()).collect()
+        (0..hp.eot_id())
+            .map(|i| format!("t{i}").into_bytes())
+            .collect()
     }
 
     #[test]
@@ -376,10 +382,15 @@ mod tests {
         assert_eq!(quantized, report.quantized);
         assert!(report.bytes_out < report.bytes_in);
         // Quantizing again is refused with the reason.
-        let again = quantize_ggml(&q8, &dir.path().join("x"), QuantType::Q5_0, &mut |_, d, _| {
-            quantize_q8_0_reference(d)
-        });
-        assert!(matches!(again, Err(ModelError::GgmlFormat { ref reason, .. }) if reason.contains("already quantized")));
+        let again = quantize_ggml(
+            &q8,
+            &dir.path().join("x"),
+            QuantType::Q5_0,
+            &mut |_, d, _| quantize_q8_0_reference(d),
+        );
+        assert!(
+            matches!(again, Err(ModelError::GgmlFormat { ref reason, .. }) if reason.contains("already quantized"))
+        );
         Ok(())
     }
 
