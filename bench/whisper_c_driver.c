@@ -17,6 +17,11 @@
  * on only with a GPU backend).
  *
  * Usage: whisper_c_driver MODEL.bin AUDIO.wav [--threads N] [--language CODE] [--flash-attn]
+ *          [--gpu] [--max-tokens N] [--no-fallback]
+ *   --gpu uses the GPU backend the libraries were built with (CUDA builds: scripts/build-cuda
+ *   leaves them in the whisper-rs-sys out/ folder under target/cuda); --max-tokens and
+ *   --no-fallback mirror `transcribe --max-tokens N --no-fallback` (bounded work per window,
+ *   for models with random weights).
  * Output (stdout): one JSON object {"load_s", "processing_s", "audio_s", "language", "text"}.
  *   load_s: whisper_init_from_file_with_params; processing_s: reading the WAV + whisper_full
  *   (as ours times file decoding + inference).
@@ -132,7 +137,7 @@ static void json_string(const char *s) {
 
 int main(int argc, char **argv) {
     const char *model = NULL, *audio = NULL, *language = "auto";
-    int threads = 1, flash_attn = 0;
+    int threads = 1, flash_attn = 0, use_gpu = 0, max_tokens = 0, fallback = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             threads = atoi(argv[++i]);
@@ -140,6 +145,12 @@ int main(int argc, char **argv) {
             language = argv[++i];
         } else if (strcmp(argv[i], "--flash-attn") == 0) {
             flash_attn = 1;
+        } else if (strcmp(argv[i], "--gpu") == 0) {
+            use_gpu = 1;
+        } else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
+            max_tokens = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--no-fallback") == 0) {
+            fallback = 0;
         } else if (!model) {
             model = argv[i];
         } else if (!audio) {
@@ -151,13 +162,14 @@ int main(int argc, char **argv) {
     }
     if (!model || !audio || threads < 1) {
         fprintf(stderr, "usage: whisper_c_driver MODEL.bin AUDIO.wav [--threads N] "
-                        "[--language CODE] [--flash-attn]\n");
+                        "[--language CODE] [--flash-attn] [--gpu] [--max-tokens N] "
+                        "[--no-fallback]\n");
         return 64;
     }
 
     double t0 = now_s();
     struct whisper_context_params cparams = whisper_context_default_params();
-    cparams.use_gpu = false;
+    cparams.use_gpu = use_gpu != 0;
     cparams.flash_attn = flash_attn != 0;
     struct whisper_context *ctx = whisper_init_from_file_with_params(model, cparams);
     if (!ctx) {
@@ -181,7 +193,8 @@ int main(int argc, char **argv) {
     p.suppress_blank = true;
     p.suppress_nst = true;
     p.token_timestamps = true;
-    p.temperature_inc = 0.2f;
+    p.temperature_inc = fallback ? 0.2f : 0.0f;
+    p.max_tokens = max_tokens;
     p.print_progress = false;
     p.print_realtime = false;
     p.print_special = false;
