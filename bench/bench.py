@@ -384,6 +384,8 @@ class Setup:
                                    "(build `transcribe` with cargo first, or pass --whisper-lib-dir)")
             lib_root = outs[-1].parent.parent
         lib, inc = lib_root / "lib", lib_root / "include"
+        if any(lib.glob("libggml-cuda*")):
+            raise RuntimeError(f"{lib} holds a CUDA build; the C driver is linked against CPU builds only")
         exe = TARGET / "bench" / "whisper_c_driver"
         exe.parent.mkdir(parents=True, exist_ok=True)
         libs = [lib / n for n in ("libwhisper.a", "libggml.a", "libggml-cpu.a", "libggml-base.a")]
