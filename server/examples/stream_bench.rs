@@ -21,8 +21,12 @@
 //!   (`.txt` beside the file), after `transcribe_core::text::normalize`.
 //!
 //! Capacity is the largest N such that it and every smaller N tested keep both p95
-//! latencies under the threshold (2 s) on every file. It prints a markdown table and writes
-//! JSON (default `target/bench/stream.json`).
+//! latencies under the target (`--latency-target`, 2 s) on every file; `--until-fail` stops
+//! stepping a file's counts at the first that misses it (`scripts/bench` passes
+//! `--streams 1,2,...,M --until-fail`). `--server URL` streams to a running server (the real
+//! `transcribe-server` binary, as `scripts/bench` does) instead of an in-process one; the
+//! offline reference is still decoded here, on the CPU. It prints a markdown table and
+//! writes JSON (default `target/bench/stream.json`).
 //!
 //! # Layout
 //! - `Args`: flags.
@@ -75,6 +79,16 @@ struct Args {
     /// JSON output. [default: target/bench/stream.json under the workspace root]
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Stream to this running server (e.g. `http://127.0.0.1:50051`) instead of starting
+    /// one in-process; it must serve `--model` and admit the largest stream count.
+    #[arg(long)]
+    server: Option<String>,
+    /// Stop stepping a file's stream counts at the first count whose p95 misses the target.
+    #[arg(long)]
+    until_fail: bool,
+    /// p95 word and final latency (seconds) a stream count must stay under.
+    #[arg(long, default_value_t = THRESHOLD_SECONDS)]
+    latency_target: f64,
 }
 
 fn workspace_root() -> PathBuf {
@@ -191,11 +205,13 @@ struct Row {
     /// CPU seconds this process (server and clients) used per wall second of the row:
     /// how much of the machine it got.
     cpu_share: Option<f64>,
+    /// The p95 latency target (`--latency-target`).
+    target: f64,
 }
 
 impl Row {
     fn ok(&self) -> bool {
-        let under = |v: Option<f64>| v.is_some_and(|v| v < THRESHOLD_SECONDS);
+        let under = |v: Option<f64>| v.is_some_and(|v| v < self.target);
         under(self.word_p95) && under(self.final_p95)
     }
 
@@ -251,6 +267,7 @@ fn measure(
         tail_max,
         load: load_average(),
         cpu_share: None,
+        target: THRESHOLD_SECONDS,
     }
 }
 
@@ -299,7 +316,7 @@ fn json_str(s: &str) -> String {
 
 fn table(model: &str, rows: &[Row]) -> String {
     let mut s = String::from(
-        "| model | file | streams | word p50 (s) | word p95 (s) | unmatched words | final p50 (s) | final p95 (s) | final from last word p50/p95 (s) | streaming WER | offline WER | end-of-audio to last final, max (s) | load avg | bench CPU share (cores) | p95 < 2 s |\n\
+        "| model | file | streams | word p50 (s) | word p95 (s) | unmatched words | final p50 (s) | final p95 (s) | final from last word p50/p95 (s) | streaming WER | offline WER | end-of-audio to last final, max (s) | load avg | bench CPU share (cores) | p95 < target |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
@@ -326,7 +343,13 @@ fn table(model: &str, rows: &[Row]) -> String {
     s
 }
 
-fn to_json(model: &str, workers: usize, threads: usize, capacity: usize, rows: &[Row]) -> String {
+fn to_json(
+    model: &str,
+    workers: usize,
+    threads: usize,
+    (capacity, target): (usize, f64),
+    rows: &[Row],
+) -> String {
     let mut items = Vec::new();
     for r in rows {
         let wers: Vec<String> = r.streaming_wer.iter().map(|w| format!("{w:.4}")).collect();
@@ -360,7 +383,7 @@ fn to_json(model: &str, workers: usize, threads: usize, capacity: usize, rows: &
     }
     format!(
         "{{\n  \"model\": {},\n  \"workers\": {workers},\n  \"threads_per_decode\": {threads},\n  \
-         \"cores\": {},\n  \"threshold_s\": {THRESHOLD_SECONDS},\n  \"capacity_streams\": {capacity},\n  \
+         \"cores\": {},\n  \"threshold_s\": {target},\n  \"capacity_streams\": {capacity},\n  \
          \"rows\": [\n{}\n  ]\n}}\n",
         json_str(model),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -427,23 +450,28 @@ async fn main() -> Result<()> {
         ));
     }
 
-    let loader = WhisperLoader::from_config(&config, Default::default())?;
     let (workers, threads) = (config.workers, config.threads);
-    let server = transcribe_server::Server::new(config, Box::new(loader));
-    let handle = server.handle();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !handle.is_serving() {
-        if Instant::now() > deadline || task.is_finished() {
-            bail!("the server did not become ready");
+    let (url, in_process) = if let Some(url) = &args.server {
+        (url.clone(), None)
+    } else {
+        let loader = WhisperLoader::from_config(&config, Default::default())?;
+        let server = transcribe_server::Server::new(config, Box::new(loader));
+        let handle = server.handle();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        while !handle.is_serving() {
+            if Instant::now() > deadline || task.is_finished() {
+                bail!("the server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (url, Some((stop, task)))
+    };
 
     let options = StreamOptions {
         realtime: true,
@@ -457,7 +485,13 @@ async fn main() -> Result<()> {
             realtime: false,
             ..options.clone()
         };
-        client::stream_samples(&url, &samples[..n], &fast, |_| {}).await?;
+        // A server started apart may still be loading its model: retry until the deadline.
+        while let Err(e) = client::stream_samples(&url, &samples[..n], &fast, |_| {}).await {
+            if Instant::now() > deadline {
+                return Err(e).context(format!("warm-up stream to {url}"));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     let mut rows = Vec::new();
@@ -485,15 +519,22 @@ async fn main() -> Result<()> {
                 print_finals(&traces);
             }
             let mut row = measure(name, audio_seconds, reference, off, &traces);
+            row.target = args.latency_target;
             row.cpu_share = cpu0
                 .zip(cpu_seconds())
                 .map(|(a, b)| (b - a) / wall0.elapsed().as_secs_f64());
             eprint!("{}", table(&args.model, std::slice::from_ref(&row)));
+            let failed = !row.ok();
             rows.push(row);
+            if args.until_fail && failed {
+                break;
+            }
         }
     }
-    let _ = stop.send(());
-    task.await??;
+    if let Some((stop, task)) = in_process {
+        let _ = stop.send(());
+        task.await??;
+    }
 
     // Capacity: the largest N such that it and every smaller N tested pass on every file.
     let mut counts = args.streams.clone();
@@ -501,7 +542,11 @@ async fn main() -> Result<()> {
     counts.dedup();
     let mut capacity = 0;
     for n in counts {
-        if rows.iter().filter(|r| r.streams == n).all(Row::ok) {
+        let passed = |name: &String| {
+            rows.iter()
+                .any(|r| r.streams == n && &r.file == name && r.ok())
+        };
+        if inputs.iter().all(|(name, ..)| passed(name)) {
             capacity = n;
         } else {
             break;
@@ -510,8 +555,8 @@ async fn main() -> Result<()> {
 
     println!("{}", table(&args.model, &rows));
     println!(
-        "capacity ({}, {workers} worker(s), {threads} thread(s) per decode): {capacity} concurrent real-time stream(s) with p95 word and final latency < {THRESHOLD_SECONDS} s",
-        args.model
+        "capacity ({}, {workers} worker(s), {threads} thread(s) per decode): {capacity} concurrent real-time stream(s) with p95 word and final latency < {} s",
+        args.model, args.latency_target
     );
     let json_path = args
         .json
@@ -521,7 +566,13 @@ async fn main() -> Result<()> {
     }
     std::fs::write(
         &json_path,
-        to_json(&args.model, workers, threads, capacity, &rows),
+        to_json(
+            &args.model,
+            workers,
+            threads,
+            (capacity, args.latency_target),
+            &rows,
+        ),
     )?;
     eprintln!("wrote {}", json_path.display());
     Ok(())
