@@ -42,7 +42,9 @@ use whisper_rs::{WhisperContext, WhisperContextParameters};
 pub fn backend() -> &'static str {
     if cfg!(feature = "cuda") {
         "cuda"
-    } else if cfg!(feature = "metal") {
+    } else if cfg!(all(target_os = "macos", target_arch = "aarch64"))
+        || cfg!(all(feature = "metal", target_vendor = "apple"))
+    {
         "metal"
     } else if cfg!(feature = "vulkan") {
         "vulkan"
