@@ -724,7 +724,9 @@ def md_stream(sec):
                 f"{fmt(r['final_latency_p50_s'], 2)} | {fmt(r['final_latency_p95_s'], 2)} | "
                 f"{pct(sum(wers) / len(wers) if wers else None)} | {pct(r['offline_wer'])} | "
                 f"{fmt(r.get('load_average_1m'), 1)} | {'yes' if r['p95_under_threshold'] else 'no'} |")
-        caps.append(f"- **{m['model']}: capacity {m.get('capacity_streams')} concurrent real-time stream(s)** "
+        cap = m.get("capacity_streams")
+        cap = f"at least {cap} (the --max-streams cap)" if cap == sec["max_streams"] else cap
+        caps.append(f"- **{m['model']}: capacity {cap} concurrent real-time stream(s)** "
                     f"with word and final p95 < {sec['latency_target_s']} s "
                     f"(server: {m.get('workers', '?')} worker(s), {m.get('threads_per_decode', '?')} thread(s) "
                     f"per decode; `{m['server_command']}`)")
