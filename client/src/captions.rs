@@ -31,7 +31,7 @@ const DEFAULT_WIDTH: usize = 80;
 /// The connection or the call failed (the server's status is in the message), or stdout
 /// could not be written.
 pub fn run(args: &Args, source: &str) -> anyhow::Result<u8> {
-    let url = args.server.clone().unwrap_or_default();
+    let target = crate::remote::target(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,7 +39,7 @@ pub fn run(args: &Args, source: &str) -> anyhow::Result<u8> {
     let live = std::io::stdout().is_terminal();
     runtime.block_on(async {
         tokio::select! {
-            result = subscribe(&url, source, live) => result,
+            result = subscribe(&target, source, live) => result,
             _ = tokio::signal::ctrl_c() => {
                 if live {
                     let mut out = std::io::stdout().lock();
@@ -52,9 +52,14 @@ pub fn run(args: &Args, source: &str) -> anyhow::Result<u8> {
     })
 }
 
-async fn subscribe(url: &str, source: &str, live: bool) -> anyhow::Result<u8> {
+async fn subscribe(
+    target: &transcribe_server::client::Target,
+    source: &str,
+    live: bool,
+) -> anyhow::Result<u8> {
+    let url = target.url.as_str();
     // The client's error names the URL already.
-    let mut client = transcribe_server::client::connect(url).await?;
+    let mut client = transcribe_server::client::connect(target).await?;
     let request = StreamCaptionsRequest {
         source: source.to_owned(),
         interim_results: live,

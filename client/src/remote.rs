@@ -1,6 +1,10 @@
 //! `transcribe --server URL FILE...`: files decoded here, streamed to a server, results
 //! shown as they arrive (the partial line rewritten in place on a terminal) and rendered in
 //! the chosen format.
+//!
+//! [`target`] turns `--server`, `--ca-file` and `--auth-token-file` (or
+//! `TRANSCRIBE_AUTH_TOKEN`) into the connection every remote mode uses (`--server FILE`,
+//! `--server --mic`, `--server --captions`).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -8,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use transcribe_core::{Segment, Transcript};
-use transcribe_server::client::{StreamEvent, StreamOptions, stream_samples};
+use transcribe_server::client::{StreamEvent, StreamOptions, Target, stream_samples};
 
 use crate::cli::Args;
 use crate::format::{Format, Report, render};
@@ -19,9 +23,36 @@ const CLEAR_LINE: &str = "\r\x1b[2K";
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
+/// Environment variable holding a bearer token itself (when no `--auth-token-file` is
+/// given). An environment variable rather than a flag, so the token never shows in the
+/// process list.
+pub const AUTH_TOKEN_ENV: &str = "TRANSCRIBE_AUTH_TOKEN";
+
+/// The server to reach: `--server`'s URL, `--ca-file`, and the bearer token from
+/// `--auth-token-file` or else `TRANSCRIBE_AUTH_TOKEN`.
+///
+/// # Errors
+/// The CA or token file cannot be read or holds nothing usable (the message names it), or
+/// the environment's token is unusable.
+pub fn target(args: &Args) -> anyhow::Result<Target> {
+    let mut target = Target::new(args.server.clone().unwrap_or_default());
+    if let Some(ca) = &args.ca_file {
+        target = target.with_ca_file(ca)?;
+    }
+    if let Some(file) = &args.auth_token_file {
+        target = target.with_token_file(file)?;
+    } else if let Some(token) = std::env::var_os(AUTH_TOKEN_ENV) {
+        let token = token.to_str().unwrap_or("\u{fffd}");
+        target = target
+            .with_token(token)
+            .with_context(|| format!("in {AUTH_TOKEN_ENV}"))?;
+    }
+    Ok(target)
+}
+
 /// Streams every file to `args.server`; returns the exit status (2 if any failed).
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let url = args.server.clone().unwrap_or_default();
+    let target = target(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,7 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     }
     let mut failed = 0;
     for file in &args.files {
-        match runtime.block_on(stream_one(&url, file, args)) {
+        match runtime.block_on(stream_one(&target, file, args)) {
             Ok(()) => {}
             Err(e) if crate::is_broken_pipe(&e) => return Err(e),
             Err(e) => {
@@ -48,7 +79,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     })
 }
 
-async fn stream_one(url: &str, file: &Path, args: &Args) -> anyhow::Result<()> {
+async fn stream_one(target: &Target, file: &Path, args: &Args) -> anyhow::Result<()> {
+    let url = target.url.as_str();
     let started = Instant::now();
     let audio = transcribe_audio::decode_file(file)?;
     let options = StreamOptions {
@@ -86,7 +118,7 @@ async fn stream_one(url: &str, file: &Path, args: &Args) -> anyhow::Result<()> {
                 io_error = Some(e);
             }
         };
-        stream_samples(url, &audio.samples, &options, &mut show)
+        stream_samples(target, &audio.samples, &options, &mut show)
             .await
             .with_context(|| format!("streaming {} to {url}", file.display()))?
     };
