@@ -368,8 +368,17 @@ mod tests {
         assert_eq!(call(&mut off, None), Ok(()));
         let mut on = Authenticator::new(Some(TokenSet::from_text("alpha")?));
         assert_eq!(call(&mut on, Some("Bearer alpha")), Ok(()));
-        for header in [None, Some("Bearer beta"), Some("alpha"), Some("Basic alpha")] {
-            assert_eq!(call(&mut on, header), Err(Code::Unauthenticated), "{header:?}");
+        for header in [
+            None,
+            Some("Bearer beta"),
+            Some("alpha"),
+            Some("Basic alpha"),
+        ] {
+            assert_eq!(
+                call(&mut on, header),
+                Err(Code::Unauthenticated),
+                "{header:?}"
+            );
         }
         Ok(())
     }
@@ -386,7 +395,10 @@ mod tests {
             assert!(!message.contains("wrong-token"), "{message}");
             messages.insert(message);
         }
-        let missing = tokens.check(&MetadataMap::new()).err().map(|e| e.to_status());
+        let missing = tokens
+            .check(&MetadataMap::new())
+            .err()
+            .map(|e| e.to_status());
         messages.insert(missing.map(|s| s.message().to_owned()).unwrap_or_default());
         assert_eq!(messages.len(), 1, "{messages:?}");
         Ok(())
