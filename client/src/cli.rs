@@ -19,11 +19,36 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn long_version() -> &'static str {
+    let devices = if transcribe_engine::has_gpu_backend() {
+        let list: Vec<String> = transcribe_engine::devices::gpu_devices()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: {} ({}, {} GiB)",
+                    d.index,
+                    d.name,
+                    d.description,
+                    d.memory_total >> 30
+                )
+            })
+            .collect();
+        format!(
+            "\ngpu devices: {}",
+            if list.is_empty() {
+                "none found".into()
+            } else {
+                list.join("; ")
+            }
+        )
+    } else {
+        String::new()
+    };
     Box::leak(
         format!(
-            "{}\nbackend: {}\ndefault model: {}\n{}",
+            "{}\nbackend: {}{}\ndefault model: {}\n{}",
             env!("CARGO_PKG_VERSION"),
             transcribe_engine::backend(),
+            devices,
             transcribe_engine::default_model(),
             transcribe_engine::system_info()
         )

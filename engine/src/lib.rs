@@ -10,6 +10,7 @@
 //! - [`WhisperSession`]: a decoding context implementing `Transcriber`, with a
 //!   [`CancelHandle`] wired to whisper.cpp's abort callback.
 //! - [`backend`]: which compute backend this binary was built with.
+//! - [`devices`]: the GPU devices ggml sees, [`devices::describe`] for logs.
 //! - [`bench`]: [`bench::time_kernels`], encoder and per-token decoder timings.
 //! - [`quantize`]: ggml's block quantizer, for `transcribe_models::quantize_ggml`.
 //! - `words` (private): assembling words with times and probabilities from tokens.
@@ -27,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod devices;
 pub mod quantize;
 mod session;
 mod words;
@@ -193,6 +195,7 @@ impl WhisperModel {
             model_type = %ctx.model_type_readable_str_lossy().unwrap_or_default(),
             multilingual = ctx.is_multilingual(),
             backend = backend(),
+            device = %devices::describe(config.use_gpu, config.gpu_device),
             use_gpu = config.use_gpu,
             flash_attn = config.flash_attn,
         );

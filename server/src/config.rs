@@ -151,6 +151,14 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_CPU")]
     pub cpu: bool,
 
+    /// GPU to use, by index, on builds with a GPU backend.
+    #[arg(long, env = "TRANSCRIBE_GPU_DEVICE", default_value_t = 0)]
+    pub gpu_device: u16,
+
+    /// Flash attention: `on` or `off` [default: on with a GPU backend, off on the CPU].
+    #[arg(long, env = "TRANSCRIBE_FLASH_ATTN", value_parser = parse_on_off)]
+    pub flash_attn: Option<bool>,
+
     /// A server-side caption source for StreamCaptions: `file:PATH[:loop]` (paced in real
     /// time) or `mic[:DEVICE]`, optionally named with a `NAME=` prefix (`room=mic:hw:0,0`;
     /// default names: `mic`, or the file's stem). Repeat for several; the first is the
@@ -239,6 +247,10 @@ pub struct ServerConfig {
     pub prompt_history: usize,
     /// Use the GPU backend when the binary has one.
     pub use_gpu: bool,
+    /// GPU device index (with `use_gpu`).
+    pub gpu_device: u16,
+    /// Flash attention.
+    pub flash_attn: bool,
     /// Caption sources (`--source`), the default first; names are unique.
     pub sources: Vec<SourceSpec>,
     /// Caption broadcast capacities.
@@ -267,6 +279,15 @@ impl ServerConfig {
             });
         }
         args.validate()
+    }
+}
+
+/// Parses `on`/`off` (also `true`/`false`, `1`/`0`) for switches like `--flash-attn`.
+pub fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("expected on or off, got {text:?}")),
     }
 }
 
@@ -392,20 +413,22 @@ impl ServerArgs {
         }
         let sources = parse_sources(&self.sources)?;
         let auth = match &self.auth_token_file {
-            Some(path) => Some(crate::auth::TokenSet::load(path).map_err(|e| ConfigError::Invalid {
-                flag: "--auth-token-file",
-                reason: e.to_string(),
-            })?),
+            Some(path) => {
+                Some(
+                    crate::auth::TokenSet::load(path).map_err(|e| ConfigError::Invalid {
+                        flag: "--auth-token-file",
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
-        let tls = crate::tls::TlsIdentity::from_flags(
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-        )
-        .map_err(|e| ConfigError::Invalid {
-            flag: e.flag(),
-            reason: e.to_string(),
-        })?;
+        let tls =
+            crate::tls::TlsIdentity::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
+                .map_err(|e| ConfigError::Invalid {
+                    flag: e.flag(),
+                    reason: e.to_string(),
+                })?;
         Ok(ServerConfig {
             listen: self.listen,
             models,
@@ -424,6 +447,8 @@ impl ServerArgs {
             max_utterance: self.max_utterance,
             prompt_history: self.prompt_history,
             use_gpu: gpu,
+            gpu_device: self.gpu_device,
+            flash_attn: self.flash_attn.unwrap_or(gpu),
             sources,
             max_subscribers: self.max_subscribers,
             captions: CaptionLimits::default(),

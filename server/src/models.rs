@@ -89,7 +89,8 @@ impl WhisperLoader {
         let engine = EngineConfig {
             threads: config.threads,
             use_gpu: config.use_gpu,
-            flash_attn: config.use_gpu,
+            gpu_device: i32::from(config.gpu_device),
+            flash_attn: config.flash_attn,
             ..EngineConfig::default()
         };
         Ok(Self {
