@@ -12,8 +12,8 @@ use transcribe_models::QuantType;
 /// When `data.len()` is not a multiple of `n_per_row` or a row is not whole 32-weight blocks
 /// (callers check both: [`transcribe_models::quantize_ggml`] does).
 pub fn quantize_rows(quant: QuantType, data: &[f32], n_per_row: usize) -> Vec<u8> {
-    assert!(n_per_row > 0 && data.len() % n_per_row == 0);
-    assert!(n_per_row % quant.block_weights() == 0);
+    assert!(n_per_row > 0 && data.len().is_multiple_of(n_per_row));
+    assert!(n_per_row.is_multiple_of(quant.block_weights()));
     let rows = data.len() / n_per_row;
     let mut out = vec![0u8; quant.bytes_for(rows, n_per_row)];
     let ggml_type = quant.ggml_type() as whisper_rs_sys::ggml_type;
@@ -44,7 +44,9 @@ mod tests {
 
     #[test]
     fn ggml_q8_0_matches_the_reference() {
-        let data: Vec<f32> = (0..4 * 384).map(|i| ((i as f32) * 0.013).sin() * 0.3).collect();
+        let data: Vec<f32> = (0..4 * 384)
+            .map(|i| ((i as f32) * 0.013).sin() * 0.3)
+            .collect();
         assert_eq!(
             quantize_rows(QuantType::Q8_0, &data, 384),
             quantize_q8_0_reference(&data)

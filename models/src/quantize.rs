@@ -137,6 +137,9 @@ pub fn is_quantized_tensor(name: &str, shape: &[usize]) -> bool {
     shape.len() == 2 && name.ends_with(".weight")
 }
 
+/// A row quantizer: `(type, rows of weights, weights per row)` to the type's blocks.
+pub type RowQuantizer<'a> = dyn FnMut(QuantType, &[f32], usize) -> Vec<u8> + 'a;
+
 /// What [`quantize_ggml`] did.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct QuantizeReport {
@@ -163,7 +166,7 @@ pub fn quantize_ggml(
     input: &Path,
     out: &Path,
     quant: QuantType,
-    quantize_rows: &mut dyn FnMut(QuantType, &[f32], usize) -> Vec<u8>,
+    quantize_rows: &mut RowQuantizer<'_>,
 ) -> Result<QuantizeReport, ModelError> {
     let summary = inspect_ggml(input)?;
     let format_err = |offset: u64, reason: String| ModelError::GgmlFormat {
@@ -203,7 +206,7 @@ pub fn quantize_ggml(
             file.read_exact(&mut data).map_err(read_io)?;
             let n_per_row = *t.shape.last().unwrap_or(&1);
             let quantize = is_quantized_tensor(&t.name, &t.shape);
-            if quantize && n_per_row % quant.block_weights() != 0 {
+            if quantize && !n_per_row.is_multiple_of(quant.block_weights()) {
                 return Err(format_err(
                     t.data_offset,
                     format!(
