@@ -12,6 +12,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Identity, ServerTlsConfig};
 
+/// Longest a client may take to finish the TLS handshake before its connection is closed
+/// (tonic sets none by default, so a client that connects and never speaks would hold a
+/// socket and a task for ever). A handshake is a few round trips: 10 s is generous on any
+/// real network.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the TLS files cannot be used (start-up fails with exit status 64).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -194,8 +200,10 @@ impl TlsIdentity {
         &self.cert_path
     }
 
-    /// The tonic server TLS configuration.
+    /// The tonic server TLS configuration (handshakes bounded by [`HANDSHAKE_TIMEOUT`]).
     pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 }
