@@ -660,12 +660,18 @@ mod tests {
                 Fault::Fail(FailureKind::Inference),
             );
         let full = DecodeOptions::default();
-        assert_eq!(fake.transcribe(&audio[..48_000], &full)?.text(), "one two three four");
+        assert_eq!(
+            fake.transcribe(&audio[..48_000], &full)?.text(),
+            "one two three four"
+        );
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _ = fake.transcribe(&audio[..48_000], &full);
         }));
         assert!(caught.is_err(), "call 1 panics");
-        assert_eq!(fake.transcribe(&audio[..48_000], &full)?.text(), "one two three four");
+        assert_eq!(
+            fake.transcribe(&audio[..48_000], &full)?.text(),
+            "one two three four"
+        );
         let failing = DecodeOptions {
             prompt: Some("please fail".into()),
             ..DecodeOptions::default()
@@ -674,7 +680,10 @@ mod tests {
             fake.transcribe(&audio[..48_000], &failing),
             Err(EngineError::Inference(_))
         ));
-        assert_eq!(fake.transcribe(&audio[..48_000], &full)?.text(), "one two three four");
+        assert_eq!(
+            fake.transcribe(&audio[..48_000], &full)?.text(),
+            "one two three four"
+        );
         Ok(())
     }
 }

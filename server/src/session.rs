@@ -65,9 +65,7 @@ pub(crate) async fn run(
             // A decode cancelled because the drain ran out of time: the client is still
             // there and hears why.
             let error = match error {
-                RequestError::Cancelled
-                    if state.drain.is_cancelled() && !cancel.is_cancelled() =>
-                {
+                RequestError::Cancelled if state.drain.is_cancelled() && !cancel.is_cancelled() => {
                     RequestError::Draining
                 }
                 other => other,
@@ -385,8 +383,7 @@ async fn stream(
             Wake::Flushed => {}
             Wake::Drain if session.policy.is_speaking() => {
                 tracing::info!(message = "Draining; finishing the current utterance.");
-                drain_deadline =
-                    Some(tokio::time::Instant::now() + state.config.drain_timeout / 2);
+                drain_deadline = Some(tokio::time::Instant::now() + state.config.drain_timeout / 2);
             }
             Wake::Drain | Wake::DrainDeadline => {
                 input_open = false;

@@ -7,6 +7,9 @@
 //! - [`whisper_loader`]: the real `tiny.en` (or `None` when it cannot be resolved).
 //! - [`fixture`], [`read_fixture`]: files under `audio-fixtures/`.
 //! - [`raw_stream`]: send a scripted list of requests and collect responses and the status.
+//! - [`faults_loader`], [`held_loader`]: fakes that fail or panic on chosen calls, or hold
+//!   every decode until a [`Hold`] is released (for queue and fault-isolation tests).
+//! - [`ServerProcess`]: the `transcribe-server` binary as a child process (signals, exit).
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
@@ -469,10 +472,22 @@ pub fn faulty_loader(
     when: transcribe_core::fake::When,
     fault: transcribe_core::fake::Fault,
 ) -> Box<dyn ModelLoader> {
+    faults_loader(script, audio, vec![(when, fault)])
+}
+
+/// Like [`faulty_loader`] with several faults (the first that matches a call applies).
+pub fn faults_loader(
+    script: Script,
+    audio: Vec<f32>,
+    faults: Vec<(transcribe_core::fake::When, transcribe_core::fake::Fault)>,
+) -> Box<dyn ModelLoader> {
     Box::new(FnLoader::new(
         vec![FAKE_MODEL.into()],
         Box::new(move || {
-            let fake = ScriptedTranscriber::new(script, &audio).with_fault(when, fault);
+            let fake = faults.into_iter().fold(
+                ScriptedTranscriber::new(script, &audio),
+                |f, (when, fault)| f.with_fault(when, fault),
+            );
             let fake = Arc::new(Mutex::new(fake));
             let factory = move || -> Result<Box<dyn Decoder>, String> {
                 let t = fake.lock().map_err(|_| "poisoned".to_owned())?.clone();
@@ -489,4 +504,213 @@ pub fn faulty_loader(
             }])
         }),
     ))
+}
+
+/// Holds every decode of a [`held_loader`] until released (decodes stay cancellable).
+#[derive(Clone, Default)]
+pub struct Hold(Arc<std::sync::atomic::AtomicBool>);
+
+impl Hold {
+    /// A closed hold: decodes wait.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets every waiting and later decode run.
+    pub fn release(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn released(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A loader serving [`FAKE_MODEL`] whose decodes wait for `hold` to be released, then hear
+/// `script` in `audio`.
+pub fn held_loader(script: Script, audio: Vec<f32>, hold: Hold) -> Box<dyn ModelLoader> {
+    let inner = fake_load(script, audio, Duration::ZERO);
+    Box::new(FnLoader::new(
+        vec![FAKE_MODEL.into()],
+        Box::new(move || {
+            let models = inner()?;
+            let wrapped = models
+                .into_iter()
+                .map(|m| {
+                    let base = m.factory.clone();
+                    let hold = hold.clone();
+                    let factory = move || -> Result<Box<dyn Decoder>, String> {
+                        Ok(Box::new(Held {
+                            inner: base.create()?,
+                            hold: hold.clone(),
+                        }))
+                    };
+                    let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
+                    LoadedModel {
+                        info: m.info,
+                        factory,
+                    }
+                })
+                .collect();
+            Ok(wrapped)
+        }),
+    ))
+}
+
+struct Held {
+    inner: Box<dyn Decoder>,
+    hold: Hold,
+}
+
+impl Decoder for Held {
+    fn decode(
+        &mut self,
+        samples: &[f32],
+        options: &transcribe_core::DecodeOptions,
+        cancel: &transcribe_server::pool::CancelHandle,
+    ) -> Result<transcribe_core::Transcript, transcribe_core::EngineError> {
+        while !self.hold.released() {
+            if cancel.is_cancelled() {
+                return Err(transcribe_core::EngineError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.inner.decode(samples, options, cancel)
+    }
+}
+
+/// The `transcribe-server` binary of this build (beside the test executable's `deps/`
+/// folder: `cargo build --release -p transcribe-server` puts it there).
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    dir.join("transcribe-server")
+}
+
+/// A `transcribe-server` process on a free loopback port; killed on drop if still running.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Lines of its log (stderr), as they arrive.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `args` (besides `--listen`) and waits until a log line
+    /// contains `ready_line`.
+    ///
+    /// # Errors
+    /// When the binary is missing, cannot start, or exits before `ready_line`.
+    pub fn start(args: &[&str], ready_line: &str) -> TestResult<Self> {
+        use std::io::BufRead;
+        let bin = server_binary();
+        if !bin.exists() {
+            return Err(format!(
+                "{} is missing: cargo build --release -p transcribe-server",
+                bin.display()
+            )
+            .into());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = std::process::Command::new(bin)
+            .args(["--listen", &listen])
+            .args(args)
+            .current_dir(workspace_root())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        let wanted = ready_line.to_owned();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains(&wanted)
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+                if let Ok(mut log) = sink.lock() {
+                    log.push(line);
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            url: format!("http://{listen}"),
+            log,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = server.child.kill();
+            return Err(format!("server not ready; log:\n{}", server.log_text()).into());
+        }
+        Ok(server)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (a name `kill` knows: TERM, INT) to the process.
+    ///
+    /// # Errors
+    /// When `kill` cannot run or fails.
+    pub fn signal(&self, signal: &str) -> TestResult {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -{signal} failed: {status}").into());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    ///
+    /// # Errors
+    /// When its status cannot be read.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> TestResult<Option<std::process::ExitStatus>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Its log so far, one line each.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
