@@ -632,7 +632,31 @@ fn decode_sphere(path: &Path, src: impl Read) -> Result<DecodedAudio, AudioError
 
 /// Everything symphonia decodes: FLAC, MP3, Ogg Vorbis, AIFF, MP4/AAC, and WAV encodings
 /// hound lacks.
+///
+/// symphonia 0.5 panics on some malformed headers: an AIFF or WAV declaring 0 Hz reaches
+/// `TimeBase::new(1, 0)`, which asserts (found by the `audio_decode` fuzz target). A panic in
+/// there is the file's fault, so it is caught and reported as [`AudioError::Corrupt`].
 fn decode_symphonia<S: MediaSource + 'static>(
+    path: &Path,
+    src: S,
+    detected: Detected,
+) -> Result<DecodedAudio, AudioError> {
+    let run = std::panic::AssertUnwindSafe(|| symphonia_decode(path, src, detected));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(AudioError::Corrupt {
+            path: path.to_path_buf(),
+            format: detected.format_name(),
+            reason: format!("the decoder failed on malformed data ({message})"),
+        })
+    })
+}
+
+fn symphonia_decode<S: MediaSource + 'static>(
     path: &Path,
     src: S,
     detected: Detected,
@@ -1089,6 +1113,49 @@ mod tests {
             assert!(huge.samples.iter().all(|s| s.is_finite()), "{rate} Hz");
         }
         Ok(())
+    }
+
+    /// Found by the `audio_decode` fuzz target: symphonia's ADTS reader estimates the frame
+    /// count of a seekable source with `(len - 2 * pos) / 4` and `step_by` that step, which
+    /// panics for a stream a few bytes long (step 0) and, with overflow checks, for an ADTS
+    /// header behind junk (crash-19fd632f). ADTS and MP3 now reach symphonia as non-seekable
+    /// streams, which skips the estimate.
+    #[test]
+    fn short_adts_streams_are_errors_not_panics() {
+        let adts = [0xFF, 0xF1, 0x50, 0x80, 0x02, 0x1F, 0xFC];
+        for len in 7..40 {
+            let mut bytes = adts.to_vec();
+            bytes.resize(len, 0x21);
+            for name in ["x.aac", "x.mp3", "x"] {
+                let _ = decode_bytes(&bytes, name);
+            }
+        }
+        let mut junk_first = vec![0xFD; 70];
+        junk_first.extend_from_slice(&[0xFF, 0xF1, b'I', b'D', b'3', 0, 0, 0, 0, 0xFB, 0, 0x3A]);
+        junk_first.extend_from_slice(&[0, 0, 0, 0, 6, 0, 0, 0x5B, 0, 0, 0, 0, 6, 0, 0, 0x5B, 0, 0]);
+        assert!(decode_bytes(&junk_first, "junk.mp3").is_err());
+    }
+
+    /// Found by the `audio_decode` fuzz target: symphonia 0.5 panics ("TimeBase cannot have
+    /// 0 numerator or denominator") on an AIFF or a symphonia-decoded WAV declaring 0 Hz.
+    #[test]
+    fn zero_rate_aiff_and_adpcm_wav_are_corrupt() {
+        let mut aiff = b"FORM\0\0\0\x2eAIFFCOMM\0\0\0\x12\0\x01\0\0\0\x04\0\x10".to_vec();
+        aiff.extend_from_slice(&[0; 10]); // an 80-bit extended sample rate of 0
+        aiff.extend_from_slice(b"SSND\0\0\0\x10\0\0\0\0\0\0\0\0");
+        aiff.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut adpcm = wav_with_tag(0x11, 0, 4, &[0x11; 256]);
+        adpcm[32..34].copy_from_slice(&256u16.to_le_bytes()); // block align
+        for (bytes, name) in [(aiff, "zero.aiff"), (adpcm, "zero.wav")] {
+            let e = decode_bytes(&bytes, name).err();
+            assert!(
+                matches!(
+                    &e,
+                    Some(AudioError::Corrupt { .. } | AudioError::Unsupported { .. })
+                ),
+                "{name}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,9 @@ fn fuzz_corpus_replays_cleanly() -> Result<(), Box<dyn std::error::Error>> {
         let data = std::fs::read(file)?;
         // A panic names the input; `cargo +nightly fuzz run audio_decode <file>` reproduces it.
         eprintln!("{}", file.display());
-        harness::run(&data);
+        let outcome = harness::run(&data);
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        println!("{name:<48} {} bytes: {outcome}", data.len());
     }
     println!("{} inputs replayed", files.len());
     Ok(())

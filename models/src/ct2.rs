@@ -289,8 +289,13 @@ impl<R: Read + Seek> Ct2Model<R> {
             let dtype = DType::from_code(code)
                 .ok_or_else(|| p.err(format!("`{name}` has unknown dtype code {code}")))?;
             let byte_len = u64::from(p.u32("byte count")?);
-            let expected = shape.iter().map(|&d| d as u64).product::<u64>() * dtype.size();
-            if byte_len != expected {
+            // Checked: a shape of huge dimensions overflowed u64 (found by the ct2_import
+            // fuzz target), and wrapped could even match the byte count.
+            let expected = shape
+                .iter()
+                .try_fold(dtype.size(), |n, &d| n.checked_mul(d as u64));
+            if expected != Some(byte_len) {
+                let expected = expected.map_or("more than 2^64".into(), |n| n.to_string());
                 return Err(p.err(format!(
                     "`{name}` {shape:?} {} has {byte_len} bytes, expected {expected}",
                     dtype.name()
@@ -754,6 +759,19 @@ pub(crate) mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("binary version 5"), "{e}");
+    }
+
+    /// Found by the `ct2_import` fuzz target: the byte count of a shape with huge dimensions
+    /// overflowed (a panic with overflow checks, a wrapped comparison without).
+    #[test]
+    fn overflowing_shape_is_an_error() {
+        let mut b = Ct2Builder::default();
+        b.raw("x", &[u32::MAX, u32::MAX, u32::MAX], 0, vec![]);
+        let e = parse(b.bytes())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("has 0 bytes, expected more than 2^64"), "{e}");
     }
 
     #[test]

@@ -431,6 +431,13 @@ fn model_err(path: &Path, reason: String) -> ModelError {
     }
 }
 
+/// Most encoder or decoder layers accepted: twice large-v3's 32 (openai/whisper
+/// `_MODELS` dims), so any real Whisper export fits.
+const MAX_LAYERS: usize = 64;
+
+/// Most mel bins accepted: large-v3 uses 128 (the others 80).
+const MAX_MELS: usize = 128;
+
 /// Largest `N` + 1 over variables named `{prefix}/layer_N/...`.
 fn layer_count<R>(m: &Ct2Model<R>, prefix: &str) -> usize {
     let pat = format!("{prefix}/layer_");
@@ -492,6 +499,29 @@ pub fn ct2_hparams<R: Read + std::io::Seek>(m: &mut Ct2Model<R>) -> Result<Hpara
     };
     if hp.n_audio_layer == 0 || hp.n_text_layer == 0 {
         return Err(model_err(&path, "no encoder or decoder layers".into()));
+    }
+    // Layer counts come from variable names and the mel count from a shape that a zero
+    // dimension elsewhere leaves unbounded by the file size; unchecked, a tiny file named
+    // `decoder/layer_4000000000/...` made the tensor plan (or the mel filters) exhaust memory.
+    if hp.n_audio_layer.max(hp.n_text_layer) > MAX_LAYERS || hp.n_mels > MAX_MELS {
+        return Err(model_err(
+            &path,
+            format!(
+                "{} encoder and {} decoder layers, {} mel bins: more than a Whisper model has \
+                 (at most {MAX_LAYERS} layers, {MAX_MELS} mel bins)",
+                hp.n_audio_layer, hp.n_text_layer, hp.n_mels
+            ),
+        ));
+    }
+    let widths = [
+        hp.n_audio_ctx,
+        hp.n_audio_state,
+        hp.n_text_ctx,
+        hp.n_text_state,
+        hp.n_mels,
+    ];
+    if widths.contains(&0) {
+        return Err(model_err(&path, format!("a zero dimension: {hp:?}")));
     }
     if dec_pos[1] != hp.n_text_state || conv1[0] != hp.n_audio_state {
         return Err(model_err(&path, format!("inconsistent widths: {hp:?}")));
@@ -1238,6 +1268,35 @@ mod tests {
         let e = import_ct2(dir.path(), &out);
         assert!(matches!(e, Err(ModelError::Ct2Format { .. })), "{e:?}");
         assert_eq!(std::fs::read(&out)?, b"previous");
+        Ok(())
+    }
+
+    /// Found by the `ct2_import` fuzz seeds: a one-byte scalar named
+    /// `decoder/layer_4000000000/x` made the tensor plan allocate billions of entries, and a
+    /// zero-width encoder let `n_mels` be any size.
+    #[test]
+    fn absurd_layer_counts_and_widths_are_errors() -> Result<(), Box<dyn std::error::Error>> {
+        let hp = small_hparams(51864);
+        let vocab = vocabulary(51864, 50256, None);
+        let mut deep = synthetic_model(&hp);
+        deep.raw("decoder/layer_4000000000/x", &[], 1, vec![1]);
+        let mut zero = Ct2Builder::default();
+        zero.raw("decoder/embeddings/weight", &[8, 0], 4, vec![])
+            .raw("encoder/position_encodings/encodings", &[6, 0], 0, vec![])
+            .raw("decoder/position_encodings/encodings", &[5, 0], 0, vec![])
+            .raw("encoder/conv1/weight", &[0, 4_000_000_000, 3], 4, vec![])
+            .raw("encoder/layer_0/x", &[], 1, vec![1])
+            .raw("decoder/layer_0/x", &[], 1, vec![1])
+            .i16_scalar("encoder/num_heads", 2)
+            .i16_scalar("decoder/num_heads", 2);
+        for (model, want) in [(deep, "4000000001 decoder layers"), (zero, "mel bins")] {
+            let dir = write_dir(&model, &vocab)?;
+            let e = import_ct2(dir.path(), &dir.path().join("x.bin"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(want), "{e}");
+        }
         Ok(())
     }
 }
