@@ -427,7 +427,10 @@ mod tests {
         }
         .to_status();
         assert_eq!(
-            status.get_error_details().error_info().map(|e| e.reason.clone()),
+            status
+                .get_error_details()
+                .error_info()
+                .map(|e| e.reason.clone()),
             Some("QUEUE_FULL".to_owned())
         );
         let retry = status

@@ -50,10 +50,12 @@
 //!   [`captions::HISTORY_CAPACITY`] finals of history per source (**drop oldest**).
 //!
 //! # Shutdown
-//! [`run`] takes a shutdown future. When it resolves: health turns NOT_SERVING, new calls get
-//! UNAVAILABLE, open streams stop reading audio, flush their finals and end with
-//! UNAVAILABLE, the transport drains; after `--drain-timeout` whatever is left is cancelled
-//! (decodes through the abort callback) and the workers are joined.
+//! [`run`] takes a shutdown future. When it resolves: health turns NOT_SERVING and new calls
+//! get UNAVAILABLE while the listener stays open; a stream in the middle of an utterance
+//! reads audio until the utterance ends (at most half of `--drain-timeout`), then every
+//! stream stops reading, flushes its finals and ends with UNAVAILABLE; unary calls finish.
+//! Once no call is open (or at `--drain-timeout`, when what is left is cancelled: decodes
+//! through the abort callback) the transport stops and the workers are joined.
 //!
 //! # Example
 //! ```no_run

@@ -533,10 +533,7 @@ async fn recognize(
     });
     // A drain lets the decode finish; only the pool's shutdown at the drain's deadline
     // drops it (the channel closes).
-    let output = submitted
-        .output
-        .await
-        .map_err(|_| RequestError::Draining)?;
+    let output = submitted.output.await.map_err(|_| RequestError::Draining)?;
     drop(lease);
     let transcript = output.result.map_err(|e| match e {
         // Only the pool's shutdown cancels a unary decode.

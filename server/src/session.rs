@@ -9,7 +9,9 @@
 //! ```
 //! The task ends when the policy is done after the client half-closed (OK), on a request
 //! error (its status), when the client goes away (the response stream's drop guard
-//! cancels it), or at shutdown (finals are flushed, then UNAVAILABLE).
+//! cancels it), or at shutdown (the open utterance is heard to its end, at most half the
+//! drain timeout; finals are flushed, then UNAVAILABLE). A message over the transport's size
+//! limit ends it with OUT_OF_RANGE (`MESSAGE_TOO_LARGE`), not as a vanished client.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
