@@ -2,7 +2,9 @@
 //! SIGTERM while streams are open turns health NOT_SERVING, refuses new streams with
 //! UNAVAILABLE, lets each open stream finish its utterance and get its finals, and the
 //! process exits 0 within the drain timeout. Skips when `tiny.en` is not available here;
-//! needs the binary (`cargo build --release -p transcribe-server`).
+//! needs the binary (`cargo build --release -p transcribe-server`). In process with the
+//! fake engine: unary calls in flight finish during the drain, and the drain timeout
+//! cancels what is left.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,9 +20,15 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 use transcribe_core::text::normalize;
-use transcribe_proto::v1::StreamingRecognizeResponse;
 use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClient;
-use transcribe_tests::{ServerProcess, TestResult, audio_requests, config_request, read_fixture};
+use transcribe_proto::v1::{
+    RecognitionConfig, RecognizeRequest, StreamingRecognizeResponse, recognize_request::AudioSource,
+};
+use transcribe_server::ServerConfig;
+use transcribe_tests::{
+    FAKE_MODEL, Hold, ServerProcess, TestResult, TestServer, audio_requests, config_request,
+    held_loader, read_fixture, two_phrases, wav_bytes,
+};
 
 /// 100 ms of 16 kHz audio per message, sent in real time.
 const CHUNK: usize = 1_600;
@@ -265,4 +273,87 @@ async fn sigint_when_idle_exits_zero() -> TestResult {
         server.log_text()
     );
     Ok(())
+}
+
+/// In process with the fake engine: a Recognize call in flight when the drain starts
+/// finishes with its result, while a new one is refused.
+#[tokio::test]
+async fn unary_calls_in_flight_finish_during_the_drain() -> TestResult {
+    let (script, audio) = two_phrases()?;
+    let hold = Hold::new();
+    let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
+    config.drain_timeout = Duration::from_secs(60);
+    let mut server =
+        TestServer::start_ready(config, held_loader(script, audio.clone(), hold.clone())).await?;
+    let request = |samples: &[f32]| RecognizeRequest {
+        config: Some(RecognitionConfig::default()),
+        audio_source: Some(AudioSource::Content(wav_bytes(samples, 16_000))),
+    };
+    let mut client = server.client().await?;
+    let first_phrase = request(&audio[..40_000]);
+    let in_flight = tokio::spawn(async move { client.recognize(first_phrase).await });
+    server
+        .wait_until(Duration::from_secs(10), |h| {
+            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
+        })
+        .await?;
+    server.trigger_shutdown();
+    server
+        .wait_until(Duration::from_secs(10), |h| !h.is_serving())
+        .await?;
+    let mut late = server.client().await?;
+    let refused = late.recognize(request(&audio[..40_000])).await;
+    assert_eq!(
+        refused.err().map(|s| s.code()),
+        Some(Code::Unavailable),
+        "a new call while draining"
+    );
+    hold.release();
+    let response = in_flight.await??.into_inner();
+    let text: Vec<&str> = response
+        .results
+        .iter()
+        .filter_map(|r| r.alternatives.first())
+        .map(|a| a.transcript.trim())
+        .collect();
+    assert_eq!(text.join(" "), "hello there general kenobi");
+    server.stop().await
+}
+
+/// In process with the fake engine: a stream whose decode never finishes is cancelled at
+/// the drain timeout with UNAVAILABLE, and the server stops.
+#[tokio::test]
+async fn the_drain_timeout_cancels_what_is_left() -> TestResult {
+    let (script, audio) = two_phrases()?;
+    let hold = Hold::new(); // never released
+    let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
+    config.drain_timeout = Duration::from_secs(1);
+    let mut server =
+        TestServer::start_ready(config, held_loader(script, audio.clone(), hold)).await?;
+    let mut client = server.client().await?;
+    let (tx, rx) = mpsc::channel(256);
+    tx.send(config_request("", true)).await?;
+    for r in audio_requests(&audio, CHUNK).into_iter().take(20) {
+        tx.send(r).await?;
+    }
+    let mut inbound = client
+        .streaming_recognize(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    server
+        .wait_until(Duration::from_secs(10), |h| {
+            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
+        })
+        .await?;
+    server.trigger_shutdown();
+    let status = loop {
+        match inbound.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => return Err("the stream ended OK".into()),
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    drop(tx);
+    server.stop().await
 }
