@@ -120,7 +120,8 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_MAX_STREAM_DURATION", default_value = "1h", value_parser = parse_duration)]
     pub max_stream_duration: Duration,
 
-    /// A stream with no client message for this long ends with OUT_OF_RANGE.
+    /// A stream without audio for this long (no config yet, or no non-empty audio chunk)
+    /// ends with OUT_OF_RANGE.
     #[arg(long, env = "TRANSCRIBE_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
@@ -233,7 +234,7 @@ pub struct ServerConfig {
     pub max_unary_audio: Duration,
     /// Longest audio per stream.
     pub max_stream_duration: Duration,
-    /// Longest silence from the client (no message at all).
+    /// Longest time without audio from the client (empty chunks do not count).
     pub idle_timeout: Duration,
     /// Bound on the graceful drain.
     pub drain_timeout: Duration,

@@ -408,7 +408,13 @@ async fn stream(
                     session.end_input(out, None).await?;
                 }
                 Ok(Some(msg)) => {
-                    idle_deadline = tokio::time::Instant::now() + idle;
+                    // Only audio counts as activity: empty chunks or bare FinalizeUtterance
+                    // messages must not hold a stream (and its place) open forever.
+                    if matches!(&msg.streaming_request,
+                        Some(StreamingRequest::AudioContent(bytes)) if !bytes.is_empty())
+                    {
+                        idle_deadline = tokio::time::Instant::now() + idle;
+                    }
                     let limit = state.config.max_stream_duration;
                     session.on_message(msg, out, limit).await?;
                     if session.ingest.is_none() {

@@ -311,6 +311,23 @@ async fn idle_timeout_before_config_and_mid_utterance() -> TestResult {
         !heard.is_empty() && script.text().starts_with(&heard),
         "the words heard before the stall are finalized: {heard:?}"
     );
+    // Messages without audio do not count as activity.
+    let mut hollow =
+        OpenStream::open(&mut client, Some(config_request("", true)), &audio, 0).await?;
+    // The only sender: when it stops, the stream half-closes (and would end OK).
+    let keepalive = hollow.tx;
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if keepalive.send(audio_request(Vec::new())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (_, status) = collect(&mut hollow.inbound).await;
+    let status = refused(status, "a stream of empty messages")?;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(reason(&status).as_deref(), Some("AUDIO_TIMEOUT"));
     drop((silent.tx, stalled.tx));
     all_released(&server).await?;
     server.stop().await
