@@ -10,6 +10,11 @@ mod harness;
 mod input;
 
 use std::path::Path;
+use std::sync::Mutex;
+
+/// Where panics happened while decoding the current input, caught ones included: the decoder
+/// catches symphonia's panics on malformed files and reports them as errors.
+static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 #[test]
 fn fuzz_corpus_replays_cleanly() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,11 +24,33 @@ fn fuzz_corpus_replays_cleanly() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     files.sort();
     assert!(!files.is_empty(), "{} is empty", dir.display());
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let (Ok(mut p), Some(l)) = (PANICS.lock(), info.location()) {
+            let (crate_dir, file) = l.file().rsplit_once("/src/").unwrap_or(("", l.file()));
+            let krate = crate_dir.rsplit('/').next().unwrap_or_default();
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            p.push(format!("{krate} {file}:{}: {message}", l.line()));
+        } else {
+            default_hook(info);
+        }
+    }));
     for file in &files {
         let data = std::fs::read(file)?;
         // A panic names the input; `cargo +nightly fuzz run audio_decode <file>` reproduces it.
         eprintln!("{}", file.display());
-        let outcome = harness::run(&data);
+        let mut outcome = harness::run(&data);
+        if let Ok(mut p) = PANICS.lock() {
+            if !p.is_empty() {
+                outcome = format!("{outcome} [caught panic: {}]", p.join("; "));
+            }
+            p.clear();
+        }
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         println!("{name:<48} {} bytes: {outcome}", data.len());
     }
