@@ -87,6 +87,15 @@ pub struct Args {
     #[command(flatten)]
     pub engine: EngineArgs,
 
+    /// How files are cut for Whisper's 30 s window [default: fit].
+    #[arg(long, value_enum, default_value = "fit")]
+    pub chunking: Chunking,
+
+    /// Chunks decoded at once, each by its own decoding state with threads / N threads
+    /// [default: the thread count, at most 4, on CPU builds; 1 on GPU builds].
+    #[arg(long)]
+    pub parallel: Option<usize>,
+
     /// Upper bound on text tokens per segment (whisper's max_tokens; default: no bound).
     #[arg(long)]
     pub max_tokens: Option<u32>,
@@ -196,6 +205,19 @@ pub struct EngineArgs {
     /// the CPU].
     #[arg(long, value_enum)]
     pub flash_attn: Option<Toggle>,
+}
+
+/// How a file is cut into Whisper windows (`--chunking`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Chunking {
+    /// Whisper slides its 30 s window over the whole file (whisper.cpp's own loop).
+    Off,
+    /// Cut at pauses (VAD) into chunks of at most 29 s, long silences skipped; each chunk is
+    /// one full 30 s encoder pass. Chunks can be decoded in parallel (--parallel).
+    Window,
+    /// As `window`, with the encoder's context fitted to each chunk's length (a 10 s chunk
+    /// costs a third of a full pass).
+    Fit,
 }
 
 /// An on/off switch.

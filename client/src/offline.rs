@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use transcribe_core::{DecodeOptions, Transcriber};
+use transcribe_core::chunk::{MAX_CHUNK_SAMPLES, plan_chunks};
+use transcribe_core::vad::VadConfig;
+use transcribe_core::{DecodeOptions, EngineError, Transcriber, Transcript};
+use transcribe_engine::chunked::transcribe_chunks;
 use transcribe_engine::{EngineConfig, WhisperModel, WhisperSession};
 
-use crate::cli::{Args, EngineArgs, UsageError};
+use crate::cli::{Args, Chunking, EngineArgs, UsageError};
 use crate::format::{Report, render};
 
 /// Files shorter than this get no progress bar (they finish in about a second).
@@ -45,7 +48,19 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let model_path = resolve_model(args.model.as_deref(), args.offline, show_progress)?;
     let config = engine_config(&args.engine)?;
     let model = WhisperModel::load(&model_path, &config)?;
-    let mut session = model.session()?;
+    let parallel = match args.parallel {
+        Some(0) => return Err(UsageError("--parallel must be at least 1".into()).into()),
+        Some(n) => n,
+        None if config.use_gpu && transcribe_engine::has_gpu_backend() => 1,
+        None => config.threads.min(MAX_DEFAULT_PARALLEL),
+    };
+    let mut sessions = (0..parallel)
+        .map(|_| model.session())
+        .collect::<Result<Vec<_>, _>>()?;
+    let decoder = Decoder {
+        chunking: args.chunking,
+        threads: config.threads,
+    };
     let model_label = args
         .model
         .clone()
@@ -61,7 +76,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let mut stdout = std::io::stdout().lock();
     for file in &args.files {
         match transcribe_one(
-            &mut session,
+            &mut sessions,
+            &decoder,
             file,
             &options,
             args,
@@ -115,8 +131,66 @@ pub(crate) fn engine_config(args: &EngineArgs) -> anyhow::Result<EngineConfig> {
     Ok(config)
 }
 
+/// Default cap of `--parallel`: each decoding state holds its own buffers (large-v3's are
+/// hundreds of MB), and 4 already keep a small CPU's cores busy.
+const MAX_DEFAULT_PARALLEL: usize = 4;
+
+/// How files are decoded.
+struct Decoder {
+    /// Whole file, or chunks cut at pauses (`--chunking`).
+    chunking: Chunking,
+    /// Threads per decode of the model (shared out among parallel sessions).
+    threads: usize,
+}
+
+impl Decoder {
+    /// Decodes `samples` with `sessions` (chunked and parallel, or whole with the first).
+    fn run(
+        &self,
+        sessions: &mut [WhisperSession],
+        samples: &[f32],
+        options: &DecodeOptions,
+        progress: Option<&(dyn Fn(i32) + Sync)>,
+    ) -> Result<Transcript, EngineError> {
+        let chunks = if self.chunking != Chunking::Off {
+            plan_chunks(samples, &VadConfig::default(), MAX_CHUNK_SAMPLES)
+        } else {
+            Vec::new()
+        };
+        // No chunking, or no speech found by the VAD (then Whisper gets the whole file and
+        // its own no-speech detection decides: the VAD must not silently drop quiet speech).
+        let Some(first) = sessions.first_mut() else {
+            return Err(EngineError::Inference("no decoding session".into()));
+        };
+        if chunks.is_empty() {
+            first.set_threads(None);
+            return first.transcribe(samples, options);
+        }
+        let p = sessions.len().min(chunks.len()).max(1);
+        let per_session = (self.threads / p).max(1);
+        for s in sessions.iter_mut() {
+            s.set_threads(Some(per_session));
+        }
+        let report = |done: usize, all: usize| {
+            if let Some(f) = progress {
+                f((done * 100 / all.max(1)) as i32);
+            }
+        };
+        let fit = self.chunking == Chunking::Fit;
+        transcribe_chunks(
+            &mut sessions[..p],
+            samples,
+            &chunks,
+            options,
+            fit,
+            Some(&report),
+        )
+    }
+}
+
 fn transcribe_one(
-    session: &mut WhisperSession,
+    sessions: &mut [WhisperSession],
+    decoder: &Decoder,
     file: &Path,
     options: &DecodeOptions,
     args: &Args,
@@ -135,11 +209,24 @@ fn transcribe_one(
         bar.set_message(file.display().to_string());
         bar
     });
-    session.set_progress(bar.clone().map(|b| -> transcribe_engine::ProgressFn {
+    let progress = bar.clone().map(|b| -> transcribe_engine::ProgressFn {
         Arc::new(move |p| b.set_position(p.clamp(0, 100) as u64))
-    }));
-    let result = session.transcribe(&audio.samples, options);
-    session.set_progress(None);
+    });
+    // Whole-file decodes report whisper.cpp's percentage; chunked ones report chunks done.
+    if decoder.chunking == Chunking::Off {
+        if let Some(s) = sessions.first_mut() {
+            s.set_progress(progress.clone());
+        }
+    }
+    let chunk_progress = |p: i32| {
+        if let Some(f) = &progress {
+            f(p);
+        }
+    };
+    let result = decoder.run(sessions, &audio.samples, options, Some(&chunk_progress));
+    if let Some(s) = sessions.first_mut() {
+        s.set_progress(None);
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -11,6 +11,8 @@
 //! - [`text`]: transcript normalisation and word error rate, used by tests and benchmarks.
 //! - [`vad`]: [`Vad`], an energy + spectral voice activity detector with an adaptive noise
 //!   floor and hangover: utterance start/end events in absolute sample positions.
+//! - [`chunk`]: [`chunk::plan_chunks`], cutting a long recording at pauses into chunks of
+//!   at most one Whisper window, for independent (parallel) decoding of files.
 //! - [`policy`]: [`StreamingPolicy`], the sans-IO streaming state machine (utterances,
 //!   partial and final [`DecodeJob`]s, LocalAgreement-2 commits, step widening, guards
 //!   against hallucinations and loops) emitting [`PolicyEvent`]s.
@@ -28,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod audio;
+pub mod chunk;
 pub mod engine;
 pub mod fake;
 pub mod policy;

@@ -11,6 +11,8 @@
 //!   [`CancelHandle`] wired to whisper.cpp's abort callback.
 //! - [`backend`]: which compute backend this binary was built with.
 //! - [`devices`]: the GPU devices ggml sees, [`devices::describe`] for logs.
+//! - [`chunked`]: [`chunked::transcribe_chunks`], a file's VAD chunks on several sessions at
+//!   once.
 //! - [`bench`]: [`bench::time_kernels`], encoder and per-token decoder timings.
 //! - [`quantize`]: ggml's block quantizer, for `transcribe_models::quantize_ggml`.
 //! - `words` (private): assembling words with times and probabilities from tokens.
@@ -28,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod chunked;
 pub mod devices;
 pub mod quantize;
 mod session;

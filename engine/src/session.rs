@@ -69,6 +69,8 @@ pub struct WhisperSession {
     /// of languages).
     params: Vec<(Option<String>, bool, FullParams<'static, 'static>)>,
     progress: Option<ProgressFn>,
+    /// Threads per decode for this session (None: the model's configuration).
+    threads: Option<usize>,
 }
 
 /// A progress callback: receives whisper.cpp's percentage (0-100) during a decode.
@@ -89,6 +91,7 @@ impl WhisperSession {
             cancel: CancelHandle::default(),
             params: Vec::new(),
             progress: None,
+            threads: None,
         })
     }
 
@@ -105,6 +108,12 @@ impl WhisperSession {
     /// Reports decode progress of long buffers to `progress` (None: no reports).
     pub fn set_progress(&mut self, progress: Option<ProgressFn>) {
         self.progress = progress;
+    }
+
+    /// Uses `threads` per decode instead of the model's configured count (None: back to it).
+    /// Several sessions decoding at once share the cores this way.
+    pub fn set_threads(&mut self, threads: Option<usize>) {
+        self.threads = threads;
     }
 
     /// The model this session decodes with.
@@ -199,7 +208,7 @@ impl Transcriber for WhisperSession {
             }
             _ => Vec::new(),
         };
-        let threads = model.config().threads.max(1);
+        let threads = self.threads.unwrap_or(model.config().threads).max(1);
         let mut params = self.base_params(options.language.as_deref(), options.translate);
         params.set_n_threads(threads as i32);
         params.set_single_segment(options.single_segment);

@@ -91,7 +91,6 @@ impl WhisperLoader {
             use_gpu: config.use_gpu,
             gpu_device: i32::from(config.gpu_device),
             flash_attn: config.flash_attn,
-            ..EngineConfig::default()
         };
         Ok(Self {
             specs,
