@@ -96,13 +96,14 @@ def audio_seeds():
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "t.wav"
         src.write_bytes(wav(1, 1, 16000, 16, s16(tone(800))))
-        for ext, args in [("flac", []), ("mp3", ["-C", "32"]), ("ogg", ["-C", "0"]), ("aiff", []), ("aifc", ["-e", "u-law"]), ("sph", [])]:
+        for ext, args in [("flac", []), ("mp3", ["-C", "32"]), ("ogg", ["-C", "0"]), ("aiff", []), ("aifc", ["-e", "u-law"]), ("sph", []),
+                          ("f64.wav", ["-e", "floating-point", "-b", "64"]), ("ima.wav", ["-e", "ima-adpcm"]), ("ms-adpcm.wav", ["-e", "ms-adpcm"])]:
             out = Path(tmp) / f"t.{ext}"
             r = subprocess.run(["sox", str(src), *args, str(out)], capture_output=True)
             if r.returncode == 0:
                 data = out.read_bytes()
                 name = {"flac": "in.flac", "mp3": "in.mp3", "ogg": "in.ogg", "sph": "in.sph"}.get(ext, "in")
-                audio(f"sox-{ext}", data, name)
+                audio(f"sox-{ext.replace('.', '-')}", data, name)
                 if ext in ("flac", "mp3", "ogg"):
                     audio(f"sox-{ext}-truncated", data[: len(data) * 6 // 10], name)
                     corrupt = bytearray(data)

@@ -360,6 +360,17 @@ fn decode_wav<S: Read + Seek>(path: &Path, src: &mut S) -> Result<DecodedAudio, 
     let mut reader = match hound::WavReader::new(BufReader::new(&mut *src)) {
         Ok(r) => r,
         Err(hound::Error::Unsupported) => return decode_wav_with_symphonia(path, src),
+        // hound calls some encodings it lacks malformed: 64-bit float ("bits per sample is not
+        // 32"), IMA and MS ADPCM ("inconsistent fmt chunk"). symphonia reads those; when it
+        // cannot either, hound's reason is the one to report.
+        Err(hound::Error::FormatError(reason)) => {
+            return decode_wav_with_symphonia(path, src).map_err(|e| match e {
+                AudioError::Corrupt { .. } | AudioError::Unsupported { .. } => {
+                    corrupt(format!("Ill-formed WAVE file: {reason}"))
+                }
+                other => other,
+            });
+        }
         Err(hound::Error::IoError(e)) if is_short_read(&e) => {
             return Err(corrupt("the header is cut short (truncated file?)".into()));
         }
@@ -1161,6 +1172,27 @@ mod tests {
                 matches!(&e, Some(AudioError::Corrupt { reason, .. }) if reason.contains("decoder failed on malformed data")),
                 "{case}: {e:?}"
             );
+        }
+        Ok(())
+    }
+
+    /// Found by the `audio_decode` seeds: 64-bit float and IMA/MS ADPCM WAV files written by
+    /// sox (`fuzz/corpus/audio_decode/seed-sox-*-wav`, 50 ms of a tone) were "ill-formed" to
+    /// hound and never reached symphonia, which reads them.
+    #[test]
+    fn wav_encodings_hound_calls_malformed_go_to_symphonia() -> TestResult {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/audio_decode");
+        for (seed, codec) in [
+            ("f64", "pcm_f64le"),
+            ("ima", "adpcm_ima_wav"),
+            ("ms-adpcm", "adpcm_ms"),
+        ] {
+            let data = std::fs::read(dir.join(format!("seed-sox-{seed}-wav")))?;
+            let audio = decode_bytes(&data[1..], "tone.wav")?;
+            assert_eq!(audio.info.codec, codec);
+            assert!(audio.info.frames >= 800, "{seed}: {:?}", audio.info);
+            let peak = audio.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+            assert!((0.3..0.7).contains(&peak), "{seed}: peak {peak}");
         }
         Ok(())
     }
