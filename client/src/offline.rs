@@ -166,8 +166,12 @@ impl Decoder {
             first.set_threads(None);
             return first.transcribe(samples, options);
         }
+        // Threads are shared out by --parallel, not by how many chunks this file has: a
+        // one-chunk file then decodes with threads / parallel threads, never with a pool of
+        // ggml workers that spin at every operation (on a busy 2-core machine, 2 threads per
+        // decode took minutes for an 8 s clip that 1 thread decodes in 5 s).
+        let per_session = (self.threads / sessions.len()).max(1);
         let p = sessions.len().min(chunks.len()).max(1);
-        let per_session = (self.threads / p).max(1);
         for s in sessions.iter_mut() {
             s.set_threads(Some(per_session));
         }
