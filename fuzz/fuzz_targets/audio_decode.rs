@@ -1,11 +1,11 @@
 //! Fuzz target `audio_decode`: see `harness/audio.rs`.
 #![no_main]
 
+#[path = "../harness/audio.rs"]
+mod harness;
 #[allow(dead_code)]
 #[path = "../harness/input.rs"]
 mod input;
-#[path = "../harness/audio.rs"]
-mod harness;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // libfuzzer-sys's panic hook aborts even on panics the code under test catches (the

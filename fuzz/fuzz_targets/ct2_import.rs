@@ -1,11 +1,11 @@
 //! Fuzz target `ct2_import`: see `harness/ct2.rs`.
 #![no_main]
 
+#[path = "../harness/ct2.rs"]
+mod harness;
 #[allow(dead_code)]
 #[path = "../harness/input.rs"]
 mod input;
-#[path = "../harness/ct2.rs"]
-mod harness;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // libfuzzer-sys's panic hook aborts even on panics the code under test catches (the

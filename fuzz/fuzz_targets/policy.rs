@@ -1,11 +1,11 @@
 //! Fuzz target `policy`: see `harness/policy.rs`.
 #![no_main]
 
+#[path = "../harness/policy.rs"]
+mod harness;
 #[allow(dead_code)]
 #[path = "../harness/input.rs"]
 mod input;
-#[path = "../harness/policy.rs"]
-mod harness;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // libfuzzer-sys's panic hook aborts even on panics the code under test catches (the
