@@ -77,8 +77,9 @@ pub fn transcribe_chunks(
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
-                    let shifted =
-                        result.map(|t| shift(t, range.start as f64 / f64::from(SAMPLE_RATE)));
+                    let rate = f64::from(SAMPLE_RATE);
+                    let (from, to) = (range.start as f64 / rate, range.end as f64 / rate);
+                    let shifted = result.map(|t| shift(t, from, to));
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(shifted);
                     }
@@ -110,20 +111,23 @@ pub fn transcribe_chunks(
     Ok(out)
 }
 
-/// Moves every time of `t` later by `offset` seconds.
-fn shift(mut t: Transcript, offset: f64) -> Transcript {
+/// Moves every time of `t` later by `offset` seconds and keeps it at or before `end` (a
+/// fitted encoder context reaches past the chunk's audio, and Whisper's timestamps can land
+/// in that padding).
+fn shift(mut t: Transcript, offset: f64, end: f64) -> Transcript {
+    let at = |x: f64| (x + offset).min(end);
     for s in &mut t.segments {
-        shift_segment(s, offset);
+        shift_segment(s, &at);
     }
     t
 }
 
-fn shift_segment(s: &mut Segment, offset: f64) {
-    s.start += offset;
-    s.end += offset;
+fn shift_segment(s: &mut Segment, at: &impl Fn(f64) -> f64) {
+    s.start = at(s.start);
+    s.end = at(s.end);
     for w in &mut s.words {
-        w.start += offset;
-        w.end += offset;
+        w.start = at(w.start);
+        w.end = at(w.end);
     }
 }
 
@@ -133,7 +137,7 @@ mod tests {
     use transcribe_core::Word;
 
     #[test]
-    fn shifting_moves_segments_and_words() {
+    fn shifting_moves_segments_and_words_and_clamps_to_the_chunk() {
         let t = Transcript {
             segments: vec![Segment {
                 start: 0.5,
@@ -150,11 +154,14 @@ mod tests {
             }],
             language: Some("en".into()),
         };
-        let s = shift(t, 10.0);
+        let s = shift(t.clone(), 10.0, 100.0);
         assert_eq!((s.segments[0].start, s.segments[0].end), (10.5, 12.0));
         assert_eq!(
             (s.segments[0].words[0].start, s.segments[0].words[0].end),
             (10.5, 10.9)
         );
+        // Times past the chunk's audio are kept at its end.
+        let s = shift(t, 10.0, 11.5);
+        assert_eq!((s.segments[0].start, s.segments[0].end), (10.5, 11.5));
     }
 }
