@@ -14,19 +14,5 @@ use std::path::Path;
 #[test]
 fn fuzz_corpus_replays_cleanly() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/policy");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.sort();
-    assert!(!files.is_empty(), "{} is empty", dir.display());
-    for file in &files {
-        let data = std::fs::read(file)?;
-        // A panic names the input; `cargo +nightly fuzz run policy <file>` reproduces it.
-        eprintln!("{}", file.display());
-        let outcome = harness::run(&data);
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        println!("{name:<48} {} bytes: {outcome}", data.len());
-    }
-    println!("{} inputs replayed", files.len());
-    Ok(())
+    input::replay_corpus(&dir, "policy", harness::run)
 }

@@ -54,3 +54,33 @@ impl<'a> Input<'a> {
         self.bytes(self.data.len())
     }
 }
+
+/// Replays every file of the corpus folder `dir` through `run` (the harness of fuzz target
+/// `target`), printing each input's outcome: the corpus replay tests of the crates. A panic
+/// names the input first; `cargo +nightly fuzz run TARGET FILE` reproduces it.
+///
+/// # Errors
+/// When the folder cannot be read or is empty.
+#[allow(dead_code)] // used by the replay tests, not by the fuzz targets
+pub fn replay_corpus(
+    dir: &std::path::Path,
+    target: &str,
+    run: fn(&[u8]) -> String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("{} is empty", dir.display()).into());
+    }
+    for file in &files {
+        let data = std::fs::read(file)?;
+        eprintln!("{target}: {}", file.display());
+        let outcome = run(&data);
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        println!("{name:<48} {} bytes: {outcome}", data.len());
+    }
+    println!("{} inputs replayed", files.len());
+    Ok(())
+}

@@ -337,7 +337,11 @@ fn log_security(
 ) {
     tracing::info!(
         message = "Security.",
-        auth = if authenticator.is_enabled() { "bearer token" } else { "none" },
+        auth = if authenticator.is_enabled() {
+            "bearer token"
+        } else {
+            "none"
+        },
         tls = tls.map_or("off".to_owned(), |t| t.cert_path().display().to_string())
     );
     if !local.ip().is_loopback() && !authenticator.is_enabled() {
