@@ -64,7 +64,13 @@ fn long_version() -> &'static str {
 ///
 /// Exit status: 0 success, 2 a file or model failed, 64 bad usage.
 #[derive(Debug, Parser)]
-#[command(name = "transcribe", version, long_version = long_version(), args_conflicts_with_subcommands = true)]
+#[command(
+    name = "transcribe",
+    version,
+    long_version = long_version(),
+    after_help = transcribe_engine::build_summary(),
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
     /// Audio files to transcribe (WAV, FLAC, MP3, Ogg Vorbis; any rate, any channel count).
     #[arg(value_name = "FILE")]

@@ -73,6 +73,23 @@ pub fn default_model() -> &'static str {
 /// (1.02-1.29); BENCHMARKS.md "Choosing the CPU default model".
 pub const DEFAULT_CPU_MODEL: &str = "tiny.en";
 
+/// One line for `--help`: the backend compiled in and the default model (no GPU is
+/// touched; `--version` lists the devices).
+pub fn build_summary() -> String {
+    if has_gpu_backend() {
+        format!(
+            "This build: backend {}; default model {}. `--version` lists the GPUs; --cpu runs on the CPU.",
+            backend(),
+            default_model()
+        )
+    } else {
+        format!(
+            "This build: backend cpu; default model {}.",
+            default_model()
+        )
+    }
+}
+
 /// Whether this binary was built with a GPU backend.
 pub fn has_gpu_backend() -> bool {
     backend() != "cpu"

@@ -68,7 +68,8 @@ const MAX_DEFAULT_THREADS: usize = 4;
 #[command(
     name = "transcribe-server",
     version,
-    about = "Real-time speech transcription over gRPC"
+    about = "Real-time speech transcription over gRPC",
+    after_help = transcribe_engine::build_summary()
 )]
 pub struct ServerArgs {
     /// Address to listen on.
