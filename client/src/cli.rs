@@ -93,8 +93,9 @@ pub struct Args {
     #[command(flatten)]
     pub engine: EngineArgs,
 
-    /// How files are cut for Whisper's 30 s window [default: fit].
-    #[arg(long, value_enum, default_value = "fit")]
+    /// How files are cut for Whisper's 30 s window. `fit` is about 1.5x faster on speech with
+    /// pauses but was 1.8 WER points worse with tiny.en over 51 clips (BENCHMARKS.md).
+    #[arg(long, value_enum, default_value = "off")]
     pub chunking: Chunking,
 
     /// Chunks decoded at once, each by its own decoding state with threads / N threads
