@@ -217,10 +217,10 @@ fn transcribe_one(
         Arc::new(move |p| b.set_position(p.clamp(0, 100) as u64))
     });
     // Whole-file decodes report whisper.cpp's percentage; chunked ones report chunks done.
-    if decoder.chunking == Chunking::Off {
-        if let Some(s) = sessions.first_mut() {
-            s.set_progress(progress.clone());
-        }
+    if decoder.chunking == Chunking::Off
+        && let Some(s) = sessions.first_mut()
+    {
+        s.set_progress(progress.clone());
     }
     let chunk_progress = |p: i32| {
         if let Some(f) = &progress {
