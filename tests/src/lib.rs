@@ -417,9 +417,13 @@ pub fn wav_bytes(samples: &[f32], rate: u32) -> Vec<u8> {
     out
 }
 
-/// A loader serving [`FAKE_MODEL`] whose decoder panics when the prompt contains
-/// "panic" and otherwise hears `script` in `audio`.
-pub fn panicky_loader(script: Script, audio: Vec<f32>) -> Box<dyn ModelLoader> {
+/// A loader serving [`FAKE_MODEL`] (hearing `script` in `audio`) whose decoders are wrapped
+/// by `wrap`: the shared body of [`panicky_loader`] and [`held_loader`].
+fn wrapped_loader(
+    script: Script,
+    audio: Vec<f32>,
+    wrap: Arc<dyn Fn(Box<dyn Decoder>) -> Box<dyn Decoder> + Send + Sync>,
+) -> Box<dyn ModelLoader> {
     let inner = fake_load(script, audio, Duration::ZERO);
     Box::new(FnLoader::new(
         vec![FAKE_MODEL.into()],
@@ -429,9 +433,9 @@ pub fn panicky_loader(script: Script, audio: Vec<f32>) -> Box<dyn ModelLoader> {
                 .into_iter()
                 .map(|m| {
                     let base = m.factory.clone();
-                    let factory = move || -> Result<Box<dyn Decoder>, String> {
-                        Ok(Box::new(Panicky(base.create()?)))
-                    };
+                    let wrap = wrap.clone();
+                    let factory =
+                        move || -> Result<Box<dyn Decoder>, String> { Ok(wrap(base.create()?)) };
                     let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
                     LoadedModel {
                         info: m.info,
@@ -442,6 +446,12 @@ pub fn panicky_loader(script: Script, audio: Vec<f32>) -> Box<dyn ModelLoader> {
             Ok(wrapped)
         }),
     ))
+}
+
+/// A loader serving [`FAKE_MODEL`] whose decoder panics when the prompt contains
+/// "panic" and otherwise hears `script` in `audio`.
+pub fn panicky_loader(script: Script, audio: Vec<f32>) -> Box<dyn ModelLoader> {
+    wrapped_loader(script, audio, Arc::new(|d| Box::new(Panicky(d))))
 }
 
 struct Panicky(Box<dyn Decoder>);
@@ -529,32 +539,16 @@ impl Hold {
 /// A loader serving [`FAKE_MODEL`] whose decodes wait for `hold` to be released, then hear
 /// `script` in `audio`.
 pub fn held_loader(script: Script, audio: Vec<f32>, hold: Hold) -> Box<dyn ModelLoader> {
-    let inner = fake_load(script, audio, Duration::ZERO);
-    Box::new(FnLoader::new(
-        vec![FAKE_MODEL.into()],
-        Box::new(move || {
-            let models = inner()?;
-            let wrapped = models
-                .into_iter()
-                .map(|m| {
-                    let base = m.factory.clone();
-                    let hold = hold.clone();
-                    let factory = move || -> Result<Box<dyn Decoder>, String> {
-                        Ok(Box::new(Held {
-                            inner: base.create()?,
-                            hold: hold.clone(),
-                        }))
-                    };
-                    let factory: Arc<dyn DecoderFactory> = Arc::new(factory);
-                    LoadedModel {
-                        info: m.info,
-                        factory,
-                    }
-                })
-                .collect();
-            Ok(wrapped)
+    wrapped_loader(
+        script,
+        audio,
+        Arc::new(move |inner| {
+            Box::new(Held {
+                inner,
+                hold: hold.clone(),
+            })
         }),
-    ))
+    )
 }
 
 struct Held {
