@@ -417,12 +417,15 @@ pub fn wav_bytes(samples: &[f32], rate: u32) -> Vec<u8> {
     out
 }
 
+/// Wraps a fake decoder in another (a panicking or a held one).
+type WrapDecoder = Arc<dyn Fn(Box<dyn Decoder>) -> Box<dyn Decoder> + Send + Sync>;
+
 /// A loader serving [`FAKE_MODEL`] (hearing `script` in `audio`) whose decoders are wrapped
 /// by `wrap`: the shared body of [`panicky_loader`] and [`held_loader`].
 fn wrapped_loader(
     script: Script,
     audio: Vec<f32>,
-    wrap: Arc<dyn Fn(Box<dyn Decoder>) -> Box<dyn Decoder> + Send + Sync>,
+    wrap: WrapDecoder,
 ) -> Box<dyn ModelLoader> {
     let inner = fake_load(script, audio, Duration::ZERO);
     Box::new(FnLoader::new(
