@@ -422,11 +422,7 @@ type WrapDecoder = Arc<dyn Fn(Box<dyn Decoder>) -> Box<dyn Decoder> + Send + Syn
 
 /// A loader serving [`FAKE_MODEL`] (hearing `script` in `audio`) whose decoders are wrapped
 /// by `wrap`: the shared body of [`panicky_loader`] and [`held_loader`].
-fn wrapped_loader(
-    script: Script,
-    audio: Vec<f32>,
-    wrap: WrapDecoder,
-) -> Box<dyn ModelLoader> {
+fn wrapped_loader(script: Script, audio: Vec<f32>, wrap: WrapDecoder) -> Box<dyn ModelLoader> {
     let inner = fake_load(script, audio, Duration::ZERO);
     Box::new(FnLoader::new(
         vec![FAKE_MODEL.into()],
