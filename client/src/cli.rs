@@ -22,15 +22,7 @@ fn long_version() -> &'static str {
     let devices = if transcribe_engine::has_gpu_backend() {
         let list: Vec<String> = transcribe_engine::devices::gpu_devices()
             .iter()
-            .map(|d| {
-                format!(
-                    "{}: {} ({}, {} GiB)",
-                    d.index,
-                    d.name,
-                    d.description,
-                    d.memory_total >> 30
-                )
-            })
+            .map(|d| format!("{}: {d}", d.index))
             .collect();
         format!(
             "\ngpu devices: {}",

@@ -18,6 +18,19 @@ pub struct GpuDevice {
     pub memory_total: u64,
 }
 
+impl std::fmt::Display for GpuDevice {
+    /// `CUDA0 (NVIDIA H200, 139 GiB)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, {} GiB)",
+            self.name,
+            self.description,
+            self.memory_total >> 30
+        )
+    }
+}
+
 fn c_string(p: *const std::os::raw::c_char) -> String {
     if p.is_null() {
         return String::new();
@@ -66,12 +79,7 @@ pub fn describe(use_gpu: bool, gpu_device: i32) -> String {
         .ok()
         .and_then(|i| devices.get(i))
     {
-        Some(d) => format!(
-            "{backend}: {} ({}, {} GiB)",
-            d.name,
-            d.description,
-            d.memory_total >> 30
-        ),
+        Some(d) => format!("{backend}: {d}"),
         None => format!(
             "{backend}: no GPU device {gpu_device} ({} found; whisper.cpp falls back to the CPU)",
             devices.len()

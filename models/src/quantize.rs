@@ -282,8 +282,8 @@ pub fn quantize_ggml(
 }
 
 /// q8_0 in plain Rust, after ggml's `quantize_row_q8_0_ref` (ggml-quants.c): per block of 32,
-/// `d = max|x| / 127` stored as f16, `q = round(x / d)`. A reference for tests and a fallback
-/// where ggml is not linked.
+/// `d = max|x| / 127` stored as f16, `q = round(x / d)`. The reference the tests check
+/// ggml's quantizer (through `transcribe-engine`) against.
 pub fn quantize_q8_0_reference(data: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 32 * 34);
     for block in data.chunks(32) {
