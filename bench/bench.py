@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 FIXTURES = ROOT / "audio-fixtures"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "eval"
-SECTIONS = ("offline", "accuracy", "stream")
+SECTIONS = ("offline", "accuracy", "stream", "sweep")
 PEERS = ("fw-int8", "fw-f32", "whisper-c")
 
 # CTranslate2 conversions of the catalog models, as models/src/fetch.rs's pip fallback knows
@@ -253,7 +253,7 @@ class Setup:
         if self.args.binary_dir or self.args.no_build:
             return
         jobs = [["-p", "transcribe-cli", "--bin", "transcribe"]]
-        if "accuracy" in sections:
+        if {"accuracy", "sweep"} & set(sections):
             jobs.append(["-p", "transcribe-engine", "--example", "stream_sim"])
         if "stream" in sections:
             jobs.append(["-p", "transcribe-server", "--bin", "transcribe-server", "--example", "stream_bench"])
@@ -269,6 +269,10 @@ class Setup:
             raise RuntimeError(f"no transcribe binary in {self.bindir}")
         v = subprocess.run([transcribe, "--version"], capture_output=True, text=True).stdout.strip()
         self.versions["ours"] = " ".join(v.split()).split("; WHISPER")[0][:200]
+        self.versions["ours_cpu_features"] = " ".join(v.split()).partition("CPU : ")[2][:300]
+        if "LLAMAFILE = 1" not in v:
+            self.note(f"{transcribe}: whisper.cpp built without LLAMAFILE (a target/ from before "
+                      ".cargo/config.toml set it: `cargo clean --release -p whisper-rs-sys`, then build)")
         for name in [m for m in self.args.models.split(",") if m]:
             p = subprocess.run([transcribe, "models", "pull", name], capture_output=True, text=True)
             if p.returncode != 0:
@@ -282,6 +286,18 @@ class Setup:
                 continue
             peer = max((k for k in CT2_PACKAGES if name.startswith(k)), key=len, default=None)
             self.models.append({"name": name, "ggml": str(Path(path).resolve()), "peer_model": peer})
+        for q in self.args.quantize:
+            for m in [m for m in self.models if m["name"] == m["peer_model"]]:
+                out = TARGET / "bench-quant" / f"ggml-{m['name']}-{q}.bin"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if not out.exists() or out.stat().st_mtime < os.path.getmtime(m["ggml"]):
+                    p = subprocess.run([transcribe, "models", "quantize", m["ggml"], "--type", q, "--out", out],
+                                       capture_output=True, text=True)
+                    if p.returncode != 0:
+                        self.note(f"{m['name']} {q}: `transcribe models quantize` failed: {p.stderr.strip()[-300:]}")
+                        continue
+                self.models.append({"name": f"{m['name']}-{q}", "ggml": str(out), "peer_model": m["name"],
+                                    "quantized_from": m["name"]})
         for m in self.models:
             m["sha256"] = sha256(m["ggml"])
             m["bytes"] = os.path.getsize(m["ggml"])
@@ -514,7 +530,7 @@ def section_offline(setup, args, clips, cache):
             "totals": totals}
 
 
-def stream_sim_once(setup, model, clip, threads):
+def stream_sim_once(setup, model, clip, threads, extra=()):
     sim = setup.binary("stream_sim")
     if sim is None:
         raise RuntimeError(f"no stream_sim example in {setup.bindir} or its examples/")
@@ -523,7 +539,7 @@ def stream_sim_once(setup, model, clip, threads):
         ref.write_text(clip["reference"])
         out = Path(d) / "sim.json"
         cmd = [sim, model["ggml"], clip["path"], "--threads", threads, "--reference", ref, "--json", out,
-               "--no-offline"]
+               "--no-offline", *extra]
         if language_for(model):
             cmd += ["--language", language_for(model)]
         run_measured(cmd)
@@ -648,6 +664,80 @@ def section_stream(setup, args):
             "models": out}
 
 
+def sweep_keeps_up(row, target):
+    """A streaming configuration keeps up when its decodes never fall behind the audio: the
+    policy widened the step (its answer to a backlog) on at most 10 % of partials, and finals
+    arrive within the latency target (p95)."""
+    steps = row.get("steps") or 0
+    widened = row.get("steps_widened") or 0
+    final_p95 = row.get("final_latency_s_p95")
+    return (steps > 0 and widened <= 0.1 * steps and final_p95 is not None
+            and final_p95 == final_p95 and final_p95 <= target)
+
+
+def sweep_best(rows, target):
+    """Per model, the step with the lowest word emission p95 (worst file) among the steps
+    that keep up on every file; None when none does."""
+    by_step = {}
+    for r in rows:
+        by_step.setdefault(r["step_s"], []).append(r)
+    best = None
+    for step, rs in sorted(by_step.items()):
+        if not all(sweep_keeps_up(r, target) for r in rs):
+            continue
+        worst = max(r["emission_seen_s_p95"] for r in rs)
+        if best is None or worst < best["emission_seen_s_p95"]:
+            best = {"step_s": step, "emission_seen_s_p95": worst,
+                    "emission_committed_s_p95": max(r["emission_committed_s_p95"] for r in rs),
+                    "compute_load": max(r["compute_load"] for r in rs)}
+    return best
+
+
+def section_sweep(setup, args):
+    """Streaming efficiency (issue 5.3): each model through the streaming policy with the real
+    engine (stream_sim, on the policy's sample clock: decodes take their measured time, audio
+    arrives in real time meanwhile), one stream, at each partial step of --sweep-steps."""
+    if not setup.models:
+        raise RuntimeError("no model to benchmark (see the notes)")
+    if setup.binary("stream_sim") is None:
+        raise RuntimeError(f"no stream_sim example in {setup.bindir} or its examples/")
+    files = args.sweep_files or ([str(FIXTURES / "speech" / "pauses.wav")] if args.quick else
+                                 [str(FIXTURES / "speech" / "long_60s.wav"), str(FIXTURES / "speech" / "pauses.wav")])
+    threads = args.sweep_threads or str(os.cpu_count() or 1)
+    models = []
+    for model in setup.models:
+        rows = []
+        for step in args.sweep_steps:
+            for f in files:
+                clip = {"id": Path(f).stem, "path": f,
+                        "reference": Path(f).with_suffix(".txt").read_text().strip()
+                        if Path(f).with_suffix(".txt").exists() else ""}
+                load = os.getloadavg()[0]
+                try:
+                    r = stream_sim_once(setup, model, clip, threads,
+                                        ["--step-ms", str(round(float(step) * 1000))])
+                except Exception as e:  # noqa: BLE001
+                    rows.append({"file": clip["id"], "step_s": float(step), "error": str(e)[-500:]})
+                    log(f"sweep {model['name']} step {step} {clip['id']}: {e}")
+                    continue
+                m = r.get("metrics", r)
+                row = {"file": clip["id"], "step_s": float(step), "loadavg_1m_before": load,
+                       **{k: m.get(k) for k in SWEEP_METRICS}}
+                row["keeps_up"] = sweep_keeps_up(row, args.latency_target)
+                rows.append(row)
+                log(f"sweep {model['name']} step {step} {clip['id']}: load {fmt(row['compute_load'], 2)}, "
+                    f"word p95 {fmt(row['emission_seen_s_p95'], 2)} s, keeps up {row['keeps_up']}")
+        ok = [r for r in rows if "error" not in r]
+        models.append({"model": model["name"], "rows": rows, "best": sweep_best(ok, args.latency_target)})
+    return {"files": files, "threads": threads, "steps": [float(x) for x in args.sweep_steps],
+            "latency_target_s": args.latency_target, "models": models}
+
+
+SWEEP_METRICS = ("compute_load", "partial_jobs", "final_jobs", "partial_decode_ms_mean", "final_decode_ms_mean",
+                 "emission_seen_s_p50", "emission_seen_s_p95", "emission_committed_s_p50",
+                 "emission_committed_s_p95", "final_latency_s_p50", "final_latency_s_p95", "step_s_median",
+                 "steps_widened", "steps", "stream_wer")
+
 # ---- markdown ----------------------------------------------------------------------------------------
 
 ENGINE_LABEL = {"ours": "ours", "fw-int8": "fw int8", "fw-f32": "fw f32", "whisper-c": "whisper.cpp C",
@@ -733,6 +823,34 @@ def md_stream(sec):
     return lines + [""] + caps
 
 
+def md_sweep(sec):
+    lines = [f"### Streaming efficiency: one stream, partial step swept ({sec['threads']} thread(s) per decode, "
+             "stream_sim on the policy's sample clock)", "",
+             "| model | step s | file | compute load | partials | word seen p50 / p95 s | word committed p50 / p95 s | "
+             "final p50 / p95 s | steps widened | streaming WER | keeps up |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    best = []
+    for m in sec["models"]:
+        for r in m["rows"]:
+            if "error" in r:
+                lines.append(f"| {m['model']} | {r['step_s']} | {r['file']} | failed: {r['error'][:200]} |")
+                continue
+            lines.append(
+                f"| {m['model']} | {r['step_s']} | {r['file']} | {fmt(r['compute_load'], 2)} | "
+                f"{fmt(r['partial_jobs'], 0)} | {fmt(r['emission_seen_s_p50'], 2)} / {fmt(r['emission_seen_s_p95'], 2)} | "
+                f"{fmt(r['emission_committed_s_p50'], 2)} / {fmt(r['emission_committed_s_p95'], 2)} | "
+                f"{fmt(r['final_latency_s_p50'], 2)} / {fmt(r['final_latency_s_p95'], 2)} | "
+                f"{fmt(r['steps_widened'], 0)}/{fmt(r['steps'], 0)} | {pct(r['stream_wer'])} | "
+                f"{'yes' if r['keeps_up'] else 'no'} |")
+        b = m["best"]
+        best.append(f"- **{m['model']}**: " + (
+            f"lowest word emission p95 that keeps up: {fmt(b['emission_seen_s_p95'], 2)} s seen, "
+            f"{fmt(b['emission_committed_s_p95'], 2)} s committed, at step {b['step_s']} s "
+            f"(compute load {fmt(b['compute_load'], 2)})" if b else "no step kept up"))
+    return lines + ["", "Keeps up: the step was widened (the policy's answer to a backlog) on at most 10 % of "
+                    f"partials and final p95 <= {sec['latency_target_s']} s, on every file.", ""] + best
+
+
 def markdown(doc):
     mc = doc["machine"]
     lines = [
@@ -743,7 +861,8 @@ def markdown(doc):
         f"; load average (1/5/15 min) before {'/'.join(map(str, doc['load_before'] or []))}, "
         f"after {'/'.join(map(str, doc['load_after'] or []))}.",
         f"- Commit {doc['commit']}; command: `{doc['command']}`.",
-        f"- Ours: {doc['versions'].get('ours', '?')}.",
+        f"- Ours: {doc['versions'].get('ours', '?')}; whisper.cpp CPU features: "
+        f"{doc['versions'].get('ours_cpu_features', '?')}.",
     ]
     if "faster_whisper" in doc["versions"]:
         lines.append(f"- faster-whisper peers: {doc['versions']['faster_whisper']} (bench/fw_transcribe.py: "
@@ -774,7 +893,8 @@ def markdown(doc):
         if "error" in sec:
             lines += [f"### {name}: FAILED", "", sec["error"][-1500:], ""]
             continue
-        lines += {"offline": md_offline, "accuracy": md_accuracy, "stream": md_stream}[name](sec) + [""]
+        lines += {"offline": md_offline, "accuracy": md_accuracy, "stream": md_stream,
+                  "sweep": md_sweep}[name](sec) + [""]
     return "\n".join(lines)
 
 
@@ -803,6 +923,14 @@ def parse_args(argv):
     ap.add_argument("--server-threads", type=int, default=None, help="--threads for transcribe-server")
     ap.add_argument("--stream-timeout", type=int, default=7200, help="seconds for one model's stream section")
     ap.add_argument("--no-stream-wer", action="store_true", help="accuracy: skip streaming WER (stream_sim)")
+    ap.add_argument("--quantize", default=None,
+                    help="also benchmark quantized copies of each catalog model (`transcribe models quantize`, "
+                         "into target/bench-quant/), e.g. q8_0 or q8_0,q5_0; 'none' for none (default q8_0, "
+                         "none with --quick)")
+    ap.add_argument("--sweep-steps", default="0.25,0.5,1,2",
+                    help="sweep: partial steps in seconds (default 0.25,0.5,1,2)")
+    ap.add_argument("--sweep-files", default=None, help="sweep: comma-separated files (default long_60s, pauses)")
+    ap.add_argument("--sweep-threads", default=None, help="sweep: threads per decode (default: all cores)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny.en, 1 run, 1 thread, short files, few accuracy clips, N <= 2")
     ap.add_argument("--binary-dir", default=None,
@@ -821,6 +949,10 @@ def parse_args(argv):
         args.runs = 1 if "--runs" not in argv else args.runs
         args.threads = args.threads or "1"
         args.max_streams = min(args.max_streams, 2)
+    q = args.quantize if args.quantize is not None else ("none" if args.quick else "q8_0")
+    args.quantize = [] if q in ("", "none") else q.split(",")
+    args.sweep_steps = [x for x in args.sweep_steps.split(",") if x]
+    args.sweep_files = args.sweep_files.split(",") if args.sweep_files else None
     args.threads = [t for t in (args.threads or f"1,{os.cpu_count() or 1}").split(",") if t]
     args.threads = list(dict.fromkeys(args.threads))
     args.only = [s for s in args.only.split(",") if s]
@@ -899,6 +1031,11 @@ def main(argv):
             doc["sections"]["stream"] = section_stream(setup, args)
         except Exception as e:  # noqa: BLE001
             doc["sections"]["stream"] = {"error": str(e), "traceback": traceback.format_exc()}
+    if "sweep" in args.only:
+        try:
+            doc["sections"]["sweep"] = section_sweep(setup, args)
+        except Exception as e:  # noqa: BLE001
+            doc["sections"]["sweep"] = {"error": str(e), "traceback": traceback.format_exc()}
 
     doc["load_after"] = load_average()
     doc["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

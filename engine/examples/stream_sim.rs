@@ -4,8 +4,12 @@
 //! ```text
 //! cargo run --release -p transcribe-engine --example stream_sim -- MODEL_PATH WAV \
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
-//!     [--verbose] [--no-offline]
+//!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
 //! ```
+//!
+//! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
+//! widest step and the audio before the first partial (the server's `--step` is the first);
+//! `bench/stream_sweep.py` steps them to find the lowest emission latency that keeps up.
 //!
 //! `scripts/bench` runs it per clip for the streaming WER of its accuracy section
 //! (`--no-offline`: the offline text comes from `transcribe` there).
@@ -38,9 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
-use transcribe_core::policy::{
-    DEFAULT_STEP_SAMPLES, EndReason, JobKind, PolicyConfig, PolicyEvent,
-};
+use transcribe_core::policy::{EndReason, JobKind, PolicyConfig, PolicyEvent};
 use transcribe_core::stream::run_stream_timed;
 use transcribe_core::text::{normalize, wer};
 use transcribe_core::{DecodeOptions, EngineError, Transcriber, Transcript};
@@ -92,10 +94,15 @@ struct Args {
     /// Skip the whole-file offline decode (its WER and RTF are reported as NaN / null):
     /// `scripts/bench` gets the offline text from `transcribe` itself.
     no_offline: bool,
+    /// Policy overrides (milliseconds); `None` keeps [`PolicyConfig::default`]'s.
+    step_ms: Option<u32>,
+    max_step_ms: Option<u32>,
+    min_partial_ms: Option<u32>,
 }
 
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
-                     [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline]";
+                     [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
+                     [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]";
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut positional = Vec::new();
@@ -109,6 +116,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         json: None,
         verbose: false,
         no_offline: false,
+        step_ms: None,
+        max_step_ms: None,
+        min_partial_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -124,6 +134,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--json" => args.json = Some(value()?.into()),
             "-v" | "--verbose" => args.verbose = true,
             "--no-offline" => args.no_offline = true,
+            "--step-ms" => args.step_ms = Some(value()?.parse()?),
+            "--max-step-ms" => args.max_step_ms = Some(value()?.parse()?),
+            "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
             _ => positional.push(PathBuf::from(a)),
@@ -251,10 +264,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     // The streaming run: the cost closure decodes for real.
     let stash: Stash = Arc::default();
     let mut costs: Vec<Cost> = Vec::new();
+    let ms = |v: u32| (SAMPLE_RATE / 1000 * v) as usize;
+    let defaults = PolicyConfig::default();
     let policy = PolicyConfig {
         language: args.language.clone(),
-        ..PolicyConfig::default()
+        step_samples: args.step_ms.map_or(defaults.step_samples, ms),
+        max_step_samples: args.max_step_ms.map_or(defaults.max_step_samples, ms),
+        min_partial_samples: args.min_partial_ms.map_or(defaults.min_partial_samples, ms),
+        ..defaults
     };
+    policy.validate()?;
+    let base_step = samples_to_seconds(policy.step_samples);
+    let max_step_s = samples_to_seconds(policy.max_step_samples);
+    let min_partial_s = samples_to_seconds(policy.min_partial_samples);
     let chunk = (SAMPLE_RATE / 1000 * args.chunk_ms) as usize;
     let run = {
         let stash = Arc::clone(&stash);
@@ -453,7 +475,6 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         last = Some((j.utterance_index, j.len_samples));
     }
-    let base_step = samples_to_seconds(DEFAULT_STEP_SAMPLES);
     let widened = steps.iter().filter(|&&s| s > base_step * 1.1).count();
 
     // Streaming and offline WER.
@@ -497,6 +518,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("audio_s", audio_s),
         ("threads", args.threads as f64),
         ("chunk_ms", f64::from(args.chunk_ms)),
+        ("step_s", base_step),
+        ("max_step_s", max_step_s),
+        ("min_partial_s", min_partial_s),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),
         ("compute_load", decode_total_s / audio_s),
