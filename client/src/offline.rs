@@ -25,6 +25,7 @@ pub fn resolve_model(spec: Option<&str>, offline: bool, progress: bool) -> anyho
     let options = transcribe_models::FetchOptions {
         offline,
         progress,
+        quantizer: Some(transcribe_engine::quantize::quantize_rows),
         ..Default::default()
     };
     Ok(transcribe_models::resolve(&spec, &options)?)

@@ -294,6 +294,71 @@ fn imported_base_model_transcribes_and_detects_language() {
 }
 
 #[test]
+fn quantized_model_name_is_made_once_and_transcribes() {
+    // `-m tiny.en-q8_0`: made from the f16 file by ggml's quantizer into the cache (a
+    // private one here, holding a copy of the cached tiny.en), then used like any model.
+    let pulled = transcribe(&["models", "pull", "tiny.en"]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    let f16 = PathBuf::from(stdout(&pulled).trim());
+    let cache = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(&f16, cache.path().join("ggml-tiny.en.bin")).expect("copy tiny.en");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_transcribe"))
+            .args(args)
+            .env("TRANSCRIBE_MODEL_DIR", cache.path())
+            .env("TRANSCRIBE_OFFLINE", "1")
+            .current_dir(root())
+            .output()
+            .expect("the transcribe binary runs")
+    };
+    let out = run(&[
+        "--model",
+        "tiny.en-q8_0",
+        "--format",
+        "json",
+        "audio-fixtures/speech/window.wav",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let made = cache.path().join("ggml-tiny.en-q8_0.bin");
+    let size = std::fs::metadata(&made).map(|m| m.len()).unwrap_or(0);
+    // q8_0 is 34 bytes per 32 weights: a little over half of the f16 file.
+    let f16_size = std::fs::metadata(&f16).map(|m| m.len()).unwrap_or(1);
+    assert!(
+        size > f16_size / 2 && size < f16_size * 3 / 5,
+        "{size} vs {f16_size}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    let reference =
+        "Please close the window before you leave the house. It might rain this afternoon.";
+    let text = v["text"].as_str().unwrap_or_default();
+    assert!(
+        wer(reference, text).rate() <= FIXTURE_WER,
+        "{}",
+        explain(reference, text)
+    );
+    // Listed under its name, and a second run reuses the file.
+    let listed = run(&["models", "list"]);
+    assert!(
+        stdout(&listed)
+            .lines()
+            .any(|l| l.starts_with("tiny.en-q8_0 ") && l.ends_with("cached")),
+        "{}",
+        stdout(&listed)
+    );
+    let modified = std::fs::metadata(&made).and_then(|m| m.modified()).ok();
+    let again = run(&[
+        "--model",
+        "tiny.en-q8_0",
+        "audio-fixtures/speech/window.wav",
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::metadata(&made).and_then(|m| m.modified()).ok(),
+        modified
+    );
+}
+
+#[test]
 fn closed_stdout_pipe_exits_zero() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_transcribe"))
         .args([

@@ -1,11 +1,13 @@
 //! The model catalog: [`ModelName`] (the Whisper models we know, with whisper.cpp's file
-//! names, sizes and hashes) and [`ModelSpec`] (a name or a path, as users type them).
+//! names, sizes and hashes) and [`ModelSpec`] (a name, a quantized name such as `base-q8_0`,
+//! or a path, as users type them).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::ModelError;
+use crate::quantize::QuantType;
 
 /// A Whisper model from the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -209,11 +211,16 @@ impl<'de> serde::Deserialize<'de> for ModelName {
     }
 }
 
-/// What the user asked for: a catalog name, or a path to a ggml file.
+/// What the user asked for: a catalog name, a quantized catalog name, or a path to a ggml
+/// file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelSpec {
     /// A catalog model, found in the cache or fetched.
     Name(ModelName),
+    /// A catalog model's weights as ggml quantized blocks (`base-q8_0`, whisper.cpp's names
+    /// for its quantized files): found in the cache, or made there from the f16 file by
+    /// ggml's own quantizer (`FetchOptions::quantizer`).
+    Quantized(ModelName, QuantType),
     /// A ggml file on disk, used as is.
     Path(PathBuf),
 }
@@ -222,7 +229,8 @@ impl ModelSpec {
     /// Parses what the user typed.
     ///
     /// A string that looks like a path (it contains a path separator or ends with `.bin`)
-    /// and exists is a path; otherwise it must be a catalog name.
+    /// and exists is a path; otherwise it must be a catalog name, or one followed by
+    /// `-q8_0`, `-q5_1`, `-q5_0`, `-q4_1` or `-q4_0`.
     ///
     /// # Errors
     /// [`ModelError::NotFound`] for a path-like string naming no file,
@@ -232,6 +240,11 @@ impl ModelSpec {
             s.contains('/') || s.contains(std::path::MAIN_SEPARATOR) || s.ends_with(".bin");
         if looks_like_path && Path::new(s).exists() {
             return Ok(Self::Path(PathBuf::from(s)));
+        }
+        if let Some((base, quant)) = s.rsplit_once('-')
+            && let (Ok(name), Ok(quant)) = (base.parse::<ModelName>(), quant.parse::<QuantType>())
+        {
+            return Ok(Self::Quantized(name, quant));
         }
         match s.parse::<ModelName>() {
             Ok(name) => Ok(Self::Name(name)),
@@ -256,7 +269,20 @@ impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Name(n) => n.fmt(f),
+            Self::Quantized(n, q) => write!(f, "{n}-{q}"),
             Self::Path(p) => p.display().fmt(f),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The cache file name of a catalog spec (`ggml-base.bin`, `ggml-base-q8_0.bin`); `None`
+    /// for a path.
+    pub fn file_name(&self) -> Option<String> {
+        match self {
+            Self::Name(n) => Some(n.file_name()),
+            Self::Quantized(..) => Some(format!("ggml-{self}.bin")),
+            Self::Path(_) => None,
         }
     }
 }
@@ -339,6 +365,25 @@ mod tests {
             Err(ModelError::UnknownModel { .. })
         ));
         assert_eq!(ModelSpec::Name(ModelName::Base).to_string(), "base");
+        // Quantized names: whisper.cpp's file names, made by our quantizer.
+        let q = ModelSpec::parse("tiny.en-q8_0")?;
+        assert_eq!(q, ModelSpec::Quantized(ModelName::TinyEn, QuantType::Q8_0));
+        assert_eq!(q.to_string(), "tiny.en-q8_0");
+        assert_eq!(q.file_name().as_deref(), Some("ggml-tiny.en-q8_0.bin"));
+        assert_eq!(
+            ModelSpec::parse("large-v3-turbo-q5_0")?,
+            ModelSpec::Quantized(ModelName::LargeV3Turbo, QuantType::Q5_0)
+        );
+        assert_eq!(
+            ModelSpec::parse("large-v3-turbo")?,
+            ModelSpec::Name(ModelName::LargeV3Turbo)
+        );
+        for bad in ["tiny.en-q3_0", "huge-q8_0", "tiny.en-"] {
+            assert!(
+                matches!(ModelSpec::parse(bad), Err(ModelError::UnknownModel { .. })),
+                "{bad}"
+            );
+        }
         Ok(())
     }
 

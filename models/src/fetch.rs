@@ -13,6 +13,10 @@
 //!
 //! `TRANSCRIBE_OFFLINE=1` (or [`FetchOptions::offline`]) skips 3 and 4. When nothing works,
 //! [`ModelError::NotFound`] lists every source tried and why it failed.
+//!
+//! A quantized name (`base-q8_0`, [`ModelSpec::Quantized`]) is looked up in the cache; when
+//! absent, its f16 model is resolved as above and quantized into the cache with
+//! [`FetchOptions::quantizer`] (the engine's binding of ggml's own quantizer).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -28,6 +32,11 @@ use crate::cache::{cache_dir, looks_like_ggml};
 use crate::catalog::{ModelName, ModelSpec};
 use crate::error::ModelError;
 use crate::ggml::import_ct2;
+use crate::quantize::{QuantType, quantize_ggml};
+
+/// Quantizes `rows` of f32 weights (`n_per_row` each) to a block type's bytes: ggml's own
+/// quantizer, which lives in the engine (`transcribe_engine::quantize::quantize_rows`).
+pub type QuantizeFn = fn(QuantType, &[f32], usize) -> Vec<u8>;
 
 /// Set to `1` (or `true`, `yes`) to never touch the network.
 pub const OFFLINE_ENV: &str = "TRANSCRIBE_OFFLINE";
@@ -97,6 +106,9 @@ pub struct FetchOptions {
     pub connect_timeout: Option<Duration>,
     /// Called with every [`FetchEvent`].
     pub on_event: Option<EventHook>,
+    /// Makes quantized models (`base-q8_0`) missing from the cache; `None`: they must be
+    /// in the cache already.
+    pub quantizer: Option<QuantizeFn>,
 }
 
 impl fmt::Debug for FetchOptions {
@@ -109,6 +121,7 @@ impl fmt::Debug for FetchOptions {
             .field("python", &self.python)
             .field("connect_timeout", &self.connect_timeout)
             .field("on_event", &self.on_event.as_ref().map(|_| "Fn"))
+            .field("quantizer", &self.quantizer.map(|_| "fn"))
             .finish()
     }
 }
@@ -198,6 +211,7 @@ pub fn resolve(spec: &ModelSpec, opts: &FetchOptions) -> Result<PathBuf, ModelEr
             });
         }
         ModelSpec::Name(n) => *n,
+        ModelSpec::Quantized(n, q) => return resolve_quantized(*n, *q, opts),
     };
     let dir = opts.cache()?;
     let cached = dir.join(name.file_name());
@@ -215,6 +229,37 @@ pub fn resolve(spec: &ModelSpec, opts: &FetchOptions) -> Result<PathBuf, ModelEr
         }
     ));
     fetch_into(name, &dir, opts, tried)
+}
+
+/// A quantized catalog model from the cache, or made there from its f16 file.
+fn resolve_quantized(
+    name: ModelName,
+    quant: QuantType,
+    opts: &FetchOptions,
+) -> Result<PathBuf, ModelError> {
+    let spec = ModelSpec::Quantized(name, quant);
+    let dir = opts.cache()?;
+    let cached = dir.join(spec.file_name().unwrap_or_default());
+    if cached.is_file() && looks_like_ggml(&cached) {
+        return Ok(cached);
+    }
+    let Some(quantizer) = opts.quantizer else {
+        return Err(ModelError::NotFound {
+            model: spec.to_string(),
+            tried: vec![
+                format!("cache {}: not present", cached.display()),
+                "quantizing: this program has no quantizer (use `transcribe models pull`)".into(),
+            ],
+        });
+    };
+    let f16 = resolve(&ModelSpec::Name(name), opts)?;
+    opts.emit(FetchEvent::Trying {
+        source: format!("quantizing {} to {quant}", f16.display()),
+    });
+    quantize_ggml(&f16, &cached, quant, &mut |q, rows, n| {
+        quantizer(q, rows, n)
+    })?;
+    Ok(cached)
 }
 
 /// Fetches `name` into the cache even when it is already there (replacing it only once the

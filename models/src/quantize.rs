@@ -398,6 +398,49 @@ mod tests {
     }
 
     #[test]
+    fn quantized_names_are_made_once_into_the_cache() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::{FetchOptions, ModelName, ModelSpec, resolve};
+        fn q8(_: QuantType, rows: &[f32], _: usize) -> Vec<u8> {
+            quantize_q8_0_reference(rows)
+        }
+        let dir = tempfile::tempdir()?;
+        let hp = small();
+        synth_ggml(&hp, &vocab(&hp), &dir.path().join("ggml-tiny.en.bin"), 3)?;
+        let spec = ModelSpec::parse("tiny.en-q8_0")?;
+        let offline = FetchOptions {
+            offline: true,
+            cache_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        // No quantizer: the cache is all there is, and the error says so.
+        let e = resolve(&spec, &offline).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("no quantizer")),
+            "{e:?}"
+        );
+        let opts = FetchOptions {
+            quantizer: Some(q8),
+            ..offline
+        };
+        let made = resolve(&spec, &opts)?;
+        assert_eq!(made, dir.path().join("ggml-tiny.en-q8_0.bin"));
+        assert_eq!(inspect_ggml(&made)?.hparams.ftype, 2007);
+        // Found in the cache the second time (no f16 needed any more).
+        std::fs::remove_file(dir.path().join("ggml-tiny.en.bin"))?;
+        assert_eq!(resolve(&spec, &opts)?, made);
+        // Without the f16 model (offline) a missing quantized model names the f16 sources.
+        let e = resolve(
+            &ModelSpec::Quantized(ModelName::Base, QuantType::Q5_0),
+            &opts,
+        );
+        assert!(
+            matches!(e, Err(ModelError::NotFound { ref model, .. }) if model == "base"),
+            "{e:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn wrong_quantizer_output_is_an_error_and_leaves_no_file() -> Result<(), ModelError> {
         let dir = tempfile::tempdir().map_err(|e| ModelError::io("creating", "tmp", e))?;
         let (f16, out) = (dir.path().join("m.bin"), dir.path().join("bad.bin"));

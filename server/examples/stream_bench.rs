@@ -421,8 +421,13 @@ async fn main() -> Result<()> {
     config.queue_depth = config.queue_depth.max(most);
 
     let spec = transcribe_models::ModelSpec::parse(&args.model)?;
-    let model_path =
-        transcribe_models::resolve(&spec, &transcribe_models::FetchOptions::default())?;
+    let model_path = transcribe_models::resolve(
+        &spec,
+        &transcribe_models::FetchOptions {
+            quantizer: Some(transcribe_engine::quantize::quantize_rows),
+            ..Default::default()
+        },
+    )?;
 
     // Offline references first, before the server competes for the cores.
     let mut inputs = Vec::new();

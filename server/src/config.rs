@@ -76,7 +76,8 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
-    /// Model(s) to serve: a name (tiny.en, base, large-v3, ...) or a path to a ggml file.
+    /// Model(s) to serve: a name (tiny.en, base, large-v3, ...), a quantized name (base-q8_0:
+    /// made once into the cache by ggml's quantizer) or a path to a ggml file.
     /// Repeat the flag or separate with commas; the first is the default model.
     /// [default: the build's default model]
     #[arg(long = "model", env = "TRANSCRIBE_MODEL", value_delimiter = ',')]

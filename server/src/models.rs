@@ -67,7 +67,15 @@ impl WhisperLoader {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] for `--model` when a value is neither a known name nor a file.
-    pub fn from_config(config: &ServerConfig, fetch: FetchOptions) -> Result<Self, ConfigError> {
+    /// Quantized names (`base-q8_0`) are made with the engine's ggml quantizer unless `fetch`
+    /// brings its own.
+    pub fn from_config(
+        config: &ServerConfig,
+        mut fetch: FetchOptions,
+    ) -> Result<Self, ConfigError> {
+        fetch
+            .quantizer
+            .get_or_insert(transcribe_engine::quantize::quantize_rows);
         let mut specs = Vec::with_capacity(config.models.len());
         for given in &config.models {
             let spec = ModelSpec::parse(given).map_err(|e| ConfigError::Invalid {
@@ -75,7 +83,7 @@ impl WhisperLoader {
                 reason: e.to_string(),
             })?;
             let name = match &spec {
-                ModelSpec::Name(n) => n.as_str().to_owned(),
+                ModelSpec::Name(_) | ModelSpec::Quantized(..) => spec.to_string(),
                 ModelSpec::Path(p) => model_name_of_path(p),
             };
             if specs.iter().any(|(n, _)| *n == name) {
