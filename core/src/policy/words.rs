@@ -73,9 +73,14 @@ fn same(a: &[Word], b: &[Word]) -> bool {
 /// The part of `hypothesis` that comes after `committed`.
 ///
 /// When the hypothesis starts with the committed words (normalised), the rest of it.
-/// Otherwise (the model revised an earlier word) the words starting no earlier than
+/// Otherwise (the model revised or dropped an earlier word) the committed words are aligned
+/// to the head of the hypothesis by text ([`aligned_end`]), and what follows the alignment
+/// is new. Only when the texts are too far apart for that (more than a third of the
+/// committed words edited) do times decide: the words starting no earlier than
 /// [`ALIGN_TOLERANCE_SECONDS`] before the last committed word's end, minus a leading run of
-/// up to [`MAX_OVERLAP_WORDS`] words that repeats the end of `committed`.
+/// up to [`MAX_OVERLAP_WORDS`] words that repeats the end of `committed`
+/// (ufal/whisper_streaming's rule, whose hypotheses are of new audio only; ours are of the
+/// whole utterance, where partial decodes' word times can be seconds off).
 pub fn tail_after<'a>(hypothesis: &'a [Word], committed: &[Word]) -> &'a [Word] {
     let k = committed.len();
     let Some(last) = committed.last() else {
@@ -83,6 +88,9 @@ pub fn tail_after<'a>(hypothesis: &'a [Word], committed: &[Word]) -> &'a [Word] 
     };
     if hypothesis.len() >= k && same(&hypothesis[..k], committed) {
         return &hypothesis[k..];
+    }
+    if let Some(end) = aligned_end(hypothesis, committed) {
+        return &hypothesis[end..];
     }
     let from = hypothesis
         .iter()
@@ -95,6 +103,32 @@ pub fn tail_after<'a>(hypothesis: &'a [Word], committed: &[Word]) -> &'a [Word] 
         }
     }
     rest
+}
+
+/// Where `committed` ends in `hypothesis`: the length of the hypothesis prefix that the
+/// committed words align to with the fewest word edits (insertions, deletions,
+/// substitutions of normalised words), the longer prefix on a tie (a revised word is
+/// likelier than a dropped one). `None` when that takes more edits than a third of the
+/// committed words.
+pub fn aligned_end(hypothesis: &[Word], committed: &[Word]) -> Option<usize> {
+    let c: Vec<String> = committed.iter().map(key).collect();
+    let h: Vec<String> = hypothesis.iter().map(key).collect();
+    // row[j]: edits between the committed words so far and hypothesis[..j].
+    let mut row: Vec<usize> = (0..=h.len()).collect();
+    for (i, cw) in c.iter().enumerate() {
+        let mut next = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            next[j + 1] = (row[j] + usize::from(cw != hw))
+                .min(row[j + 1] + 1)
+                .min(next[j] + 1);
+        }
+        row = next;
+    }
+    let (end, edits) = row
+        .iter()
+        .enumerate()
+        .min_by_key(|&(j, &e)| (e, std::cmp::Reverse(j)))?;
+    (*edits * 3 <= c.len()).then_some(end)
 }
 
 /// Length of the longest common prefix of `a` and `b`, comparing normalised words.
@@ -171,6 +205,35 @@ mod tests {
         let h = [w("As", 0.0, 0.2), w("not", 0.55, 0.6), w("what", 0.7, 0.9)];
         assert_eq!(texts(tail_after(&h, &committed)), ["what"]);
         assert_eq!(texts(tail_after(&h, &[])), ["As", "not", "what"]);
+    }
+
+    #[test]
+    fn tail_after_a_revision_follows_the_text_not_the_times() {
+        // Ten committed words, then a hypothesis that revised the first one and whose word
+        // times (a partial decode's) are early: by time the whole run would look new again
+        // and, longer than MAX_OVERLAP_WORDS, be committed twice (long_60s, tiny.en).
+        let said = "in the evenings we cooked dinner outside and watched the";
+        let committed: Vec<Word> = said
+            .split(' ')
+            .enumerate()
+            .map(|(i, t)| w(t, i as f64 * 0.4, i as f64 * 0.4 + 0.3))
+            .collect();
+        let mut h: Vec<Word> =
+            "and the evenings we cooked dinner outside and watched the sun go down"
+                .split(' ')
+                .enumerate()
+                .map(|(i, t)| w(t, i as f64 * 0.2, i as f64 * 0.2 + 0.1))
+                .collect();
+        assert_eq!(texts(tail_after(&h, &committed)), ["sun", "go", "down"]);
+        // A dropped committed word: the rest still follows it.
+        h.remove(3);
+        assert_eq!(texts(tail_after(&h, &committed)), ["sun", "go", "down"]);
+        // Nothing new yet.
+        assert!(tail_after(&h[..9], &committed).is_empty());
+        // Unrelated text: no alignment, times decide.
+        let other = [w("zebra", 5.0, 5.2), w("yak", 5.2, 5.4)];
+        assert_eq!(aligned_end(&other, &committed), None);
+        assert_eq!(texts(tail_after(&other, &committed)), ["zebra", "yak"]);
     }
 
     #[test]
