@@ -5,6 +5,7 @@
 //! cargo run --release -p transcribe-engine --example stream_sim -- MODEL_PATH WAV \
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
+//!     [--final-context full|fit]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
@@ -42,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
-use transcribe_core::policy::{EndReason, JobKind, PolicyConfig, PolicyEvent};
+use transcribe_core::policy::{EndReason, FinalContext, JobKind, PolicyConfig, PolicyEvent};
 use transcribe_core::stream::run_stream_timed;
 use transcribe_core::text::{normalize, wer};
 use transcribe_core::{DecodeOptions, EngineError, Transcriber, Transcript};
@@ -98,11 +99,14 @@ struct Args {
     step_ms: Option<u32>,
     max_step_ms: Option<u32>,
     min_partial_ms: Option<u32>,
+    /// Fit finals' encoder context (`FinalContext::Fit`) instead of the full window.
+    final_fit: bool,
 }
 
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
-                     [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]";
+                     [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
+                     [--final-context full|fit]";
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut positional = Vec::new();
@@ -119,6 +123,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         step_ms: None,
         max_step_ms: None,
         min_partial_ms: None,
+        final_fit: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -137,6 +142,15 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--step-ms" => args.step_ms = Some(value()?.parse()?),
             "--max-step-ms" => args.max_step_ms = Some(value()?.parse()?),
             "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
+            "--final-context" => {
+                args.final_fit = match value()?.as_str() {
+                    "full" => false,
+                    "fit" => true,
+                    other => {
+                        return Err(format!("--final-context: full or fit, not {other}").into());
+                    }
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
             _ => positional.push(PathBuf::from(a)),
@@ -271,6 +285,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         step_samples: args.step_ms.map_or(defaults.step_samples, ms),
         max_step_samples: args.max_step_ms.map_or(defaults.max_step_samples, ms),
         min_partial_samples: args.min_partial_ms.map_or(defaults.min_partial_samples, ms),
+        final_context: if args.final_fit {
+            FinalContext::Fit
+        } else {
+            FinalContext::Full
+        },
         ..defaults
     };
     policy.validate()?;
@@ -460,6 +479,15 @@ fn main() -> Result<(), Box<dyn Error>> {
                 .map_or(final_at, |i| i.0);
             emit_seen.push(to_s(seen.saturating_sub(end)));
             emit_committed.push(to_s(committed.saturating_sub(end)));
+            if args.verbose {
+                eprintln!(
+                    "word {utterance_index}.{k} {word:?} ends {:.2} s: seen +{:.2} s{}, committed +{:.2} s",
+                    w.end,
+                    to_s(seen.saturating_sub(end)),
+                    if seen == final_at { " (final)" } else { "" },
+                    to_s(committed.saturating_sub(end))
+                );
+            }
         }
     }
 
@@ -521,6 +549,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("step_s", base_step),
         ("max_step_s", max_step_s),
         ("min_partial_s", min_partial_s),
+        ("final_context_fit", f64::from(u8::from(args.final_fit))),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),
         ("compute_load", decode_total_s / audio_s),

@@ -16,18 +16,13 @@ use transcribe_core::{DecodeOptions, EngineError, SAMPLE_RATE, Segment, Transcri
 
 use crate::WhisperSession;
 
-/// Encoder frames past a chunk's end when the context is fitted (`fit_audio_ctx`): 256
-/// frames, 5.12 s. With the streaming partials' 64 frames and 128-frame floor, short file
-/// chunks came out as garbage: audio-fixtures' 8 kHz "Please close the door. It is cold."
-/// became "Please pots deliver nor it impossible"; with 256 and a 512 floor it reads "Please
-/// close the door, it is in cold." as the whole-file decode nearly does.
-pub const CHUNK_AUDIO_CTX_MARGIN: u32 = 256;
+/// Encoder frames past a chunk's end when the context is fitted (`fit_audio_ctx`).
+pub use transcribe_core::policy::WIDE_AUDIO_CTX_MARGIN as CHUNK_AUDIO_CTX_MARGIN;
 
-/// Smallest fitted context for a file chunk: 512 frames, 10.24 s (see
-/// [`CHUNK_AUDIO_CTX_MARGIN`]). Measured over 18 English clips (4 fixtures, 14 of
-/// `../shared/eval`, 1 thread, tiny.en): 34 s against 52 s for whole-file decoding, with 2 more
-/// word errors in about 610 outside one unintelligible radio clip (BENCHMARKS.md).
-pub const CHUNK_AUDIO_CTX_FLOOR: u32 = 512;
+/// Smallest fitted context for a file chunk. Measured over 18 English clips (4 fixtures, 14
+/// of `../shared/eval`, 1 thread, tiny.en): 34 s against 52 s for whole-file decoding, with 2
+/// more word errors in about 610 outside one unintelligible radio clip (BENCHMARKS.md).
+pub use transcribe_core::policy::WIDE_AUDIO_CTX_FLOOR as CHUNK_AUDIO_CTX_FLOOR;
 
 /// Called after each chunk with (chunks done, chunks in all).
 pub type ChunkProgress<'a> = dyn Fn(usize, usize) + Sync + 'a;

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use transcribe_core::audio::seconds_to_samples;
+use transcribe_core::policy::{FinalContext, PolicyConfig};
 
 use crate::sources::{SourceInput, SourceSpec};
 
@@ -136,6 +138,12 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_STEP", value_parser = parse_duration)]
     pub step: Option<Duration>,
 
+    /// Encoder context of final decodes: `full` (the 30 s window Whisper was trained on) or
+    /// `fit` (fitted to the utterance with a 5 s margin: finals about 1 s sooner for base on
+    /// two cores, about 1 WER point worse; BENCHMARKS.md "Streaming efficiency").
+    #[arg(long, env = "TRANSCRIBE_FINAL_CONTEXT", default_value = "full", value_parser = parse_final_context)]
+    pub final_context: FinalContext,
+
     /// Trailing silence that ends an utterance (e.g. 500ms). [default: the policy's]
     #[arg(long, env = "TRANSCRIBE_ENDPOINT_SILENCE", value_parser = parse_duration)]
     pub endpoint_silence: Option<Duration>,
@@ -242,6 +250,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Decode step override.
     pub step: Option<Duration>,
+    /// Encoder context of finals.
+    pub final_context: FinalContext,
     /// Endpoint silence override.
     pub endpoint_silence: Option<Duration>,
     /// Maximum utterance override.
@@ -282,6 +292,32 @@ impl ServerConfig {
             });
         }
         args.validate()
+    }
+
+    /// Applies the server's streaming flags (`--step`, `--final-context`,
+    /// `--endpoint-silence`, `--max-utterance`) to `policy`; the same for client streams and
+    /// caption sources.
+    pub fn apply_policy_flags(&self, policy: &mut PolicyConfig) {
+        if let Some(step) = self.step {
+            policy.step_samples = seconds_to_samples(step.as_secs_f64());
+            policy.max_step_samples = policy.max_step_samples.max(policy.step_samples);
+        }
+        policy.final_context = self.final_context;
+        if let Some(silence) = self.endpoint_silence {
+            policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
+        }
+        if let Some(max) = self.max_utterance {
+            policy.max_utterance_samples = seconds_to_samples(max.as_secs_f64());
+        }
+    }
+}
+
+/// Parses `--final-context`: `full` or `fit`.
+pub fn parse_final_context(text: &str) -> Result<FinalContext, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "full" => Ok(FinalContext::Full),
+        "fit" => Ok(FinalContext::Fit),
+        _ => Err(format!("expected full or fit, got {text:?}")),
     }
 }
 
@@ -446,6 +482,7 @@ impl ServerArgs {
             idle_timeout: self.idle_timeout,
             drain_timeout: self.drain_timeout,
             step: self.step,
+            final_context: self.final_context,
             endpoint_silence: self.endpoint_silence,
             max_utterance: self.max_utterance,
             prompt_history: self.prompt_history,
@@ -563,6 +600,37 @@ mod tests {
         assert_eq!(names, ["mic", "room"]);
         let c = args(&["--source", "a=mic;b=mic"]).validate()?;
         assert_eq!(c.sources.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn streaming_flags_reach_the_policy() -> Result<(), ConfigError> {
+        let mut policy = PolicyConfig::default();
+        args(&[]).validate()?.apply_policy_flags(&mut policy);
+        assert_eq!(policy, PolicyConfig::default(), "no flag, no change");
+        let config = args(&[
+            "--step",
+            "4s",
+            "--final-context",
+            "FIT",
+            "--endpoint-silence",
+            "800ms",
+            "--max-utterance",
+            "12s",
+        ])
+        .validate()?;
+        config.apply_policy_flags(&mut policy);
+        assert_eq!(policy.step_samples, 64_000);
+        assert_eq!(
+            policy.max_step_samples, 64_000,
+            "widest step at least the step"
+        );
+        assert_eq!(policy.final_context, FinalContext::Fit);
+        assert_eq!(policy.vad.end_silence_samples, 12_800);
+        assert_eq!(policy.max_utterance_samples, 192_000);
+        assert!(
+            ServerArgs::try_parse_from(["transcribe-server", "--final-context", "wide"]).is_err()
+        );
         Ok(())
     }
 

@@ -116,21 +116,12 @@ fn setup(
         interim_results: config.interim_results,
         ..PolicyConfig::default()
     };
-    if let Some(step) = server.step {
-        policy.step_samples = seconds_to_samples(step.as_secs_f64());
-        policy.max_step_samples = policy.max_step_samples.max(policy.step_samples);
-    }
-    if let Some(silence) = server.endpoint_silence {
-        policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
-    }
+    server.apply_policy_flags(&mut policy);
     policy.prompt_max_chars = match recognition.condition_on_previous_text {
         Some(true) if server.prompt_history == 0 => DEFAULT_PROMPT_MAX_CHARS,
         Some(true) | None => server.prompt_history,
         Some(false) => 0,
     };
-    if let Some(max) = server.max_utterance {
-        policy.max_utterance_samples = seconds_to_samples(max.as_secs_f64());
-    }
     let duration = |d: &Option<prost_types::Duration>,
                     field: &str|
      -> Result<Option<Duration>, RequestError> {

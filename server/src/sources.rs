@@ -522,16 +522,7 @@ fn policy_config(state: &AppState) -> Result<(PolicyConfig, usize), RequestError
         interim_results: true,
         ..PolicyConfig::default()
     };
-    if let Some(step) = server.step {
-        policy.step_samples = seconds_to_samples(step.as_secs_f64());
-        policy.max_step_samples = policy.max_step_samples.max(policy.step_samples);
-    }
-    if let Some(silence) = server.endpoint_silence {
-        policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
-    }
-    if let Some(max) = server.max_utterance {
-        policy.max_utterance_samples = seconds_to_samples(max.as_secs_f64());
-    }
+    server.apply_policy_flags(&mut policy);
     policy.prompt_max_chars = server.prompt_history;
     Ok((policy, recognition.model))
 }

@@ -137,6 +137,31 @@ pub const MAX_AUDIO_CTX: u32 = 1500;
 /// on two busy cores).
 pub const FINAL_AUDIO_CTX: Option<u32> = None;
 
+/// Encoder frames past the audio when a final's context is fitted ([`FinalContext::Fit`]),
+/// and for offline VAD chunks (`--chunking fit`): 256 frames, 5.12 s. With the partials'
+/// 64 frames and 128-frame floor, short chunks came out as garbage: audio-fixtures' 8 kHz
+/// "Please close the door. It is cold." became "Please pots deliver nor it impossible"; with
+/// 256 and a 512 floor it reads "Please close the door, it is in cold." as the whole-file
+/// decode nearly does.
+pub const WIDE_AUDIO_CTX_MARGIN: u32 = 256;
+
+/// Smallest fitted context for finals and offline chunks: 512 frames, 10.24 s (see
+/// [`WIDE_AUDIO_CTX_MARGIN`]).
+pub const WIDE_AUDIO_CTX_FLOOR: u32 = 512;
+
+/// The encoder context of final decodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FinalContext {
+    /// The full 30 s window ([`FINAL_AUDIO_CTX`]): the condition Whisper was trained in.
+    #[default]
+    Full,
+    /// Fitted to the utterance with the wide margin and floor ([`WIDE_AUDIO_CTX_MARGIN`],
+    /// [`WIDE_AUDIO_CTX_FLOOR`]): a third of the encoder work for utterances under 5 s, for
+    /// models whose full-window finals cannot keep up (base on two cores, BENCHMARKS.md
+    /// "Streaming efficiency").
+    Fit,
+}
+
 /// Default prompt budget: the last 200 characters of previous finals (about 40 words; far
 /// below Whisper's 224-token prompt limit, openai/whisper `decoding.py` `n_ctx // 2`).
 pub const DEFAULT_PROMPT_MAX_CHARS: usize = 200;
@@ -197,6 +222,8 @@ pub struct PolicyConfig {
     pub no_speech_threshold: f32,
     /// Whisper's log-probability threshold of the no-speech test. Default -1.0.
     pub logprob_threshold: f32,
+    /// Encoder context of finals. Default [`FinalContext::Full`].
+    pub final_context: FinalContext,
 }
 
 impl Default for PolicyConfig {
@@ -217,6 +244,7 @@ impl Default for PolicyConfig {
             partial_word_timestamps: true,
             no_speech_threshold: DEFAULT_NO_SPEECH_THRESHOLD,
             logprob_threshold: DEFAULT_LOGPROB_THRESHOLD,
+            final_context: FinalContext::Full,
         }
     }
 }
@@ -712,6 +740,7 @@ impl StreamingPolicy {
         let id = self.next_job_id;
         let translate = self.config.translate;
         let (margin, floor) = (self.config.audio_ctx_margin, self.config.audio_ctx_floor);
+        let final_context = self.config.final_context;
         let word_timestamps = kind == JobKind::Final || self.config.partial_word_timestamps;
         let u = self.utterance_mut(seq)?;
         let index = *u.index.get_or_insert(next_index);
@@ -720,10 +749,15 @@ impl StreamingPolicy {
             language: u.language.clone(),
             translate,
             prompt: if retry { None } else { prompt },
-            // Finals decode with the full window (see `FINAL_AUDIO_CTX`).
-            audio_ctx: match kind {
-                JobKind::Partial => Some(audio_ctx_for(u.audio.len(), margin, floor)),
-                JobKind::Final => FINAL_AUDIO_CTX,
+            // Finals decode with the full window unless fitted (see `FinalContext`).
+            audio_ctx: match (kind, final_context) {
+                (JobKind::Partial, _) => Some(audio_ctx_for(u.audio.len(), margin, floor)),
+                (JobKind::Final, FinalContext::Full) => FINAL_AUDIO_CTX,
+                (JobKind::Final, FinalContext::Fit) => Some(audio_ctx_for(
+                    u.audio.len(),
+                    WIDE_AUDIO_CTX_MARGIN,
+                    WIDE_AUDIO_CTX_FLOOR,
+                )),
             },
             word_timestamps,
             temperature_fallback: kind == JobKind::Final,

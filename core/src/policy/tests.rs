@@ -908,6 +908,31 @@ fn audio_ctx_formula() {
 }
 
 #[test]
+fn fitted_finals_use_the_wide_margin() -> TestResult {
+    let (fake, audio) = fake_for(&[(0.5, "one two three four five")], 4.0)?;
+    let config = PolicyConfig {
+        final_context: FinalContext::Fit,
+        ..PolicyConfig::default()
+    };
+    let mut f = fake;
+    let run = run_stream_timed(&mut f, &audio, 1_600, config, &mut |_| 0)?;
+    let finals: Vec<_> = run
+        .jobs
+        .iter()
+        .zip(f.calls())
+        .filter(|(j, _)| j.kind == JobKind::Final)
+        .collect();
+    assert!(!finals.is_empty());
+    for (job, call) in finals {
+        let want = audio_ctx_for(job.len_samples, WIDE_AUDIO_CTX_MARGIN, WIDE_AUDIO_CTX_FLOOR);
+        // A short utterance gets the floor: 512 frames, a third of the window.
+        assert_eq!(want, WIDE_AUDIO_CTX_FLOOR);
+        assert_eq!(call.options.audio_ctx, Some(want));
+    }
+    Ok(())
+}
+
+#[test]
 fn jobs_carry_the_right_options() -> TestResult {
     let (fake, audio) = fake_for(&[(0.5, "un deux trois quatre cinq")], 4.0)?;
     let config = PolicyConfig {
