@@ -423,6 +423,15 @@ class Setup:
         return out
 
 
+def runs_of(model, engine):
+    """The model name whose runs of `engine` serve `model`: a quantized copy shares its f16
+    model's faster-whisper runs (the same CTranslate2 weights; running them again would
+    measure the same thing twice)."""
+    if engine.startswith("fw-") and model.get("quantized_from"):
+        return model["quantized_from"]
+    return model["name"]
+
+
 # ---- one offline transcription ----------------------------------------------------------------
 
 def language_for(model):
@@ -468,7 +477,7 @@ def section_offline(setup, args, clips, cache):
         for threads in args.threads:
             for model in setup.models:
                 for clip in clips:
-                    engines = setup.engines_for(model)
+                    engines = [e for e in setup.engines_for(model) if runs_of(model, e) == model["name"]]
                     # Alternate: each run starts with the next engine, so none always goes first.
                     k = rep % len(engines)
                     for engine in engines[k:] + engines[:k]:
@@ -491,7 +500,7 @@ def section_offline(setup, args, clips, cache):
             for clip in clips:
                 row = {"threads": threads, "model": model["name"], "clip": clip["id"], "engines": {}}
                 for engine in setup.engines_for(model):
-                    runs = raw.get((threads, model["name"], clip["id"], engine), [])
+                    runs = raw.get((threads, runs_of(model, engine), clip["id"], engine), [])
                     ok = [r for r in runs if "error" not in r]
                     if not ok:
                         row["engines"][engine] = {"error": runs[0]["error"] if runs else "not run", "raw": runs}
@@ -561,14 +570,14 @@ def section_accuracy(setup, args, clips, cache):
             row = {"model": model["name"], "clip": clip["id"], "source": clip["source"],
                    "category": clip["category"], "wer": {}, "counts": {}, "errors": {}}
             for engine in engines:
-                text = cache.get((model["name"], clip["id"], engine))
+                text = cache.get((runs_of(model, engine), clip["id"], engine))
                 if text is None:
                     try:
                         text = transcribe_once(setup, engine, model, clip, threads)["text"]
                     except Exception as e:  # noqa: BLE001
                         row["errors"][engine] = str(e)[-500:]
                         continue
-                    cache[(model["name"], clip["id"], engine)] = text
+                    cache[(runs_of(model, engine), clip["id"], engine)] = text
                 e, n = wer_counts(clip["reference"], text)
                 row["wer"][engine] = e / n if n else None
                 row["counts"][engine] = [e, n]
@@ -676,19 +685,20 @@ def sweep_keeps_up(row, target):
 
 
 def sweep_best(rows, target):
-    """Per model, the step with the lowest word emission p95 (worst file) among the steps
-    that keep up on every file; None when none does."""
+    """Per model, the (step, final context) with the lowest word emission p95 (worst file)
+    among those that keep up on every file; None when none does. Ties go to the shorter step,
+    then to full-window finals (the more accurate)."""
     by_step = {}
     for r in rows:
-        by_step.setdefault(r["step_s"], []).append(r)
+        by_step.setdefault((r["step_s"], r.get("final_context", "full")), []).append(r)
     best = None
-    for step, rs in sorted(by_step.items()):
+    for (step, context), rs in sorted(by_step.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full")):
         if not all(sweep_keeps_up(r, target) for r in rs):
             continue
         worst = max(r["emission_seen_s_p95"] for r in rs)
         # Steps ascend: a longer step must be strictly better to win (ties keep the shorter).
         if best is None or worst < best["emission_seen_s_p95"]:
-            best = {"step_s": step, "emission_seen_s_p95": worst,
+            best = {"step_s": step, "final_context": context, "emission_seen_s_p95": worst,
                     "emission_committed_s_p95": max(r["emission_committed_s_p95"] for r in rs),
                     "compute_load": max(r["compute_load"] for r in rs)}
     return best
@@ -708,7 +718,7 @@ def section_sweep(setup, args):
     models = []
     for model in setup.models:
         rows = []
-        for step in args.sweep_steps:
+        for step, context in [(s, c) for s in args.sweep_steps for c in args.sweep_final_context]:
             for f in files:
                 clip = {"id": Path(f).stem, "path": f,
                         "reference": Path(f).with_suffix(".txt").read_text().strip()
@@ -716,21 +726,24 @@ def section_sweep(setup, args):
                 load = os.getloadavg()[0]
                 try:
                     r = stream_sim_once(setup, model, clip, threads,
-                                        ["--step-ms", str(round(float(step) * 1000))])
+                                        ["--step-ms", str(round(float(step) * 1000)), "--final-context", context])
                 except Exception as e:  # noqa: BLE001
-                    rows.append({"file": clip["id"], "step_s": float(step), "error": str(e)[-500:]})
+                    rows.append({"file": clip["id"], "step_s": float(step), "final_context": context,
+                                 "error": str(e)[-500:]})
                     log(f"sweep {model['name']} step {step} {clip['id']}: {e}")
                     continue
                 m = r.get("metrics", r)
-                row = {"file": clip["id"], "step_s": float(step), "loadavg_1m_before": load,
+                row = {"file": clip["id"], "step_s": float(step), "final_context": context,
+                       "loadavg_1m_before": load,
                        **{k: m.get(k) for k in SWEEP_METRICS}}
                 row["keeps_up"] = sweep_keeps_up(row, args.latency_target)
                 rows.append(row)
-                log(f"sweep {model['name']} step {step} {clip['id']}: load {fmt(row['compute_load'], 2)}, "
+                log(f"sweep {model['name']} step {step} finals {context} {clip['id']}: load {fmt(row['compute_load'], 2)}, "
                     f"word p95 {fmt(row['emission_seen_s_p95'], 2)} s, keeps up {row['keeps_up']}")
         ok = [r for r in rows if "error" not in r]
         models.append({"model": model["name"], "rows": rows, "best": sweep_best(ok, args.latency_target)})
     return {"files": files, "threads": threads, "steps": [float(x) for x in args.sweep_steps],
+            "final_contexts": args.sweep_final_context,
             "latency_target_s": args.latency_target, "models": models}
 
 
@@ -827,17 +840,19 @@ def md_stream(sec):
 def md_sweep(sec):
     lines = [f"### Streaming efficiency: one stream, partial step swept ({sec['threads']} thread(s) per decode, "
              "stream_sim on the policy's sample clock)", "",
-             "| model | step s | file | compute load | partials | word seen p50 / p95 s | word committed p50 / p95 s | "
+             "| model | step s | finals | file | compute load | partials | word seen p50 / p95 s | word committed p50 / p95 s | "
              "final p50 / p95 s | steps widened | streaming WER | keeps up |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     best = []
     for m in sec["models"]:
         for r in m["rows"]:
             if "error" in r:
-                lines.append(f"| {m['model']} | {r['step_s']} | {r['file']} | failed: {r['error'][:200]} |")
+                lines.append(f"| {m['model']} | {r['step_s']} | {r.get('final_context', 'full')} | {r['file']} | "
+                             f"failed: {r['error'][:200]} |")
                 continue
             lines.append(
-                f"| {m['model']} | {r['step_s']} | {r['file']} | {fmt(r['compute_load'], 2)} | "
+                f"| {m['model']} | {r['step_s']} | {r.get('final_context', 'full')} | {r['file']} | "
+                f"{fmt(r['compute_load'], 2)} | "
                 f"{fmt(r['partial_jobs'], 0)} | {fmt(r['emission_seen_s_p50'], 2)} / {fmt(r['emission_seen_s_p95'], 2)} | "
                 f"{fmt(r['emission_committed_s_p50'], 2)} / {fmt(r['emission_committed_s_p95'], 2)} | "
                 f"{fmt(r['final_latency_s_p50'], 2)} / {fmt(r['final_latency_s_p95'], 2)} | "
@@ -846,7 +861,8 @@ def md_sweep(sec):
         b = m["best"]
         best.append(f"- **{m['model']}**: " + (
             f"lowest word emission p95 that keeps up: {fmt(b['emission_seen_s_p95'], 2)} s seen, "
-            f"{fmt(b['emission_committed_s_p95'], 2)} s committed, at step {b['step_s']} s "
+            f"{fmt(b['emission_committed_s_p95'], 2)} s committed, at step {b['step_s']} s with "
+            f"{b.get('final_context', 'full')}-window finals "
             f"(compute load {fmt(b['compute_load'], 2)})" if b else "no step kept up"))
     return lines + ["", "Keeps up: compute load (decode time / audio time) < 1 and final p95 <= "
                     f"{sec['latency_target_s']} s, on every file. Steps widened: partials whose step the policy "
@@ -930,8 +946,10 @@ def parse_args(argv):
                     help="also benchmark quantized copies of each catalog model (`transcribe models quantize`, "
                          "into target/bench-quant/), e.g. q8_0 or q8_0,q5_0; 'none' for none (default q8_0, "
                          "none with --quick)")
-    ap.add_argument("--sweep-steps", default="0.25,0.5,1,2",
-                    help="sweep: partial steps in seconds (default 0.25,0.5,1,2)")
+    ap.add_argument("--sweep-steps", default="0.25,0.5,1",
+                    help="sweep: partial steps in seconds (default 0.25,0.5,1)")
+    ap.add_argument("--sweep-final-context", default="full,fit",
+                    help="sweep: final decode contexts (stream_sim/transcribe-server --final-context; default full,fit)")
     ap.add_argument("--sweep-files", default=None, help="sweep: comma-separated files (default long_60s, pauses)")
     ap.add_argument("--sweep-threads", default=None, help="sweep: threads per decode (default: all cores)")
     ap.add_argument("--quick", action="store_true",
@@ -955,6 +973,10 @@ def parse_args(argv):
     q = args.quantize if args.quantize is not None else ("none" if args.quick else "q8_0")
     args.quantize = [] if q in ("", "none") else q.split(",")
     args.sweep_steps = [x for x in args.sweep_steps.split(",") if x]
+    args.sweep_final_context = [x for x in args.sweep_final_context.split(",") if x]
+    bad = [x for x in args.sweep_final_context if x not in ("full", "fit")]
+    if bad:
+        ap.error(f"--sweep-final-context: full or fit, not {','.join(bad)}")
     args.sweep_files = args.sweep_files.split(",") if args.sweep_files else None
     args.threads = [t for t in (args.threads or f"1,{os.cpu_count() or 1}").split(",") if t]
     args.threads = list(dict.fromkeys(args.threads))

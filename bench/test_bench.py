@@ -168,12 +168,17 @@ class Sweep(unittest.TestCase):
         self.assertEqual(best["step_s"], 1.0)  # worst file 1.3 s beats 0.5's 1.4 s
         self.assertEqual(best["emission_seen_s_p95"], 1.3)
         self.assertIsNone(bench.sweep_best([self.row(0.25, "a", 0.5, load=1.1)], 2.0))
+        # Fitted finals win only where full-window ones miss the target or are slower.
+        fit = dict(self.row(0.5, "a", 0.9), final_context="fit")
+        self.assertEqual(bench.sweep_best([self.row(0.5, "a", 0.9), fit], 2.0)["final_context"], "full")
+        self.assertEqual(bench.sweep_best([self.row(0.5, "a", 0.9, final=2.5), fit], 2.0)["final_context"], "fit")
 
     def test_quantize_and_sweep_flags(self):
         a = bench.parse_args(["--quantize", "q8_0,q5_0", "--sweep-steps", "0.5,1"])
         self.assertEqual(a.quantize, ["q8_0", "q5_0"])
         self.assertEqual(a.sweep_steps, ["0.5", "1"])
         self.assertEqual(bench.parse_args([]).quantize, ["q8_0"])
+        self.assertEqual(bench.parse_args([]).sweep_final_context, ["full", "fit"])
         self.assertEqual(bench.parse_args(["--quick"]).quantize, [])
         self.assertIn("sweep", bench.parse_args([]).only)
 
