@@ -268,6 +268,18 @@ fn output_dir_writes_one_file_per_input() {
     }
 }
 
+/// `window.wav`'s JSON transcript is within [`FIXTURE_WER`] of what it says.
+fn assert_reads_window(v: &serde_json::Value) {
+    let reference =
+        "Please close the window before you leave the house. It might rain this afternoon.";
+    let text = v["text"].as_str().unwrap_or_default();
+    assert!(
+        wer(reference, text).rate() <= FIXTURE_WER,
+        "{}",
+        explain(reference, text)
+    );
+}
+
 #[test]
 fn imported_base_model_transcribes_and_detects_language() {
     // base comes from our CTranslate2 importer where Hugging Face cannot be reached.
@@ -283,14 +295,7 @@ fn imported_base_model_transcribes_and_detects_language() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
     assert_eq!(v["language"], "en", "auto-detected language");
-    let reference =
-        "Please close the window before you leave the house. It might rain this afternoon.";
-    let text = v["text"].as_str().unwrap_or_default();
-    assert!(
-        wer(reference, text).rate() <= FIXTURE_WER,
-        "{}",
-        explain(reference, text)
-    );
+    assert_reads_window(&v);
 }
 
 #[test]
@@ -328,14 +333,7 @@ fn quantized_model_name_is_made_once_and_transcribes() {
         "{size} vs {f16_size}"
     );
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
-    let reference =
-        "Please close the window before you leave the house. It might rain this afternoon.";
-    let text = v["text"].as_str().unwrap_or_default();
-    assert!(
-        wer(reference, text).rate() <= FIXTURE_WER,
-        "{}",
-        explain(reference, text)
-    );
+    assert_reads_window(&v);
     // Listed under its name, and a second run reuses the file.
     let listed = run(&["models", "list"]);
     assert!(

@@ -32,13 +32,16 @@
 //!   one segment, no temperature fallback).
 //! - **LocalAgreement-2** (Machacek et al. 2023, ufal/whisper_streaming): the longest
 //!   common word prefix of the last two hypotheses beyond the committed words is committed
-//!   (words compared normalised; the newer hypothesis's spelling and times are kept).
+//!   (words compared normalised; the newer hypothesis's spelling and times are kept). A
+//!   hypothesis that revised earlier words is aligned to the committed ones by text
+//!   ([`words::tail_after`]).
 //!   Committed words are never retracted. [`PolicyEvent::Interim`] carries the committed
 //!   text (stability [`STABILITY_COMMITTED`]) and the unconfirmed tail (stability
 //!   [`STABILITY_TAIL`]).
 //! - **Finals**: on VAD end of speech, [`StreamingPolicy::finalize`],
 //!   [`StreamingPolicy::end_of_stream`] or the maximum length, the utterance is decoded once
-//!   more ([`JobKind::Final`], word timings, temperature fallback, full `audio_ctx`); its
+//!   more ([`JobKind::Final`], word timings, temperature fallback, the full `audio_ctx`
+//!   unless [`FinalContext::Fit`]); its
 //!   text is the final decode's words, which replace the committed ones (the committed
 //!   words only when the final decode heard nothing). Interim stability is an estimate, as
 //!   in Google Speech: a final may differ from the interims before it. Measured with tiny.en
@@ -55,7 +58,9 @@
 //!   `max_step_samples`), and shrinks back by at most 20% per job once decodes keep up.
 //! - **audio_ctx** of partials = ceil(samples / 320) + margin, within [floor, 1500]
 //!   (whisper.cpp `stream`'s trick; BRIEF.md "whisper-rs facts"); finals decode with the
-//!   full window ([`FINAL_AUDIO_CTX`]), which keeps streaming WER near offline WER.
+//!   full window ([`FINAL_AUDIO_CTX`]), which keeps streaming WER near offline WER, or, with
+//!   [`FinalContext::Fit`], a context fitted with a wide margin (sooner, slightly less
+//!   accurate).
 //! - **Prompt**: the user's prompt and the last `prompt_max_chars` of previous finals.
 //! - **Guards**: segments Whisper marks as silence are dropped; a final made of nothing or
 //!   only of known silence hallucinations ("Thank you.") when the VAD saw little speech is
