@@ -34,7 +34,7 @@
 //!   common word prefix of the last two hypotheses beyond the committed words is committed
 //!   (words compared normalised; the newer hypothesis's spelling and times are kept). A
 //!   hypothesis that revised earlier words is aligned to the committed ones by text
-//!   ([`words::tail_after`]).
+//!   ([`tail_after`]).
 //!   Committed words are never retracted. [`PolicyEvent::Interim`] carries the committed
 //!   text (stability [`STABILITY_COMMITTED`]) and the unconfirmed tail (stability
 //!   [`STABILITY_TAIL`]).

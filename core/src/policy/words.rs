@@ -74,7 +74,7 @@ fn same(a: &[Word], b: &[Word]) -> bool {
 ///
 /// When the hypothesis starts with the committed words (normalised), the rest of it.
 /// Otherwise (the model revised or dropped an earlier word) the committed words are aligned
-/// to the head of the hypothesis by text ([`aligned_end`]), and what follows the alignment
+/// to the head of the hypothesis by text (`aligned_end`), and what follows the alignment
 /// is new. Only when the texts are too far apart for that (more than a third of the
 /// committed words edited) do times decide: the words starting no earlier than
 /// [`ALIGN_TOLERANCE_SECONDS`] before the last committed word's end, minus a leading run of
