@@ -11,18 +11,10 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use transcribe_core::policy::audio_ctx_for;
+use transcribe_core::policy::{WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN, audio_ctx_for};
 use transcribe_core::{DecodeOptions, EngineError, SAMPLE_RATE, Segment, Transcriber, Transcript};
 
 use crate::WhisperSession;
-
-/// Encoder frames past a chunk's end when the context is fitted (`fit_audio_ctx`).
-pub use transcribe_core::policy::WIDE_AUDIO_CTX_MARGIN as CHUNK_AUDIO_CTX_MARGIN;
-
-/// Smallest fitted context for a file chunk. Measured over 18 English clips (4 fixtures, 14
-/// of `../shared/eval`, 1 thread, tiny.en): 34 s against 52 s for whole-file decoding, with 2
-/// more word errors in about 610 outside one unintelligible radio clip (BENCHMARKS.md).
-pub use transcribe_core::policy::WIDE_AUDIO_CTX_FLOOR as CHUNK_AUDIO_CTX_FLOOR;
 
 /// Called after each chunk with (chunks done, chunks in all).
 pub type ChunkProgress<'a> = dyn Fn(usize, usize) + Sync + 'a;
@@ -57,12 +49,16 @@ pub fn transcribe_chunks(
                         break;
                     }
                     let range = chunks[i].clone();
+                    // The wide margin and floor (5.1 s, 10.2 s): measured over 18 English clips
+                    // (1 thread, tiny.en), 34 s against 52 s for whole-file decoding, with 2
+                    // more word errors in about 610 outside one unintelligible radio clip
+                    // (BENCHMARKS.md "Closing the CPU gap").
                     let chunk_options = match fit_audio_ctx {
                         true => DecodeOptions {
                             audio_ctx: Some(audio_ctx_for(
                                 range.end - range.start,
-                                CHUNK_AUDIO_CTX_MARGIN,
-                                CHUNK_AUDIO_CTX_FLOOR,
+                                WIDE_AUDIO_CTX_MARGIN,
+                                WIDE_AUDIO_CTX_FLOOR,
                             )),
                             ..options.clone()
                         },
