@@ -22,7 +22,8 @@
 //! - `convert`: [`Converter`], channel averaging and rubato resampling with delay compensation.
 //! - `pcm`: [`SampleFormat`] and raw PCM byte conversion ([`pcm_to_f32`]).
 //! - `sphere`: the small NIST SPHERE reader (neither hound nor symphonia has one).
-//! - `g711`: mu-law and A-law expansion, for SPHERE and for WAV files symphonia rejects.
+//! - [`g711`]: mu-law and A-law expansion, for SPHERE, WAV files symphonia rejects and
+//!   streamed MULAW/ALAW audio.
 //! - `error`: [`AudioError`].
 //! - [`capture`]: microphone capture with cpal (callback -> lock-free ring -> consumer thread
 //!   -> [`Converter`] -> 16 kHz chunks), [`capture::list_devices`], [`capture::CaptureError`].
@@ -46,7 +47,7 @@ pub mod capture;
 mod convert;
 mod decode;
 mod error;
-mod g711;
+pub mod g711;
 mod pcm;
 mod sphere;
 

@@ -53,13 +53,13 @@ pub fn run(args: &Args, source: &str) -> anyhow::Result<u8> {
 }
 
 async fn subscribe(
-    target: &transcribe_server::client::Target,
+    target: &transcribe_client::Target,
     source: &str,
     live: bool,
 ) -> anyhow::Result<u8> {
     let url = target.url.as_str();
     // The client's error names the URL already.
-    let mut client = transcribe_server::client::connect(target).await?;
+    let mut client = transcribe_client::connect(target).await?;
     let request = StreamCaptionsRequest {
         source: source.to_owned(),
         interim_results: live,

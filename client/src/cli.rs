@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use transcribe_flags::EngineArgs;
+
 use crate::format::Format;
 
 /// A usage mistake found after parsing (exit status 64).
@@ -188,27 +190,6 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
-/// Where and how Whisper runs: shared by transcription and `models bench`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EngineArgs {
-    /// Threads for inference [default: number of CPU cores, at most 8].
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
-
-    /// Run on the CPU even when this binary has a GPU backend (see `--version`).
-    #[arg(long)]
-    pub cpu: bool,
-
-    /// GPU to use, by index, on builds with a GPU backend.
-    #[arg(long, default_value_t = 0)]
-    pub gpu_device: i32,
-
-    /// Flash attention in the encoder and decoder [default: on with a GPU backend, off on
-    /// the CPU].
-    #[arg(long, value_enum)]
-    pub flash_attn: Option<Toggle>,
-}
-
 /// How a file is cut into Whisper windows (`--chunking`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Chunking {
@@ -220,22 +201,6 @@ pub enum Chunking {
     /// As `window`, with the encoder's context fitted to each chunk's length (a 10 s chunk
     /// costs a third of a full pass).
     Fit,
-}
-
-/// An on/off switch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Toggle {
-    /// Enabled.
-    On,
-    /// Disabled.
-    Off,
-}
-
-impl Toggle {
-    /// Whether it is on.
-    pub fn is_on(self) -> bool {
-        self == Toggle::On
-    }
 }
 
 /// Subcommands.

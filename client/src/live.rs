@@ -19,7 +19,7 @@ use transcribe_core::policy::{DecodeJob, PolicyConfig, PolicyEvent, StreamingPol
 use transcribe_core::vad::ConfigError;
 use transcribe_core::{EngineError, Transcriber, Transcript};
 
-/// Messages the input channel holds: about 6 s of 10 ms capture chunks. Full-policy: the
+/// Messages the input channel holds: about 0.64 s of 10 ms capture chunks. Full-policy: the
 /// sender blocks.
 pub const INPUT_CAPACITY: usize = 64;
 

@@ -22,7 +22,7 @@ use transcribe_core::{PolicyEvent, Segment, Transcript, Word};
 use transcribe_engine::WhisperModel;
 use transcribe_proto::v1::StreamingRecognizeRequest;
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
-use transcribe_server::client::{
+use transcribe_client::{
     REQUEST_BUFFER, StreamEvent, StreamOptions, connect, events_of, streaming_config,
 };
 
@@ -88,7 +88,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
 
 fn run_local(args: &Args) -> anyhow::Result<u8> {
     if let Some(lang) = args.language.as_deref()
-        && !transcribe_engine::is_known_language(lang)
+        && !transcribe_core::language::is_known(lang)
     {
         return Err(UsageError(format!(
             "unknown language {lang:?}: use an ISO 639-1 code such as en, de or fr"
@@ -242,7 +242,7 @@ fn run_remote(args: &Args, url: &str) -> anyhow::Result<u8> {
         let response = client
             .streaming_recognize(ReceiverStream::new(req_rx))
             .await
-            .map_err(transcribe_server::client::ClientError::from)
+            .map_err(transcribe_client::ClientError::from)
             .with_context(|| format!("streaming the microphone to {url}"))?;
         let mut inbound = response.into_inner();
         let result: anyhow::Result<()> = loop {
@@ -262,7 +262,7 @@ fn run_remote(args: &Args, url: &str) -> anyhow::Result<u8> {
                 Ok(None) => break Ok(()),
                 Err(status) => {
                     break Err(
-                        anyhow::Error::from(transcribe_server::client::ClientError::from(status))
+                        anyhow::Error::from(transcribe_client::ClientError::from(status))
                             .context(format!("streaming the microphone to {url}")),
                     );
                 }

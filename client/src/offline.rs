@@ -12,7 +12,9 @@ use transcribe_core::{DecodeOptions, EngineError, Transcriber, Transcript};
 use transcribe_engine::chunked::transcribe_chunks;
 use transcribe_engine::{EngineConfig, WhisperModel, WhisperSession};
 
-use crate::cli::{Args, Chunking, EngineArgs, UsageError};
+use transcribe_flags::EngineArgs;
+
+use crate::cli::{Args, Chunking, UsageError};
 use crate::format::{Report, render};
 
 /// Files shorter than this get no progress bar (they finish in about a second).
@@ -34,7 +36,7 @@ pub fn resolve_model(spec: Option<&str>, offline: bool, progress: bool) -> anyho
 /// Transcribes every file in `args.files`; returns the exit status (2 if any failed).
 pub fn run(args: &Args) -> anyhow::Result<u8> {
     if let Some(lang) = args.language.as_deref()
-        && !transcribe_engine::is_known_language(lang)
+        && !transcribe_core::language::is_known(lang)
     {
         return Err(UsageError(format!(
             "unknown language {lang:?}: use an ISO 639-1 code such as en, de or fr"
@@ -118,17 +120,9 @@ pub(crate) fn engine_config(args: &EngineArgs) -> anyhow::Result<EngineConfig> {
         }
         config.threads = t;
     }
-    if args.cpu {
-        config.use_gpu = false;
-        config.flash_attn = false;
-    }
-    if args.gpu_device < 0 {
-        return Err(UsageError("--gpu-device must be 0 or more".into()).into());
-    }
-    config.gpu_device = args.gpu_device;
-    if let Some(fa) = args.flash_attn {
-        config.flash_attn = fa.is_on();
-    }
+    config.use_gpu = args.use_gpu(config.use_gpu);
+    config.flash_attn = args.flash_attn(config.use_gpu);
+    config.gpu_device = i32::from(args.gpu_device);
     Ok(config)
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use transcribe_core::{Segment, Transcript};
-use transcribe_server::client::{StreamEvent, StreamOptions, Target, stream_samples};
+use transcribe_client::{StreamEvent, StreamOptions, Target, stream_samples};
 
 use crate::cli::Args;
 use crate::format::{Format, Report, render};

@@ -1,7 +1,13 @@
-//! The [`Transcriber`] trait: one decoding context (for whisper, one `WhisperState`).
+//! The engine traits: [`Transcriber`] (one decoding context; for whisper, one
+//! `WhisperState`) and its cancellable form [`Decoder`], made per worker by a
+//! [`DecoderFactory`].
 //!
-//! The whisper implementation lives in `transcribe-engine`; tests of the streaming policy
-//! and of the transport use a scripted fake behind the same trait.
+//! The whisper implementations live in `transcribe-engine`; tests of the streaming policy
+//! and of the transport use a scripted fake behind the same traits ([`Uninterruptible`]
+//! adapts any `Transcriber`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::transcript::Transcript;
 
@@ -81,5 +87,88 @@ impl<T: Transcriber + ?Sized> Transcriber for Box<T> {
         options: &DecodeOptions,
     ) -> Result<Transcript, EngineError> {
         (**self).transcribe(samples, options)
+    }
+}
+
+/// Cancels a decode that is running (or the next one started with it). Cloned handles share
+/// one flag.
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// Asks the decode to stop at its next check.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Clears a cancellation so the handle can be used for another decode.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    /// The flag itself, for an engine's abort callback (it lives as long as any clone of
+    /// this handle).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+}
+
+/// A decoding context owned by one worker thread, with per-job cancellation.
+pub trait Decoder: Send {
+    /// Decodes `samples` (16 kHz mono). The decode should stop early with
+    /// [`EngineError::Cancelled`] once `cancel` is set.
+    ///
+    /// # Errors
+    /// As [`Transcriber::transcribe`].
+    fn decode(
+        &mut self,
+        samples: &[f32],
+        options: &DecodeOptions,
+        cancel: &CancelHandle,
+    ) -> Result<Transcript, EngineError>;
+}
+
+/// Adapts any [`Transcriber`] (e.g. a scripted fake) to [`Decoder`]: cancellation is checked
+/// before and after the decode, not during it.
+pub struct Uninterruptible<T>(pub T);
+
+impl<T: Transcriber> Decoder for Uninterruptible<T> {
+    fn decode(
+        &mut self,
+        samples: &[f32],
+        options: &DecodeOptions,
+        cancel: &CancelHandle,
+    ) -> Result<Transcript, EngineError> {
+        if cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        let result = self.0.transcribe(samples, options);
+        if cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        result
+    }
+}
+
+/// Makes one [`Decoder`] per worker for one loaded model.
+pub trait DecoderFactory: Send + Sync {
+    /// A new decoder.
+    ///
+    /// # Errors
+    /// Why it could not be created (out of memory for a decoding state, ...).
+    fn create(&self) -> Result<Box<dyn Decoder>, String>;
+}
+
+impl<F> DecoderFactory for F
+where
+    F: Fn() -> Result<Box<dyn Decoder>, String> + Send + Sync,
+{
+    fn create(&self) -> Result<Box<dyn Decoder>, String> {
+        self()
     }
 }

@@ -7,7 +7,9 @@
 //! - [`audio`]: the pipeline's audio constants (16 kHz mono f32) and sample/time conversions.
 //! - [`transcript`]: [`Transcript`], [`Segment`], [`Word`]: what an engine returns.
 //! - [`engine`]: the [`Transcriber`] trait every engine implements (whisper, and a scripted
-//!   fake in tests), with its [`DecodeOptions`] and [`EngineError`].
+//!   fake in tests), with its [`DecodeOptions`] and [`EngineError`]; its cancellable form
+//!   [`Decoder`] with a [`CancelHandle`], made per worker by a [`DecoderFactory`].
+//! - [`language`]: the languages Whisper knows (codes and names).
 //! - [`text`]: transcript normalisation and word error rate, used by tests and benchmarks.
 //! - [`vad`]: [`Vad`], an energy + spectral voice activity detector with an adaptive noise
 //!   floor and hangover: utterance start/end events in absolute sample positions.
@@ -33,6 +35,7 @@ pub mod audio;
 pub mod chunk;
 pub mod engine;
 pub mod fake;
+pub mod language;
 pub mod policy;
 pub mod stream;
 pub mod text;
@@ -40,7 +43,9 @@ pub mod transcript;
 pub mod vad;
 
 pub use audio::SAMPLE_RATE;
-pub use engine::{DecodeOptions, EngineError, Transcriber};
+pub use engine::{
+    CancelHandle, DecodeOptions, Decoder, DecoderFactory, EngineError, Transcriber, Uninterruptible,
+};
 pub use policy::{DecodeJob, JobKind, PolicyConfig, PolicyEvent, StreamingPolicy};
 pub use transcript::{Segment, Transcript, Word};
 pub use vad::{ConfigError, Vad, VadConfig, VadEvent};

@@ -39,7 +39,8 @@ mod words;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 
-pub use session::{CancelHandle, ProgressFn, WhisperSession};
+pub use session::{ProgressFn, WhisperSession};
+pub use transcribe_core::CancelHandle;
 use whisper_rs::{WhisperContext, WhisperContextParameters};
 
 /// The compute backend compiled into this binary: `cuda`, `metal`, `vulkan` or `cpu`
@@ -108,7 +109,7 @@ pub fn system_info() -> String {
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Threads per decode. On a small shared CPU, 1 per concurrent decode is best (ggml's
-    /// spinning workers collapse under contention: BRIEF.md).
+    /// spinning workers collapse under contention: docs/DESIGN.md "whisper-rs facts").
     pub threads: usize,
     /// Use the GPU backend when the binary has one.
     pub use_gpu: bool,
@@ -265,7 +266,28 @@ impl WhisperModel {
     }
 }
 
-/// Whether `code` is a language whisper knows (ISO 639-1 like `en`, or a full name).
-pub fn is_known_language(code: &str) -> bool {
-    whisper_rs::get_lang_id(code).is_some()
+impl transcribe_core::DecoderFactory for WhisperModel {
+    fn create(&self) -> Result<Box<dyn transcribe_core::Decoder>, String> {
+        Ok(Box::new(self.session().map_err(|e| e.to_string())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The pure language table request validation uses is whisper.cpp's own.
+    #[test]
+    fn core_languages_are_whisper_cpp_s() {
+        let max = whisper_rs::get_lang_max_id();
+        assert_eq!(
+            usize::try_from(max + 1).ok(),
+            Some(transcribe_core::language::LANGUAGES.len())
+        );
+        for (id, (code, name)) in transcribe_core::language::LANGUAGES.iter().enumerate() {
+            let id = i32::try_from(id).unwrap_or(i32::MAX);
+            assert_eq!(whisper_rs::get_lang_id(code), Some(id), "{code}");
+            assert_eq!(whisper_rs::get_lang_id(name), Some(id), "{name}");
+            assert_eq!(whisper_rs::get_lang_str(id), Some(*code));
+        }
+        assert_eq!(whisper_rs::get_lang_id("xx"), None);
+    }
 }

@@ -2,7 +2,7 @@
 //! [`Transcriber`].
 //!
 //! This module is the crate's FFI boundary for callbacks: whisper-rs's closure-based abort
-//! callback does not see captured state (BRIEF.md), so a plain `extern "C"` function reads an
+//! callback does not see captured state (docs/DESIGN.md "whisper-rs facts"), so a plain `extern "C"` function reads an
 //! `AtomicBool` through the user-data pointer.
 #![allow(unsafe_code)]
 
@@ -10,7 +10,9 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use transcribe_core::{DecodeOptions, EngineError, Segment, Transcriber, Transcript};
+use transcribe_core::{
+    CancelHandle, DecodeOptions, Decoder, EngineError, Segment, Transcriber, Transcript,
+};
 use whisper_rs::{FullParams, SamplingStrategy, WhisperState};
 
 use crate::words::{TokenPiece, assemble};
@@ -26,27 +28,6 @@ const MAX_PROMPT_TOKENS: usize = 223;
 /// Temperature step of Whisper's fallback (openai/whisper `transcribe.py` defaults to
 /// 0.0, 0.2, ..., 1.0).
 const TEMPERATURE_INCREMENT: f32 = 0.2;
-
-/// Cancels the decode a session is running (or the next one it starts).
-#[derive(Clone, Debug, Default)]
-pub struct CancelHandle(Arc<AtomicBool>);
-
-impl CancelHandle {
-    /// Asks the decode to stop at its next check (between encoder/decoder passes).
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether cancellation was requested.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Clears a cancellation so the session can decode again.
-    pub fn reset(&self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
 
 /// whisper.cpp's abort callback: returns true when the flag behind `user_data` is set.
 extern "C" fn abort_requested(user_data: *mut c_void) -> bool {
@@ -224,9 +205,9 @@ impl Transcriber for WhisperSession {
         if let Some(progress) = self.progress.clone() {
             params.set_progress_callback_safe(move |p: i32| progress(p));
         }
-        let flag: *const AtomicBool = Arc::as_ptr(&self.cancel.0);
+        let flag: *const AtomicBool = self.cancel.flag();
         // SAFETY: `abort_requested` only reads an `AtomicBool` through the pointer, and the
-        // Arc it points into (held by `self.cancel`) outlives the `full()` call below.
+        // handle it belongs to (`self.cancel`) outlives the `full()` call below.
         unsafe {
             params.set_abort_callback(Some(abort_requested));
             params.set_abort_callback_user_data(flag as *mut c_void);
@@ -293,5 +274,18 @@ impl Transcriber for WhisperSession {
             whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(str::to_owned)
         };
         Ok(Transcript { segments, language })
+    }
+}
+
+impl Decoder for WhisperSession {
+    fn decode(
+        &mut self,
+        samples: &[f32],
+        options: &DecodeOptions,
+        cancel: &CancelHandle,
+    ) -> Result<Transcript, EngineError> {
+        // The abort callback reads this job's handle (a raw callback: see the module doc).
+        self.set_cancel_handle(cancel.clone());
+        self.transcribe(samples, options)
     }
 }

@@ -6,6 +6,8 @@
 //!   [`v1::transcription_service_client`], [`v1::transcription_service_server`]).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
 //! - [`PROTO_SOURCE`]: the `.proto` text itself, for clients in other languages.
+//! - [`auth`]: the bearer-token header and the token-file format.
+//! - [`duration`]: `google.protobuf.Duration` to and from `std::time::Duration`.
 //!
 //! # Example
 //! ```
@@ -29,6 +31,127 @@ pub mod v1 {
 /// `tonic_reflection::server::Builder::register_encoded_file_descriptor_set`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("transcribe_v1_descriptor");
+
+/// Bearer tokens as server and clients exchange them: the header, the scheme and the
+/// token-file format (one token per line; blank lines and `#` comments ignored; leading and
+/// trailing whitespace trimmed; a token is visible ASCII without whitespace; a file without
+/// a token is an error, so a mistake cannot silently turn authentication off).
+pub mod auth {
+    use std::path::{Path, PathBuf};
+
+    /// The metadata key carrying the token (HTTP `Authorization`, lower case as HTTP/2 sends it).
+    pub const AUTHORIZATION: &str = "authorization";
+
+    /// The authentication scheme (RFC 6750 section 2.1: `Bearer` followed by one or more spaces).
+    pub const BEARER: &str = "Bearer";
+
+    /// Why a token text is not usable.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum TokenError {
+        /// No token at all (only blank lines and comments). Put one token per line.
+        #[error("no token (only blank lines and # comments)")]
+        Empty,
+        /// The token on `line` (1-based) has whitespace inside. Tokens are single words;
+        /// put one per line.
+        #[error("the token on line {line} contains whitespace")]
+        Whitespace {
+            /// The line, counting from 1.
+            line: usize,
+        },
+        /// The token on `line` has a character that cannot go into an HTTP header (not
+        /// visible ASCII). Use letters, digits and punctuation.
+        #[error("the token on line {line} has a character other than visible ASCII")]
+        NotVisibleAscii {
+            /// The line, counting from 1.
+            line: usize,
+        },
+    }
+
+    /// Why a token file cannot be used (start-up fails; the message names the file).
+    #[derive(Debug, thiserror::Error)]
+    pub enum TokenFileError {
+        /// The file could not be read (missing, no permission, not UTF-8).
+        #[error("cannot read token file {}: {source}", path.display())]
+        Read {
+            /// The file.
+            path: PathBuf,
+            /// Why.
+            #[source]
+            source: std::io::Error,
+        },
+        /// The file's content is not a usable token list.
+        #[error("token file {}: {source}", path.display())]
+        Invalid {
+            /// The file.
+            path: PathBuf,
+            /// What is wrong (never the token itself).
+            #[source]
+            source: TokenError,
+        },
+    }
+
+    /// Parses a token list (see the module doc), in file order.
+    ///
+    /// # Errors
+    /// [`TokenError`] naming the first bad line, or [`TokenError::Empty`].
+    pub fn parse_tokens(text: &str) -> Result<Vec<String>, TokenError> {
+        let mut tokens = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let token = raw.trim();
+            if token.is_empty() || token.starts_with('#') {
+                continue;
+            }
+            let line = index + 1;
+            if token.chars().any(char::is_whitespace) {
+                return Err(TokenError::Whitespace { line });
+            }
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(TokenError::NotVisibleAscii { line });
+            }
+            tokens.push(token.to_owned());
+        }
+        if tokens.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        Ok(tokens)
+    }
+
+    /// Reads and parses a token file.
+    ///
+    /// # Errors
+    /// [`TokenFileError`] naming `path`.
+    pub fn read_token_file(path: &Path) -> Result<Vec<String>, TokenFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        parse_tokens(&text).map_err(|source| TokenFileError::Invalid {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// `google.protobuf.Duration` to and from `std::time::Duration` (servers and clients both
+/// convert offsets and latencies).
+pub mod duration {
+    use std::time::Duration;
+
+    /// A `google.protobuf.Duration` from a std one (saturating at `i64::MAX` seconds).
+    pub fn to_proto(d: Duration) -> prost_types::Duration {
+        prost_types::Duration {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        }
+    }
+
+    /// A std duration from a `google.protobuf.Duration`; `None` when negative or malformed.
+    pub fn to_std(d: &prost_types::Duration) -> Option<Duration> {
+        let seconds = u64::try_from(d.seconds).ok()?;
+        let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+        Some(Duration::new(seconds, nanos))
+    }
+}
 
 /// The `.proto` source this crate was generated from.
 pub const PROTO_SOURCE: &str = include_str!("../transcribe/v1/transcribe.proto");

@@ -31,7 +31,7 @@
 //! ```
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -42,100 +42,12 @@ use tonic::{Request, Status};
 
 use crate::error::RequestError;
 
-/// The metadata key carrying the token (HTTP `Authorization`, lower case as HTTP/2 sends it).
-pub const AUTHORIZATION: &str = "authorization";
-
-/// The authentication scheme (RFC 6750 section 2.1: `Bearer` followed by one or more spaces).
-pub const BEARER: &str = "Bearer";
-
 /// A SHA-256 digest (32 bytes).
 type DigestBytes = [u8; 32];
 
-/// Why a token text is not usable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// No token at all (only blank lines and comments). Put one token per line.
-    #[error("no token (only blank lines and # comments)")]
-    Empty,
-    /// The token on `line` (1-based) has whitespace inside. Tokens are single words;
-    /// put one per line.
-    #[error("the token on line {line} contains whitespace")]
-    Whitespace {
-        /// The line, counting from 1.
-        line: usize,
-    },
-    /// The token on `line` has a character that cannot go into an HTTP header (not
-    /// visible ASCII). Use letters, digits and punctuation.
-    #[error("the token on line {line} has a character other than visible ASCII")]
-    NotVisibleAscii {
-        /// The line, counting from 1.
-        line: usize,
-    },
-}
-
-/// Why a token file cannot be used (start-up fails; the message names the file).
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    /// The file could not be read (missing, no permission, not UTF-8).
-    #[error("cannot read token file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file's content is not a usable token list.
-    #[error("token file {}: {source}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong (never the token itself).
-        #[source]
-        source: TokenError,
-    },
-}
-
-/// Parses a token list (see the module doc), in file order.
-///
-/// # Errors
-/// [`TokenError`] naming the first bad line, or [`TokenError::Empty`].
-pub fn parse_tokens(text: &str) -> Result<Vec<String>, TokenError> {
-    let mut tokens = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let token = raw.trim();
-        if token.is_empty() || token.starts_with('#') {
-            continue;
-        }
-        let line = index + 1;
-        if token.chars().any(char::is_whitespace) {
-            return Err(TokenError::Whitespace { line });
-        }
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(TokenError::NotVisibleAscii { line });
-        }
-        tokens.push(token.to_owned());
-    }
-    if tokens.is_empty() {
-        return Err(TokenError::Empty);
-    }
-    Ok(tokens)
-}
-
-/// Reads and parses a token file.
-///
-/// # Errors
-/// [`TokenFileError`] naming `path`.
-pub fn read_token_file(path: &Path) -> Result<Vec<String>, TokenFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_tokens(&text).map_err(|source| TokenFileError::Invalid {
-        path: path.to_owned(),
-        source,
-    })
-}
+pub use transcribe_proto::auth::{
+    AUTHORIZATION, BEARER, TokenError, TokenFileError, parse_tokens, read_token_file,
+};
 
 fn digest(bytes: &[u8]) -> DigestBytes {
     Sha256::digest(bytes).into()

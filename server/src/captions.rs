@@ -3,7 +3,7 @@
 //! subscriber, each through its own bounded queue.
 //!
 //! ```text
-//! source pipeline ──► hub.publish_* ──► per-subscriber queue ──► SubscriberStream ──► tonic
+//! source pipeline ──► hub.publish ──► per-subscriber queue ──► SubscriberStream ──► tonic
 //!                      └─► history (recent finals, for late joiners)
 //! ```
 //!
@@ -31,18 +31,11 @@ use transcribe_proto::v1::{
     CaptionSource, SourceState, SourceStatus, StreamCaptionsRequest, StreamCaptionsResponse,
 };
 
-use crate::config::CaptionLimits;
+use crate::config::{CaptionLimits, SourceSpec};
+use crate::delivery::Delivery;
 use crate::error::{Capacity, RequestError};
-use crate::sources::SourceSpec;
 
-/// Default undelivered must-deliver messages (finals, source states, speech events) one
-/// subscriber may have waiting: about 10 minutes of ordinary speech (a final every 2-3 s).
-/// Full-policy: the subscriber is ended with RESOURCE_EXHAUSTED and its queue dropped.
-pub const SUBSCRIBER_QUEUE_CAPACITY: usize = 256;
-
-/// Default recent finals kept per source for `history_size` replays. Full-policy: the
-/// oldest is dropped.
-pub const HISTORY_CAPACITY: usize = 100;
+pub use crate::config::{HISTORY_CAPACITY, SUBSCRIBER_QUEUE_CAPACITY};
 
 /// What a subscriber asked for.
 #[derive(Debug, Clone, Copy)]
@@ -67,31 +60,10 @@ impl SubscribeOptions {
     }
 }
 
-/// How a message may be treated by a subscriber's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// An interim result of this utterance: droppable, replaced by newer ones.
-    Interim(u64),
-    /// Progress only: droppable.
-    Heartbeat,
-    /// A final of this utterance: must be delivered; supersedes waiting interims.
-    Final(u64),
-    /// A voice activity event: must be delivered to subscribers that asked for events.
-    Event,
-    /// A source description (state change): must be delivered.
-    Source,
-}
-
-impl Class {
-    fn droppable(self) -> bool {
-        matches!(self, Self::Interim(_) | Self::Heartbeat)
-    }
-}
-
 /// A queued message.
 struct Item {
     response: StreamCaptionsResponse,
-    class: Class,
+    class: Delivery,
     /// Counts against the subscriber's capacity (live must-deliver messages).
     counted: bool,
 }
@@ -245,12 +217,12 @@ impl CaptionHub {
             source: Some(hub.source.clone()),
             ..Default::default()
         };
-        push_uncounted(&mut queue, first, Class::Source, &options);
+        push_uncounted(&mut queue, first, Delivery::State, &options);
         let replay = options.history.min(hub.history.len());
         for past in hub.history.iter().skip(hub.history.len() - replay) {
             let mut response = past.clone();
             response.is_replay = true;
-            push_uncounted(&mut queue, response, Class::Final(0), &options);
+            push_uncounted(&mut queue, response, Delivery::Final(0), &options);
         }
         let subscriber = Arc::new(Subscriber {
             options,
@@ -286,38 +258,23 @@ impl CaptionHub {
             source: Some(hub.source.clone()),
             ..Default::default()
         };
-        self.broadcast(&mut hub, &response, Class::Source);
+        self.broadcast(&mut hub, &response, Delivery::State);
     }
 
-    /// Publishes an interim result of `utterance_index` (droppable).
-    pub(crate) fn publish_interim(&self, response: StreamCaptionsResponse, utterance_index: u64) {
+    /// Publishes a message of a source's pipeline to every subscriber that wants it; a
+    /// final is also kept for late joiners.
+    pub(crate) fn publish(&self, response: StreamCaptionsResponse, delivery: Delivery) {
         let mut hub = self.lock();
-        self.broadcast(&mut hub, &response, Class::Interim(utterance_index));
-    }
-
-    /// Publishes a progress-only message (droppable).
-    pub(crate) fn publish_heartbeat(&self, response: StreamCaptionsResponse) {
-        let mut hub = self.lock();
-        self.broadcast(&mut hub, &response, Class::Heartbeat);
-    }
-
-    /// Publishes a voice activity event (to subscribers that asked for events).
-    pub(crate) fn publish_event(&self, response: StreamCaptionsResponse) {
-        let mut hub = self.lock();
-        self.broadcast(&mut hub, &response, Class::Event);
-    }
-
-    /// Publishes a final result of `utterance_index` and keeps it for late joiners.
-    pub(crate) fn publish_final(&self, response: StreamCaptionsResponse, utterance_index: u64) {
-        let mut hub = self.lock();
-        hub.finals += 1;
-        if self.limits.history > 0 {
-            if hub.history.len() == self.limits.history {
-                hub.history.pop_front();
+        if let Delivery::Final(_) = delivery {
+            hub.finals += 1;
+            if self.limits.history > 0 {
+                if hub.history.len() == self.limits.history {
+                    hub.history.pop_front();
+                }
+                hub.history.push_back(response.clone());
             }
-            hub.history.push_back(response.clone());
         }
-        self.broadcast(&mut hub, &response, Class::Final(utterance_index));
+        self.broadcast(&mut hub, &response, delivery);
     }
 
     /// Ends every subscription once its queue is drained: `Ok` (the source ended) or a
@@ -336,7 +293,7 @@ impl CaptionHub {
         }
     }
 
-    fn broadcast(&self, hub: &mut HubState, response: &StreamCaptionsResponse, class: Class) {
+    fn broadcast(&self, hub: &mut HubState, response: &StreamCaptionsResponse, class: Delivery) {
         let capacity = self.limits.subscriber_queue;
         let name = &self.name;
         let mut dropped = 0;
@@ -374,11 +331,11 @@ impl CaptionHub {
 }
 
 /// Whether a subscriber wants a message of `class`.
-fn wants(options: &SubscribeOptions, class: Class) -> bool {
+fn wants(options: &SubscribeOptions, class: Delivery) -> bool {
     match class {
-        Class::Interim(_) | Class::Heartbeat => options.interim_results,
-        Class::Event => options.voice_activity_events,
-        Class::Final(_) | Class::Source => true,
+        Delivery::Interim(_) | Delivery::Heartbeat => options.interim_results,
+        Delivery::Event => options.voice_activity_events,
+        Delivery::Final(_) | Delivery::State => true,
     }
 }
 
@@ -405,7 +362,7 @@ fn personalise(
 fn push_uncounted(
     queue: &mut Queue,
     response: StreamCaptionsResponse,
-    class: Class,
+    class: Delivery,
     options: &SubscribeOptions,
 ) {
     let response = personalise(queue, &response, options);
@@ -421,7 +378,7 @@ fn push_uncounted(
 fn offer(
     queue: &mut Queue,
     response: &StreamCaptionsResponse,
-    class: Class,
+    class: Delivery,
     options: &SubscribeOptions,
     capacity: usize,
 ) -> bool {
@@ -432,14 +389,9 @@ fn offer(
     // Keep only the latest droppable: a newer interim or heartbeat replaces a waiting one,
     // and a final replaces waiting interims of its utterance (and earlier ones).
     let before = queue.items.len();
-    queue.items.retain(|item| match (item.class, class) {
-        (Class::Heartbeat | Class::Interim(_), c) if c.droppable() => false,
-        (Class::Heartbeat, Class::Final(_)) => false,
-        (Class::Interim(waiting), Class::Final(index)) => waiting > index,
-        _ => true,
-    });
+    queue.items.retain(|item| !class.supersedes(item.class));
     queue.dropped += (before - queue.items.len()) as u64;
-    let counted = !class.droppable();
+    let counted = !class.is_replaceable();
     if counted {
         if queue.waiting >= capacity {
             return false;
@@ -608,10 +560,10 @@ mod tests {
         let hub = CaptionHub::new(&spec()?, limits(8, 10), 100);
         let mut slow = hub.subscribe(options(true)).map_err(|e| e.to_string())?;
         for i in 0..5 {
-            hub.publish_interim(result(&format!("partial {i}"), false, 0), 0);
+            hub.publish(result(&format!("partial {i}"), false, 0), Delivery::Interim(0));
         }
-        hub.publish_final(result("final zero", true, 0), 0);
-        hub.publish_interim(result("next", false, 1), 1);
+        hub.publish(result("final zero", true, 0), Delivery::Final(0));
+        hub.publish(result("next", false, 1), Delivery::Interim(1));
         let (items, end) = drain(&mut slow);
         assert!(end.is_none());
         let texts: Vec<_> = items
@@ -631,9 +583,9 @@ mod tests {
     fn subscriber_without_interims_sees_no_gap() -> Result<(), String> {
         let hub = CaptionHub::new(&spec()?, limits(8, 10), 100);
         let mut plain = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
-        hub.publish_interim(result("partial", false, 0), 0);
-        hub.publish_final(result("one", true, 0), 0);
-        hub.publish_final(result("two", true, 1), 1);
+        hub.publish(result("partial", false, 0), Delivery::Interim(0));
+        hub.publish(result("one", true, 0), Delivery::Final(0));
+        hub.publish(result("two", true, 1), Delivery::Final(1));
         let (items, _) = drain(&mut plain);
         let sequence: Vec<u64> = items.iter().map(|r| r.sequence_number).collect();
         assert_eq!(sequence, [1, 2, 3]);
@@ -646,11 +598,11 @@ mod tests {
         let mut slow = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
         let mut fast = hub.subscribe(options(false)).map_err(|e| e.to_string())?;
         for i in 0..3 {
-            hub.publish_final(result("x", true, i), i);
+            hub.publish(result("x", true, i), Delivery::Final(i));
             let _ = drain(&mut fast);
         }
         assert_eq!(hub.stats().subscribers, 2);
-        hub.publish_final(result("y", true, 3), 3);
+        hub.publish(result("y", true, 3), Delivery::Final(3));
         let (items, end) = drain(&mut slow);
         assert!(items.is_empty(), "the overflowed queue is dropped");
         assert_eq!(end.map(|s| s.code()), Some(tonic::Code::ResourceExhausted));
@@ -666,7 +618,7 @@ mod tests {
     fn late_joiner_gets_recent_finals_as_replay() -> Result<(), String> {
         let hub = CaptionHub::new(&spec()?, limits(8, 2), 100);
         for (i, text) in ["a", "b", "c"].iter().enumerate() {
-            hub.publish_final(result(text, true, i as u64), i as u64);
+            hub.publish(result(text, true, i as u64), Delivery::Final(i as u64));
         }
         let mut late = hub
             .subscribe(SubscribeOptions {

@@ -2,13 +2,14 @@
 //! ([`ServerArgs`]), validated into a [`ServerConfig`] before any port is bound or model loaded.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use transcribe_core::audio::seconds_to_samples;
 use transcribe_core::policy::{FinalContext, PolicyConfig};
-
-use crate::sources::{SourceInput, SourceSpec};
+use transcribe_flags::EngineArgs;
+use transcribe_proto::v1::SourceKind;
 
 /// Default listen address: loopback only, gRPC's customary port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -40,8 +41,17 @@ pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_UNARY_AUDIO_SECONDS: u64 = 600;
 
 /// Default StreamCaptions subscribers per caption source (each holds a queue of up to
-/// [`crate::captions::SUBSCRIBER_QUEUE_CAPACITY`] messages).
+/// [`SUBSCRIBER_QUEUE_CAPACITY`] messages).
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 100;
+
+/// Default undelivered must-deliver messages (finals, source states, speech events) one
+/// caption subscriber may have waiting: about 10 minutes of ordinary speech (a final every
+/// 2-3 s). Full-policy: the subscriber is ended with RESOURCE_EXHAUSTED and its queue dropped.
+pub const SUBSCRIBER_QUEUE_CAPACITY: usize = 256;
+
+/// Default recent finals kept per caption source for `history_size` replays. Full-policy:
+/// the oldest is dropped.
+pub const HISTORY_CAPACITY: usize = 100;
 
 /// Default time without any client message before a stream ends with OUT_OF_RANGE.
 pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 30;
@@ -71,7 +81,7 @@ const MAX_DEFAULT_THREADS: usize = 4;
     name = "transcribe-server",
     version,
     about = "Real-time speech transcription over gRPC",
-    after_help = transcribe_engine::build_summary()
+    after_help = crate::backend::summary()
 )]
 pub struct ServerArgs {
     /// Address to listen on.
@@ -88,10 +98,6 @@ pub struct ServerArgs {
     /// Inference worker threads (concurrent decodes). [default: 1 on CPU, 4 on GPU]
     #[arg(long, env = "TRANSCRIBE_WORKERS")]
     pub workers: Option<usize>,
-
-    /// Threads per decode. [default: 1 on 2 or fewer cores, else cores / workers, at most 4]
-    #[arg(long, env = "TRANSCRIBE_THREADS")]
-    pub threads: Option<usize>,
 
     /// Decode jobs allowed to wait for a worker before new streams are refused with
     /// RESOURCE_EXHAUSTED. [default: the stream limit]
@@ -141,8 +147,8 @@ pub struct ServerArgs {
     /// Encoder context of final decodes: `full` (the 30 s window Whisper was trained on) or
     /// `fit` (fitted to the utterance with a 5 s margin: finals about 1 s sooner for base on
     /// two cores, about 1 WER point worse; BENCHMARKS.md "Streaming efficiency").
-    #[arg(long, env = "TRANSCRIBE_FINAL_CONTEXT", default_value = "full", value_parser = parse_final_context)]
-    pub final_context: FinalContext,
+    #[arg(long, env = "TRANSCRIBE_FINAL_CONTEXT", value_enum, ignore_case = true, default_value_t = FinalContextFlag::Full)]
+    pub final_context: FinalContextFlag,
 
     /// Trailing silence that ends an utterance (e.g. 500ms). [default: the policy's]
     #[arg(long, env = "TRANSCRIBE_ENDPOINT_SILENCE", value_parser = parse_duration)]
@@ -158,17 +164,9 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_PROMPT_HISTORY", default_value_t = DEFAULT_PROMPT_HISTORY)]
     pub prompt_history: usize,
 
-    /// Use the CPU even when the binary was built with a GPU backend.
-    #[arg(long, env = "TRANSCRIBE_CPU")]
-    pub cpu: bool,
-
-    /// GPU to use, by index, on builds with a GPU backend.
-    #[arg(long, env = "TRANSCRIBE_GPU_DEVICE", default_value_t = 0)]
-    pub gpu_device: u16,
-
-    /// Flash attention: `on` or `off` [default: on with a GPU backend, off on the CPU].
-    #[arg(long, env = "TRANSCRIBE_FLASH_ATTN", value_parser = parse_on_off)]
-    pub flash_attn: Option<bool>,
+    /// Where and how Whisper runs (shared with `transcribe`).
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     /// A server-side caption source for StreamCaptions: `file:PATH[:loop]` (paced in real
     /// time) or `mic[:DEVICE]`, optionally named with a `NAME=` prefix (`room=mic:hw:0,0`;
@@ -198,14 +196,14 @@ pub struct ServerArgs {
     pub tls_key: Option<std::path::PathBuf>,
 }
 
-/// Capacities of the caption broadcast ([`crate::captions`]); the defaults are the named
-/// constants there. Tests shrink them.
+/// Capacities of the caption broadcast ([`crate::captions`]); the defaults are
+/// [`SUBSCRIBER_QUEUE_CAPACITY`] and [`HISTORY_CAPACITY`]. Tests shrink them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CaptionLimits {
     /// Undelivered must-deliver messages per subscriber before it is ended with
-    /// RESOURCE_EXHAUSTED ([`crate::captions::SUBSCRIBER_QUEUE_CAPACITY`]).
+    /// RESOURCE_EXHAUSTED ([`SUBSCRIBER_QUEUE_CAPACITY`]).
     pub subscriber_queue: usize,
-    /// Recent finals kept for late joiners ([`crate::captions::HISTORY_CAPACITY`]).
+    /// Recent finals kept for late joiners ([`HISTORY_CAPACITY`]).
     pub history: usize,
     /// Pace of file sources relative to real time (1.0 = real time; tests go faster).
     pub source_speed: f64,
@@ -214,8 +212,8 @@ pub struct CaptionLimits {
 impl Default for CaptionLimits {
     fn default() -> Self {
         Self {
-            subscriber_queue: crate::captions::SUBSCRIBER_QUEUE_CAPACITY,
-            history: crate::captions::HISTORY_CAPACITY,
+            subscriber_queue: SUBSCRIBER_QUEUE_CAPACITY,
+            history: HISTORY_CAPACITY,
             source_speed: 1.0,
         }
     }
@@ -283,14 +281,17 @@ impl ServerConfig {
     /// # Errors
     /// [`ConfigError`] when `models` is empty or a name is blank.
     pub fn with_models(models: &[&str]) -> Result<Self, ConfigError> {
-        let mut args = ServerArgs::parse_from(["transcribe-server"]);
-        args.models = models.iter().map(|m| (*m).to_owned()).collect();
-        if args.models.is_empty() {
+        if models.is_empty() {
             return Err(ConfigError::Invalid {
                 flag: "--model",
                 reason: "give at least one".into(),
             });
         }
+        let mut args = ServerArgs::defaults().map_err(|e| ConfigError::Invalid {
+            flag: "--model",
+            reason: e.to_string(),
+        })?;
+        args.models = models.iter().map(|m| (*m).to_owned()).collect();
         args.validate()
     }
 
@@ -312,21 +313,21 @@ impl ServerConfig {
     }
 }
 
-/// Parses `--final-context`: `full` or `fit`.
-pub fn parse_final_context(text: &str) -> Result<FinalContext, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "full" => Ok(FinalContext::Full),
-        "fit" => Ok(FinalContext::Fit),
-        _ => Err(format!("expected full or fit, got {text:?}")),
-    }
+/// `--final-context`: the encoder context of final decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FinalContextFlag {
+    /// The 30 s window Whisper was trained on.
+    Full,
+    /// Fitted to the utterance with a 5 s margin.
+    Fit,
 }
 
-/// Parses `on`/`off` (also `true`/`false`, `1`/`0`) for switches like `--flash-attn`.
-pub fn parse_on_off(text: &str) -> Result<bool, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "on" | "true" | "1" => Ok(true),
-        "off" | "false" | "0" => Ok(false),
-        _ => Err(format!("expected on or off, got {text:?}")),
+impl From<FinalContextFlag> for FinalContext {
+    fn from(flag: FinalContextFlag) -> Self {
+        match flag {
+            FinalContextFlag::Full => Self::Full,
+            FinalContextFlag::Fit => Self::Fit,
+        }
     }
 }
 
@@ -344,6 +345,17 @@ pub enum ConfigError {
 }
 
 impl ServerArgs {
+    /// Every flag at its default, as if none were given: `TRANSCRIBE_*` variables are not
+    /// read (for embedding and tests, through [`ServerConfig::with_models`]).
+    ///
+    /// # Errors
+    /// Never in practice (no flag is required); clap's error otherwise.
+    pub fn defaults() -> Result<Self, clap::Error> {
+        let command = Self::command().mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(["transcribe-server"])?;
+        Self::from_arg_matches(&matches)
+    }
+
     /// Checks every value and fills in defaults that depend on the machine.
     ///
     /// # Errors
@@ -353,9 +365,9 @@ impl ServerArgs {
             flag,
             reason: reason.to_owned(),
         };
-        let gpu = transcribe_engine::has_gpu_backend() && !self.cpu;
+        let gpu = self.engine.use_gpu(crate::backend::has_gpu());
         let models = if self.models.is_empty() {
-            vec![transcribe_engine::default_model().to_owned()]
+            vec![crate::backend::default_model().to_owned()]
         } else {
             self.models
         };
@@ -376,7 +388,7 @@ impl ServerArgs {
             return Err(invalid("--workers", "must be at least 1"));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self.threads.unwrap_or(if cores <= 2 {
+        let threads = self.engine.threads.unwrap_or(if cores <= 2 {
             1
         } else {
             (cores / workers).clamp(1, MAX_DEFAULT_THREADS)
@@ -482,19 +494,122 @@ impl ServerArgs {
             idle_timeout: self.idle_timeout,
             drain_timeout: self.drain_timeout,
             step: self.step,
-            final_context: self.final_context,
+            final_context: self.final_context.into(),
             endpoint_silence: self.endpoint_silence,
             max_utterance: self.max_utterance,
             prompt_history: self.prompt_history,
             use_gpu: gpu,
-            gpu_device: self.gpu_device,
-            flash_attn: self.flash_attn.unwrap_or(gpu),
+            gpu_device: self.engine.gpu_device,
+            flash_attn: self.engine.flash_attn(gpu),
             sources,
             max_subscribers: self.max_subscribers,
             captions: CaptionLimits::default(),
             auth,
             tls,
         })
+    }
+}
+
+/// Where a source's audio comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceInput {
+    /// An audio file decoded once and paced in real time.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Start over (after a second of silence) at its end instead of ending.
+        looped: bool,
+    },
+    /// A capture device.
+    Mic {
+        /// The device name; `None` for the default input device.
+        device: Option<String>,
+    },
+}
+
+/// One `--source` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// The name subscribers ask for.
+    pub name: String,
+    /// Its audio.
+    pub input: SourceInput,
+}
+
+impl SourceSpec {
+    /// Parses `[NAME=]file:PATH[:loop]` or `[NAME=]mic[:DEVICE]`.
+    ///
+    /// # Errors
+    /// A message saying which forms are accepted.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let form = "use file:PATH[:loop] or mic[:DEVICE], optionally prefixed by NAME=";
+        let (name, body) = match text.split_once('=') {
+            Some((name, body)) if body.starts_with("file:") || body.starts_with("mic") => {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(format!(
+                        "source name {name:?} must be letters, digits, '-', '_' or '.'"
+                    ));
+                }
+                (Some(name.to_owned()), body)
+            }
+            _ => (None, text),
+        };
+        let input = if let Some(rest) = body.strip_prefix("file:") {
+            let (path, looped) = match rest.strip_suffix(":loop") {
+                Some(path) => (path, true),
+                None => (rest, false),
+            };
+            if path.is_empty() {
+                return Err(format!("{text:?}: the file path is empty; {form}"));
+            }
+            SourceInput::File {
+                path: PathBuf::from(path),
+                looped,
+            }
+        } else if body == "mic" {
+            SourceInput::Mic { device: None }
+        } else if let Some(device) = body.strip_prefix("mic:") {
+            if device.is_empty() {
+                return Err(format!("{text:?}: the device name is empty; {form}"));
+            }
+            SourceInput::Mic {
+                device: Some(device.to_owned()),
+            }
+        } else {
+            return Err(format!("{text:?} is not a source; {form}"));
+        };
+        let name = name.unwrap_or_else(|| match &input {
+            SourceInput::Mic { .. } => "mic".to_owned(),
+            SourceInput::File { path, .. } => path
+                .file_stem()
+                .map_or_else(|| "file".to_owned(), |s| s.to_string_lossy().into_owned()),
+        });
+        Ok(Self { name, input })
+    }
+
+    /// The kind for `CaptionSource.kind`.
+    pub fn kind(&self) -> SourceKind {
+        match self.input {
+            SourceInput::File { .. } => SourceKind::File,
+            SourceInput::Mic { .. } => SourceKind::Microphone,
+        }
+    }
+
+    /// A human-readable description (`CaptionSource.display_name`).
+    pub fn display_name(&self) -> String {
+        match &self.input {
+            SourceInput::File { path, looped } => format!(
+                "file {}{}",
+                path.display(),
+                if *looped { " (looping)" } else { "" }
+            ),
+            SourceInput::Mic { device: None } => "default microphone".to_owned(),
+            SourceInput::Mic { device: Some(d) } => format!("microphone {d}"),
+        }
     }
 }
 
@@ -560,6 +675,61 @@ mod tests {
 
     fn args(extra: &[&str]) -> ServerArgs {
         ServerArgs::parse_from(std::iter::once("transcribe-server").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn specs_parse() -> Result<(), String> {
+        let cases: &[(&str, &str, SourceInput)] = &[
+            (
+                "file:/tmp/a.wav",
+                "a",
+                SourceInput::File {
+                    path: "/tmp/a.wav".into(),
+                    looped: false,
+                },
+            ),
+            (
+                "lobby=file:/tmp/a b.flac:loop",
+                "lobby",
+                SourceInput::File {
+                    path: "/tmp/a b.flac".into(),
+                    looped: true,
+                },
+            ),
+            ("mic", "mic", SourceInput::Mic { device: None }),
+            (
+                "room=mic:hw:0,0",
+                "room",
+                SourceInput::Mic {
+                    device: Some("hw:0,0".into()),
+                },
+            ),
+            (
+                "file:c:=d.wav",
+                "c:=d",
+                SourceInput::File {
+                    path: "c:=d.wav".into(),
+                    looped: false,
+                },
+            ),
+        ];
+        for (text, name, input) in cases {
+            let spec = SourceSpec::parse(text)?;
+            assert_eq!(&spec.name, name, "{text}");
+            assert_eq!(&spec.input, input, "{text}");
+        }
+        for bad in [
+            "",
+            "file:",
+            "mic:",
+            "speaker",
+            "a b=mic",
+            "=mic",
+            "file::loop",
+        ] {
+            assert!(SourceSpec::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        Ok(())
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use transcribe_core::EngineError;
+use transcribe_core::policy::FailureKind;
 
 /// `ErrorInfo.domain` of every error this server sends.
 pub const ERROR_DOMAIN: &str = "transcribe.v1";
@@ -285,12 +286,41 @@ impl From<RequestError> for Status {
     }
 }
 
-impl From<EngineError> for RequestError {
-    fn from(error: EngineError) -> Self {
-        match error {
-            EngineError::Cancelled => Self::Cancelled,
-            EngineError::InvalidOptions(reason) => Self::invalid("config", reason),
-            EngineError::Inference(detail) => Self::Internal { detail },
+impl RequestError {
+    /// The one mapping from a failed decode to a request error, for every door (streams,
+    /// caption sources, unary calls):
+    /// - cancelled: only the pool's shutdown cancels a decode while its call still holds
+    ///   its lease (a call that ends drops the lease first), so the server is draining:
+    ///   [`RequestError::Draining`];
+    /// - invalid options: the request asked for something the model cannot do:
+    ///   [`RequestError::InvalidArgument`] on `config_field`, the path of the request's
+    ///   recognition config;
+    /// - an inference failure: [`RequestError::Internal`] (`detail` is only logged).
+    pub fn decode_failed(failure: FailureKind, detail: String, config_field: &str) -> Self {
+        match failure {
+            FailureKind::Cancelled => Self::Draining,
+            FailureKind::InvalidOptions => Self::invalid(config_field, detail),
+            FailureKind::Inference => Self::internal(detail),
+        }
+    }
+
+    /// [`RequestError::decode_failed`] for an engine's error.
+    pub fn from_engine(error: &EngineError, config_field: &str) -> Self {
+        let detail = match error {
+            EngineError::InvalidOptions(reason) => reason.clone(),
+            other => other.to_string(),
+        };
+        Self::decode_failed(FailureKind::from(error), detail, config_field)
+    }
+
+    /// Logs a failed request at a level that fits who is at fault.
+    pub fn log(&self) {
+        match self {
+            Self::Internal { detail } => {
+                tracing::error!(message = "Request failed.", %detail);
+            }
+            Self::Cancelled => tracing::debug!(message = "Request cancelled."),
+            other => tracing::info!(message = "Request refused.", error = %other),
         }
     }
 }

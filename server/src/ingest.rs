@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use transcribe_audio::{Converter, SampleFormat, pcm_to_f32};
+use transcribe_audio::{Converter, SampleFormat, g711, pcm_to_f32};
 use transcribe_proto::v1::{AudioEncoding, AudioFormat};
 
 use crate::error::RequestError;
@@ -149,8 +149,8 @@ impl RawFormat {
             Sample::Pcm(format) => {
                 pcm_to_f32(bytes, format).map_err(|e| RequestError::invalid(field, e.to_string()))
             }
-            Sample::Mulaw => Ok(bytes.iter().map(|&b| mulaw_to_f32(b)).collect()),
-            Sample::Alaw => Ok(bytes.iter().map(|&b| alaw_to_f32(b)).collect()),
+            Sample::Mulaw => Ok(bytes.iter().map(|&b| g711::mulaw_to_f32(b)).collect()),
+            Sample::Alaw => Ok(bytes.iter().map(|&b| g711::alaw_to_f32(b)).collect()),
         }
     }
 }
@@ -211,32 +211,6 @@ impl Ingest {
     pub fn received(&self) -> Duration {
         Duration::from_secs_f64(self.frames_in as f64 / f64::from(self.format.sample_rate))
     }
-}
-
-/// Expands one G.711 mu-law byte to `[-1, 1]` (ITU-T G.711, as in Sun's g711.c: bias 0x84,
-/// 14-bit magnitude, scaled by 1/32768).
-pub fn mulaw_to_f32(byte: u8) -> f32 {
-    const BIAS: i32 = 0x84;
-    let u = !byte;
-    let exponent = i32::from((u >> 4) & 0x07);
-    let mantissa = i32::from(u & 0x0F);
-    let magnitude = (((mantissa << 3) + BIAS) << exponent) - BIAS;
-    let value = if u & 0x80 != 0 { -magnitude } else { magnitude };
-    value as f32 / 32_768.0
-}
-
-/// Expands one G.711 A-law byte to `[-1, 1]` (ITU-T G.711: even bits inverted with 0x55,
-/// 13-bit magnitude, scaled by 1/32768).
-pub fn alaw_to_f32(byte: u8) -> f32 {
-    let a = byte ^ 0x55;
-    let exponent = i32::from((a >> 4) & 0x07);
-    let mantissa = i32::from(a & 0x0F);
-    let magnitude = match exponent {
-        0 => (mantissa << 4) + 8,
-        e => ((mantissa << 4) + 0x108) << (e - 1),
-    };
-    let value = if a & 0x80 != 0 { magnitude } else { -magnitude };
-    value as f32 / 32_768.0
 }
 
 #[cfg(test)]
@@ -338,19 +312,5 @@ mod tests {
         out.extend(ingest.finish());
         assert_eq!(out.len(), 16_000);
         Ok(())
-    }
-
-    #[test]
-    fn g711_known_values() {
-        // mu-law: 0xFF and 0x7F are the two zeros; 0x00 is the most negative (-32124).
-        assert_eq!(mulaw_to_f32(0xFF), 0.0);
-        assert_eq!(mulaw_to_f32(0x7F), 0.0);
-        assert_eq!(mulaw_to_f32(0x00), -32_124.0 / 32_768.0);
-        assert_eq!(mulaw_to_f32(0x80), 32_124.0 / 32_768.0);
-        // A-law: 0xD5 is the smallest positive step (8), 0x2A the most negative (-32256).
-        assert_eq!(alaw_to_f32(0xD5), 8.0 / 32_768.0);
-        assert_eq!(alaw_to_f32(0x55), -8.0 / 32_768.0);
-        assert_eq!(alaw_to_f32(0x2A), -32_256.0 / 32_768.0);
-        assert_eq!(alaw_to_f32(0xAA), 32_256.0 / 32_768.0);
     }
 }

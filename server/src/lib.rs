@@ -6,33 +6,51 @@
 //! future and a fake engine ([`models::FnLoader`]).
 //!
 //! # Layout
-//! - [`config`]: flags with `TRANSCRIBE_*` environment equivalents ([`ServerArgs`]),
-//!   validated into a [`ServerConfig`] before the port is bound.
-//! - [`error`]: [`RequestError`] and its single mapping to gRPC statuses
-//!   ([`RequestError::to_status`]); [`ServerError`] for start-up and transport failures.
-//! - [`models`]: what is served: names known up front, a [`ModelLoader`] run after binding
-//!   ([`WhisperLoader`] for ggml files, [`FnLoader`] for tests).
+//! Dependencies point one way: the doors (`service`, `session`, [`sources`]) use the
+//! pipeline, which uses the state and the pieces below it; nothing below imports upward
+//! (`scripts/check-module-cycles` checks it).
+//!
+//! Doors:
+//! - `service` (private): the `TranscriptionService` gRPC implementation (StreamingRecognize,
+//!   Recognize, StreamCaptions, ListModels).
+//! - `session` (private): one StreamingRecognize call as a tokio task: reads the config and
+//!   audio, drives its pipeline, sends responses through a bounded outbound slot.
+//! - [`sources`]: server-side capture sources (`--source file:PATH[:loop]`, `mic[:DEVICE]`),
+//!   each driving one pipeline whose updates go to its caption hub.
+//!
+//! The pipeline and what it stands on:
+//! - `pipeline` (private): everything between the streaming policy and a response (policy,
+//!   pool lease, decode in flight, arrival marks), turning policy events into plain updates
+//!   with a delivery class.
+//! - `recognition` (private): request validation (`RecognitionConfig`,
+//!   `StreamingRecognitionConfig`, a source's settings) into policy and pipeline settings.
+//! - `state` (private): what every call shares (config, loaded pool and models, caption
+//!   hubs, the drain token and the tracker of open calls).
+//! - [`captions`]: the StreamCaptions broadcast: one hub per source, a bounded queue per
+//!   subscriber (interims keep the latest, finals never dropped, a hopelessly slow
+//!   subscriber ended with RESOURCE_EXHAUSTED), recent finals for late joiners.
+//! - `delivery` (private): the delivery class (replaceable interim or heartbeat,
+//!   must-deliver final, event or state) every queue toward clients uses.
 //! - [`pool`]: the engine pool: N worker threads each owning a decoder per model, one
 //!   queue with one place per admitted stream, admission control, replace-stale, cancellation
 //!   through the engine's abort callback, panic isolation.
 //! - [`ingest`]: per-stream audio validation and conversion (LINEAR16, FLOAT32, MULAW, ALAW at
 //!   8-48 kHz, 1-8 channels, to 16 kHz mono).
-//! - `session` (private): one StreamingRecognize call as a tokio task driving the
-//!   `StreamingPolicy` from `transcribe-core` and the pool.
-//! - `service` (private): the `TranscriptionService` implementation (StreamingRecognize,
-//!   Recognize, ListModels) and request validation.
-//! - [`sources`]: server-side capture sources (`--source file:PATH[:loop]`, `mic[:DEVICE]`),
-//!   each running one recognition pipeline on the pool.
-//! - [`captions`]: the StreamCaptions broadcast: one hub per source, a bounded queue per
-//!   subscriber (interims keep the latest, finals never dropped, a hopelessly slow
-//!   subscriber ended with RESOURCE_EXHAUSTED), recent finals for late joiners.
 //! - [`convert`]: engine values to API messages (durations, words, results).
+//! - [`models`]: what is served: names known up front, a [`ModelLoader`] run after binding
+//!   ([`WhisperLoader`] for ggml files with the `whisper` feature, [`FnLoader`] for tests).
+//! - [`config`]: flags with `TRANSCRIBE_*` environment equivalents ([`ServerArgs`]),
+//!   validated into a [`ServerConfig`] before the port is bound; caption source specs.
+//! - [`error`]: [`RequestError`], its single mapping to gRPC statuses
+//!   ([`RequestError::to_status`]) and the single mapping of failed decodes
+//!   ([`RequestError::decode_failed`]); [`ServerError`] for start-up and transport failures.
+//! - `backend` (private): what this build decodes on (whisper.cpp's backend, or none).
 //! - [`auth`]: `--auth-token-file`: bearer tokens (kept as SHA-256 digests, compared in
 //!   constant time) checked by an interceptor on every service except health.
 //! - [`tls`]: `--tls-cert`/`--tls-key`: PEM files checked at start-up for tonic's rustls.
-//! - [`client`]: a Rust client helper that streams samples to a server ([`client::stream_samples`]).
-//! - [`latency`]: client-side latency measures over a traced stream (word emission,
-//!   interim, finalisation; percentiles), shared by the benchmark and the soak tool.
+//!
+//! The Rust client for this API (streaming, latency measures) is the `transcribe-client`
+//! crate.
 //!
 //! # Channels, capacities and what happens when they are full
 //! - Client audio in: tonic's `Streaming` read one message at a time; HTTP/2 flow control
@@ -44,10 +62,10 @@
 //! - Decode results: one `oneshot` per job (capacity 1 by construction).
 //! - Responses out: [`OUTBOUND_CAPACITY`] per stream; interims and heartbeats
 //!   **keep only the latest**, finals, events and the closing status **block** the session.
-//! - Captions out: [`captions::SUBSCRIBER_QUEUE_CAPACITY`] undelivered finals/states per
+//! - Captions out: [`config::SUBSCRIBER_QUEUE_CAPACITY`] undelivered finals/states per
 //!   subscriber; interims **keep only the latest** (a gap in `sequence_number`); when full
 //!   the subscriber is **ended** with RESOURCE_EXHAUSTED (a source never waits for anyone).
-//!   [`captions::HISTORY_CAPACITY`] finals of history per source (**drop oldest**).
+//!   [`config::HISTORY_CAPACITY`] finals of history per source (**drop oldest**).
 //!
 //! # Shutdown
 //! [`run`] takes a shutdown future. When it resolves: health turns NOT_SERVING and new calls
@@ -71,23 +89,25 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod backend;
 pub mod captions;
-pub mod client;
 pub mod config;
 pub mod convert;
+mod delivery;
 pub mod error;
 pub mod ingest;
-pub mod latency;
 pub mod models;
+mod pipeline;
 pub mod pool;
+mod recognition;
 mod service;
 mod session;
 pub mod sources;
+mod state;
 pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -98,18 +118,18 @@ use transcribe_proto::v1::transcription_service_server::TranscriptionServiceServ
 pub use captions::CaptionStats;
 pub use config::{CaptionLimits, ConfigError, ServerArgs, ServerConfig};
 pub use error::{Capacity, RequestError, ServerError};
-pub use models::{FnLoader, LoadedModel, ModelInfo, ModelLoader, WhisperLoader};
+#[cfg(feature = "whisper")]
+pub use models::WhisperLoader;
+pub use models::{FnLoader, LoadedModel, ModelInfo, ModelLoader};
 pub use pool::PoolStats;
-pub use service::OUTBOUND_CAPACITY;
+pub use session::OUTBOUND_CAPACITY;
 
 use crate::pool::{EnginePool, PoolLimits};
-use crate::service::{AppState, Ready, Service};
+use crate::service::Service;
+use crate::state::{AppState, Ready};
 
 /// The gRPC service name health reports on (besides the overall `""`).
 pub const SERVICE_NAME: &str = "transcribe.v1.TranscriptionService";
-
-/// How often the drain checks whether every call has ended.
-const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// After the drain (all calls ended, or `--drain-timeout`), time the transport has to
 /// deliver the last statuses and close its connections before they are dropped.
@@ -141,12 +161,12 @@ impl ServerHandle {
     /// StreamingRecognize and Recognize calls in progress (counted from the call's start,
     /// before its config is read, to its end, whatever the end).
     pub fn open_calls(&self) -> usize {
-        self.state.open_calls.load(Ordering::SeqCst)
+        self.state.calls.len()
     }
 
     /// Whether the models are loaded and the server takes streams.
     pub fn is_serving(&self) -> bool {
-        self.state.ready.get().is_some() && !self.state.draining.load(Ordering::SeqCst)
+        self.state.ready.get().is_some() && !self.state.is_draining()
     }
 }
 
@@ -278,34 +298,29 @@ impl Server {
             message = "Draining.",
             timeout_seconds = state.config.drain_timeout.as_secs_f64()
         );
-        state.draining.store(true, Ordering::SeqCst);
+        state.drain.cancel();
+        state.calls.close();
         reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;
         reporter
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
-        state.drain.cancel();
         // The listener stays open while calls finish, so that health reads NOT_SERVING and
         // new calls get UNAVAILABLE instead of a refused connection.
         let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
-        let calls_done = async {
-            while state.open_calls.load(Ordering::SeqCst) > 0 {
-                tokio::time::sleep(DRAIN_POLL).await;
-            }
-        };
         let stopped = tokio::select! {
-            () = calls_done => None,
+            () = state.calls.wait() => None,
             () = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(
                     message = "Drain timed out; cancelling what is left.",
-                    open_calls = state.open_calls.load(Ordering::SeqCst)
+                    open_calls = state.calls.len()
                 );
                 None
             }
             result = &mut server => Some(result),
         };
-        if stopped.is_none() && state.open_calls.load(Ordering::SeqCst) > 0 {
+        if stopped.is_none() && !state.calls.is_empty() {
             // Cancel the decodes of what is left: those calls end with UNAVAILABLE.
             shutdown_pool(&state).await;
         }

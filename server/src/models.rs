@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use transcribe_engine::{EngineConfig, WhisperModel};
-use transcribe_models::{FetchOptions, ModelSpec};
+use transcribe_core::DecoderFactory;
 
-use crate::config::{ConfigError, ServerConfig};
 use crate::error::ServerError;
-use crate::pool::DecoderFactory;
+#[cfg(feature = "whisper")]
+pub use whisper::WhisperLoader;
 
 /// What ListModels says about a loaded model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,123 +53,6 @@ pub trait ModelLoader: Send + 'static {
     fn load(self: Box<Self>) -> Result<Vec<LoadedModel>, ServerError>;
 }
 
-/// Loads whisper.cpp ggml models by name (cache, then the configured sources) or path.
-#[derive(Debug, Clone)]
-pub struct WhisperLoader {
-    specs: Vec<(String, ModelSpec)>,
-    fetch: FetchOptions,
-    engine: EngineConfig,
-}
-
-impl WhisperLoader {
-    /// Parses the configured model names (no I/O beyond checking that paths exist).
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for `--model` when a value is neither a known name nor a file.
-    /// Quantized names (`base-q8_0`) are made with the engine's ggml quantizer unless `fetch`
-    /// brings its own.
-    pub fn from_config(
-        config: &ServerConfig,
-        mut fetch: FetchOptions,
-    ) -> Result<Self, ConfigError> {
-        fetch
-            .quantizer
-            .get_or_insert(transcribe_engine::quantize::quantize_rows);
-        let mut specs = Vec::with_capacity(config.models.len());
-        for given in &config.models {
-            let spec = ModelSpec::parse(given).map_err(|e| ConfigError::Invalid {
-                flag: "--model",
-                reason: e.to_string(),
-            })?;
-            let name = match &spec {
-                ModelSpec::Name(_) | ModelSpec::Quantized(..) => spec.to_string(),
-                ModelSpec::Path(p) => model_name_of_path(p),
-            };
-            if specs.iter().any(|(n, _)| *n == name) {
-                return Err(ConfigError::Invalid {
-                    flag: "--model",
-                    reason: format!("two models would both be called {name}"),
-                });
-            }
-            specs.push((name, spec));
-        }
-        let engine = EngineConfig {
-            threads: config.threads,
-            use_gpu: config.use_gpu,
-            gpu_device: i32::from(config.gpu_device),
-            flash_attn: config.flash_attn,
-        };
-        Ok(Self {
-            specs,
-            fetch,
-            engine,
-        })
-    }
-}
-
-/// A served name for a model file: its file name without `ggml-` and `.bin`
-/// (`/m/ggml-tiny.en.bin` is `tiny.en`).
-pub fn model_name_of_path(path: &std::path::Path) -> String {
-    let file = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = file.strip_suffix(".bin").unwrap_or(&file);
-    let name = stem.strip_prefix("ggml-").unwrap_or(stem);
-    if name.is_empty() {
-        path.display().to_string()
-    } else {
-        name.to_owned()
-    }
-}
-
-impl ModelLoader for WhisperLoader {
-    fn names(&self) -> Vec<String> {
-        self.specs.iter().map(|(n, _)| n.clone()).collect()
-    }
-
-    fn load(self: Box<Self>) -> Result<Vec<LoadedModel>, ServerError> {
-        let mut loaded = Vec::with_capacity(self.specs.len());
-        for (name, spec) in &self.specs {
-            let fail = |reason: String| ServerError::ModelLoad {
-                name: name.clone(),
-                reason,
-            };
-            let path =
-                transcribe_models::resolve(spec, &self.fetch).map_err(|e| fail(e.to_string()))?;
-            let started = std::time::Instant::now();
-            let model = WhisperModel::load(&path, &self.engine).map_err(|e| fail(e.to_string()))?;
-            tracing::info!(
-                message = "Model ready.",
-                model = %name,
-                path = %path.display(),
-                load_seconds = started.elapsed().as_secs_f64(),
-            );
-            let attributes = BTreeMap::from([
-                (
-                    "backend".to_owned(),
-                    transcribe_engine::backend().to_owned(),
-                ),
-                ("type".to_owned(), model.model_type()),
-                ("file".to_owned(), path.display().to_string()),
-                (
-                    "threads_per_decode".to_owned(),
-                    self.engine.threads.to_string(),
-                ),
-            ]);
-            loaded.push(LoadedModel {
-                info: ModelInfo {
-                    name: name.clone(),
-                    multilingual: model.is_multilingual(),
-                    attributes,
-                },
-                factory: Arc::new(model),
-            });
-        }
-        Ok(loaded)
-    }
-}
-
 /// Load function of an [`FnLoader`].
 pub type LoadFn = Box<dyn FnOnce() -> Result<Vec<LoadedModel>, ServerError> + Send>;
 
@@ -197,27 +79,159 @@ impl ModelLoader for FnLoader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The whisper.cpp loader (the `whisper` feature).
+#[cfg(feature = "whisper")]
+mod whisper {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
 
-    #[test]
-    fn path_names_drop_ggml_and_bin() {
-        assert_eq!(
-            model_name_of_path("/m/ggml-tiny.en.bin".as_ref()),
-            "tiny.en"
-        );
-        assert_eq!(model_name_of_path("mine.bin".as_ref()), "mine");
-        assert_eq!(model_name_of_path("weights".as_ref()), "weights");
+    use transcribe_engine::{EngineConfig, WhisperModel};
+    use transcribe_models::{FetchOptions, ModelSpec};
+
+    use super::{LoadedModel, ModelInfo, ModelLoader};
+    use crate::config::{ConfigError, ServerConfig};
+    use crate::error::ServerError;
+
+    /// Loads whisper.cpp ggml models by name (cache, then the configured sources) or path.
+    #[derive(Debug, Clone)]
+    pub struct WhisperLoader {
+        specs: Vec<(String, ModelSpec)>,
+        fetch: FetchOptions,
+        engine: EngineConfig,
     }
 
-    #[test]
-    fn unknown_names_fail_validation() -> Result<(), ConfigError> {
-        let config = ServerConfig::with_models(&["tiny.en"])?;
-        let loader = WhisperLoader::from_config(&config, FetchOptions::default())?;
-        assert_eq!(loader.names(), ["tiny.en"]);
-        let config = ServerConfig::with_models(&["no-such-model"])?;
-        assert!(WhisperLoader::from_config(&config, FetchOptions::default()).is_err());
-        Ok(())
+    impl WhisperLoader {
+        /// Parses the configured model names (no I/O beyond checking that paths exist).
+        ///
+        /// # Errors
+        /// [`ConfigError::Invalid`] for `--model` when a value is neither a known name nor a file.
+        /// Quantized names (`base-q8_0`) are made with the engine's ggml quantizer unless `fetch`
+        /// brings its own.
+        pub fn from_config(
+            config: &ServerConfig,
+            mut fetch: FetchOptions,
+        ) -> Result<Self, ConfigError> {
+            fetch
+                .quantizer
+                .get_or_insert(transcribe_engine::quantize::quantize_rows);
+            let mut specs = Vec::with_capacity(config.models.len());
+            for given in &config.models {
+                let spec = ModelSpec::parse(given).map_err(|e| ConfigError::Invalid {
+                    flag: "--model",
+                    reason: e.to_string(),
+                })?;
+                let name = match &spec {
+                    ModelSpec::Name(_) | ModelSpec::Quantized(..) => spec.to_string(),
+                    ModelSpec::Path(p) => model_name_of_path(p),
+                };
+                if specs.iter().any(|(n, _)| *n == name) {
+                    return Err(ConfigError::Invalid {
+                        flag: "--model",
+                        reason: format!("two models would both be called {name}"),
+                    });
+                }
+                specs.push((name, spec));
+            }
+            let engine = EngineConfig {
+                threads: config.threads,
+                use_gpu: config.use_gpu,
+                gpu_device: i32::from(config.gpu_device),
+                flash_attn: config.flash_attn,
+            };
+            Ok(Self {
+                specs,
+                fetch,
+                engine,
+            })
+        }
+    }
+
+    /// A served name for a model file: its file name without `ggml-` and `.bin`
+    /// (`/m/ggml-tiny.en.bin` is `tiny.en`).
+    pub fn model_name_of_path(path: &std::path::Path) -> String {
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = file.strip_suffix(".bin").unwrap_or(&file);
+        let name = stem.strip_prefix("ggml-").unwrap_or(stem);
+        if name.is_empty() {
+            path.display().to_string()
+        } else {
+            name.to_owned()
+        }
+    }
+
+    impl ModelLoader for WhisperLoader {
+        fn names(&self) -> Vec<String> {
+            self.specs.iter().map(|(n, _)| n.clone()).collect()
+        }
+
+        fn load(self: Box<Self>) -> Result<Vec<LoadedModel>, ServerError> {
+            let mut loaded = Vec::with_capacity(self.specs.len());
+            for (name, spec) in &self.specs {
+                let fail = |reason: String| ServerError::ModelLoad {
+                    name: name.clone(),
+                    reason,
+                };
+                let path =
+                    transcribe_models::resolve(spec, &self.fetch).map_err(|e| fail(e.to_string()))?;
+                let started = std::time::Instant::now();
+                let model = WhisperModel::load(&path, &self.engine).map_err(|e| fail(e.to_string()))?;
+                tracing::info!(
+                    message = "Model ready.",
+                    model = %name,
+                    path = %path.display(),
+                    load_seconds = started.elapsed().as_secs_f64(),
+                );
+                let attributes = BTreeMap::from([
+                    (
+                        "backend".to_owned(),
+                        crate::backend::name().to_owned(),
+                    ),
+                    ("type".to_owned(), model.model_type()),
+                    ("file".to_owned(), path.display().to_string()),
+                    (
+                        "threads_per_decode".to_owned(),
+                        self.engine.threads.to_string(),
+                    ),
+                ]);
+                loaded.push(LoadedModel {
+                    info: ModelInfo {
+                        name: name.clone(),
+                        multilingual: model.is_multilingual(),
+                        attributes,
+                    },
+                    factory: Arc::new(model),
+                });
+            }
+            Ok(loaded)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::config::{ConfigError, ServerConfig};
+
+        #[test]
+        fn path_names_drop_ggml_and_bin() {
+            assert_eq!(
+                model_name_of_path("/m/ggml-tiny.en.bin".as_ref()),
+                "tiny.en"
+            );
+            assert_eq!(model_name_of_path("mine.bin".as_ref()), "mine");
+            assert_eq!(model_name_of_path("weights".as_ref()), "weights");
+        }
+
+        #[test]
+        fn unknown_names_fail_validation() -> Result<(), ConfigError> {
+            let config = ServerConfig::with_models(&["tiny.en"])?;
+            let loader = WhisperLoader::from_config(&config, FetchOptions::default())?;
+            assert_eq!(loader.names(), ["tiny.en"]);
+            let config = ServerConfig::with_models(&["no-such-model"])?;
+            assert!(WhisperLoader::from_config(&config, FetchOptions::default()).is_err());
+            Ok(())
+        }
     }
 }

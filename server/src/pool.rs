@@ -24,84 +24,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use transcribe_core::{DecodeOptions, EngineError, Transcriber, Transcript};
-use transcribe_engine::{WhisperModel, WhisperSession};
+use transcribe_core::{DecodeOptions, EngineError, Transcript};
 
-pub use transcribe_engine::CancelHandle;
-
-/// A decoding context owned by one worker thread, with per-job cancellation.
-pub trait Decoder: Send {
-    /// Decodes `samples` (16 kHz mono). The decode should stop early with
-    /// [`EngineError::Cancelled`] once `cancel` is set.
-    ///
-    /// # Errors
-    /// As [`Transcriber::transcribe`].
-    fn decode(
-        &mut self,
-        samples: &[f32],
-        options: &DecodeOptions,
-        cancel: &CancelHandle,
-    ) -> Result<Transcript, EngineError>;
-}
-
-impl Decoder for WhisperSession {
-    fn decode(
-        &mut self,
-        samples: &[f32],
-        options: &DecodeOptions,
-        cancel: &CancelHandle,
-    ) -> Result<Transcript, EngineError> {
-        // The session's abort callback reads this job's handle (raw callback, BRIEF.md).
-        self.set_cancel_handle(cancel.clone());
-        self.transcribe(samples, options)
-    }
-}
-
-/// Adapts any [`Transcriber`] (e.g. a scripted fake) to [`Decoder`]: cancellation is checked
-/// before and after the decode, not during it.
-pub struct Uninterruptible<T>(pub T);
-
-impl<T: Transcriber> Decoder for Uninterruptible<T> {
-    fn decode(
-        &mut self,
-        samples: &[f32],
-        options: &DecodeOptions,
-        cancel: &CancelHandle,
-    ) -> Result<Transcript, EngineError> {
-        if cancel.is_cancelled() {
-            return Err(EngineError::Cancelled);
-        }
-        let result = self.0.transcribe(samples, options);
-        if cancel.is_cancelled() {
-            return Err(EngineError::Cancelled);
-        }
-        result
-    }
-}
-
-/// Makes one [`Decoder`] per worker for one loaded model.
-pub trait DecoderFactory: Send + Sync {
-    /// A new decoder.
-    ///
-    /// # Errors
-    /// Why it could not be created (out of memory for a decoding state, ...).
-    fn create(&self) -> Result<Box<dyn Decoder>, String>;
-}
-
-impl DecoderFactory for WhisperModel {
-    fn create(&self) -> Result<Box<dyn Decoder>, String> {
-        Ok(Box::new(self.session().map_err(|e| e.to_string())?))
-    }
-}
-
-impl<F> DecoderFactory for F
-where
-    F: Fn() -> Result<Box<dyn Decoder>, String> + Send + Sync,
-{
-    fn create(&self) -> Result<Box<dyn Decoder>, String> {
-        self()
-    }
-}
+pub use transcribe_core::{CancelHandle, Decoder, DecoderFactory, Uninterruptible};
 
 /// Limits of a pool.
 #[derive(Debug, Clone, Copy)]

@@ -1,10 +1,10 @@
-//! The `transcribe.v1.TranscriptionService` implementation: request validation shared by
-//! both recognition RPCs, ListModels, unary Recognize, and the wiring of StreamingRecognize
-//! to a per-stream task ([`crate::session`]).
+//! The `transcribe.v1.TranscriptionService` implementation: the gRPC door. StreamingRecognize
+//! hands each call to a per-stream task ([`crate::session`]); StreamCaptions subscribes to a
+//! caption hub ([`crate::captions`]); Recognize decodes the whole upload as one job;
+//! ListModels answers from what is loaded.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,25 +19,20 @@ use transcribe_core::policy::{DEFAULT_LOGPROB_THRESHOLD, DEFAULT_NO_SPEECH_THRES
 use transcribe_core::{DecodeOptions, SAMPLE_RATE, Transcript};
 use transcribe_proto::v1::transcription_service_server::TranscriptionService;
 use transcribe_proto::v1::{
-    AudioEncoding, ListModelsRequest, ListModelsResponse, Model, ModelState, RecognitionConfig,
+    AudioEncoding, ListModelsRequest, ListModelsResponse, Model, ModelState,
     RecognitionMetadata, RecognizeRequest, RecognizeResponse, StreamCaptionsRequest,
     StreamCaptionsResponse, StreamingRecognizeRequest, StreamingRecognizeResponse,
     recognize_request::AudioSource,
 };
 
-use crate::captions::{CaptionRegistry, SubscribeOptions};
-use crate::config::ServerConfig;
-use crate::convert::{WordOptions, duration_of, duration_of_seconds, segment_result};
-use crate::error::{Capacity, RequestError};
+use crate::captions::SubscribeOptions;
+use crate::convert::{duration_of, duration_of_seconds, segment_result};
+use crate::error::RequestError;
 use crate::ingest::{Ingest, RawFormat, STREAMING_ENCODINGS};
-use crate::models::ModelInfo;
-use crate::pool::{AdmitError, EnginePool, Job, StreamLease};
-
-/// Responses a stream may have waiting for the client. Full-policy: interim results and
-/// heartbeats keep only the latest (a newer one replaces the waiting one); finals, speech
-/// events and the closing status wait for room (the client's HTTP/2 window pushes back on
-/// the session, never on other streams).
-pub const OUTBOUND_CAPACITY: usize = 16;
+use crate::pool::Job;
+use crate::recognition::parse_recognition;
+use crate::session::OUTBOUND_CAPACITY;
+use crate::state::AppState;
 
 /// Encodings Recognize accepts besides the streaming ones (decoded from their container).
 const CONTAINER_ENCODINGS: [AudioEncoding; 5] = [
@@ -47,245 +42,6 @@ const CONTAINER_ENCODINGS: [AudioEncoding; 5] = [
     AudioEncoding::Mp3,
     AudioEncoding::OggOpus,
 ];
-
-/// The loaded half of the server: the pool and what it serves.
-pub(crate) struct Ready {
-    pub pool: EnginePool,
-    pub models: Vec<ModelInfo>,
-}
-
-/// State shared by every RPC.
-pub(crate) struct AppState {
-    pub config: ServerConfig,
-    /// Served names, the default first (known before loading).
-    pub names: Vec<String>,
-    pub ready: OnceLock<Ready>,
-    /// Cancelled when draining starts: sessions flush their finals and end with UNAVAILABLE.
-    pub drain: CancellationToken,
-    pub draining: AtomicBool,
-    /// StreamingRecognize and Recognize calls in progress (from the call's start, before
-    /// its config is read, to its end); see [`CallGuard`].
-    pub open_calls: AtomicUsize,
-    /// The caption sources' broadcast hubs (`--source`), known before loading.
-    pub captions: CaptionRegistry,
-    next_request: AtomicU64,
-    instance: u32,
-}
-
-impl AppState {
-    pub fn new(config: ServerConfig, names: Vec<String>) -> Self {
-        let instance = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
-        let captions =
-            CaptionRegistry::new(&config.sources, config.captions, config.max_subscribers);
-        Self {
-            config,
-            names,
-            captions,
-            ready: OnceLock::new(),
-            drain: CancellationToken::new(),
-            draining: AtomicBool::new(false),
-            open_calls: AtomicUsize::new(0),
-            next_request: AtomicU64::new(1),
-            instance,
-        }
-    }
-
-    /// Counts a call as open until the guard is dropped (on any exit, panics included).
-    pub fn open_call(self: &Arc<Self>) -> CallGuard {
-        self.open_calls.fetch_add(1, Ordering::SeqCst);
-        CallGuard(self.clone())
-    }
-
-    /// A new request id, unique within this process and unlikely to repeat across restarts.
-    pub fn request_id(&self) -> String {
-        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{n:06}", self.instance)
-    }
-
-    /// The pool and models, or UNAVAILABLE while loading or draining.
-    pub fn ready(&self) -> Result<&Ready, RequestError> {
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(RequestError::Draining);
-        }
-        self.ready.get().ok_or(RequestError::Loading)
-    }
-
-    /// Admits a stream into the pool.
-    pub fn admit(&self, ready: &Ready) -> Result<StreamLease, RequestError> {
-        ready.pool.admit().map_err(|e| match e {
-            AdmitError::Closed => RequestError::Draining,
-            AdmitError::TooManyStreams { .. } => RequestError::Overloaded {
-                capacity: Capacity::Streams,
-                reason: e.to_string(),
-            },
-            AdmitError::QueueFull { .. } => RequestError::Overloaded {
-                capacity: Capacity::Queue,
-                reason: e.to_string(),
-            },
-        })
-    }
-}
-
-/// One open StreamingRecognize or Recognize call in [`AppState::open_calls`].
-pub(crate) struct CallGuard(Arc<AppState>);
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        self.0.open_calls.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Settings shared by Recognize and StreamingRecognize, validated.
-#[derive(Debug, Clone)]
-pub(crate) struct Recognition {
-    /// Index of the model in the pool.
-    pub model: usize,
-    pub model_name: String,
-    pub language: Option<String>,
-    pub translate: bool,
-    pub prompt: Option<String>,
-    pub words: WordOptions,
-    pub no_speech_threshold: Option<f32>,
-    /// `decoding_options.condition_on_previous_text`, if set.
-    pub condition_on_previous_text: Option<bool>,
-}
-
-/// Validates a `RecognitionConfig` (all but its audio format). `field` is its path in the
-/// request, for field violations.
-pub(crate) fn parse_recognition(
-    config: &RecognitionConfig,
-    field: &str,
-    models: &[ModelInfo],
-) -> Result<Recognition, RequestError> {
-    let (model, info) = if config.model.is_empty() {
-        models.first().map(|m| (0, m))
-    } else {
-        models
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.name == config.model)
-    }
-    .ok_or_else(|| RequestError::UnknownModel {
-        name: config.model.clone(),
-        valid: models.iter().map(|m| m.name.clone()).collect(),
-    })?;
-
-    let language = match config.language_codes.as_slice() {
-        [] => None,
-        [code] => {
-            let primary = code
-                .split(['-', '_'])
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if primary.is_empty() || !transcribe_engine::is_known_language(&primary) {
-                return Err(RequestError::invalid(
-                    format!("{field}.language_codes"),
-                    format!(
-                        "{code:?} is not a language Whisper knows (use a BCP-47 code like en-US)"
-                    ),
-                ));
-            }
-            if !info.multilingual && primary != "en" {
-                return Err(RequestError::invalid(
-                    format!("{field}.language_codes"),
-                    format!(
-                        "model {} is English-only; it cannot recognize {code:?}",
-                        info.name
-                    ),
-                ));
-            }
-            Some(primary)
-        }
-        _ => {
-            return Err(RequestError::invalid(
-                format!("{field}.language_codes"),
-                "give at most one language (several to choose from are not supported yet)",
-            ));
-        }
-    };
-    // English-only models know one language; saying so keeps whisper.cpp's language
-    // detection (meaningless on them) out of the results.
-    let language = if info.multilingual {
-        language
-    } else {
-        Some("en".to_owned())
-    };
-    let translate = match config.task() {
-        transcribe_proto::v1::Task::Translate => {
-            if !info.multilingual {
-                return Err(RequestError::invalid(
-                    format!("{field}.task"),
-                    format!(
-                        "model {} is English-only; translation needs a multilingual model",
-                        info.name
-                    ),
-                ));
-            }
-            true
-        }
-        _ => false,
-    };
-    if config.enable_separate_recognition_per_channel {
-        return Err(RequestError::invalid(
-            format!("{field}.enable_separate_recognition_per_channel"),
-            "not supported: channels are averaged to mono",
-        ));
-    }
-    if config.profanity_filter {
-        return Err(RequestError::invalid(
-            format!("{field}.profanity_filter"),
-            "not supported",
-        ));
-    }
-    if config.max_alternatives < 0 {
-        return Err(RequestError::invalid(
-            format!("{field}.max_alternatives"),
-            "must not be negative",
-        ));
-    }
-    let mut prompt = config.prompt.trim().to_owned();
-    for phrase in config.speech_contexts.iter().flat_map(|c| c.phrases.iter()) {
-        if !phrase.trim().is_empty() {
-            if !prompt.is_empty() {
-                prompt.push_str(", ");
-            }
-            prompt.push_str(phrase.trim());
-        }
-    }
-    let no_speech_threshold = match config
-        .decoding_options
-        .as_ref()
-        .and_then(|d| d.no_speech_threshold)
-    {
-        Some(t) if !(0.0..=1.0).contains(&t) => {
-            return Err(RequestError::invalid(
-                format!("{field}.decoding_options.no_speech_threshold"),
-                "must be in [0, 1]",
-            ));
-        }
-        other => other,
-    };
-    Ok(Recognition {
-        model,
-        model_name: info.name.clone(),
-        language,
-        translate,
-        prompt: (!prompt.is_empty()).then_some(prompt),
-        words: WordOptions {
-            offsets: config.enable_word_time_offsets,
-            confidence: config.enable_word_confidence,
-            base: Duration::ZERO,
-        },
-        no_speech_threshold,
-        condition_on_previous_text: config
-            .decoding_options
-            .as_ref()
-            .and_then(|d| d.condition_on_previous_text),
-    })
-}
 
 /// The gRPC service.
 pub(crate) struct Service {
@@ -346,10 +102,8 @@ impl TranscriptionService for Service {
         let state = self.state.clone();
         let panic_tx = tx.clone();
         let id = request_id.clone();
-        let call = self.state.open_call();
-        let task = tokio::spawn(
+        let task = self.state.calls.spawn(
             async move {
-                let _call = call;
                 crate::session::run(state, inbound, tx, cancel, id).await;
             }
             .instrument(span.clone()),
@@ -376,14 +130,16 @@ impl TranscriptionService for Service {
     ) -> Result<Response<RecognizeResponse>, Status> {
         let request_id = self.state.request_id();
         let span = tracing::info_span!("recognize", request_id = %request_id);
-        let _call = self.state.open_call();
-        let result = recognize(&self.state, request.into_inner(), &request_id)
+        let result = self
+            .state
+            .calls
+            .track_future(recognize(&self.state, request.into_inner(), &request_id))
             .instrument(span.clone())
             .await;
         match result {
             Ok(response) => Ok(with_request_id(Response::new(response), &request_id)),
             Err(error) => {
-                span.in_scope(|| log_request_error(&error));
+                span.in_scope(|| error.log());
                 Err(error.to_status())
             }
         }
@@ -416,7 +172,7 @@ impl TranscriptionService for Service {
                 Ok(with_request_id(Response::new(stream), &request_id))
             }
             Err(error) => {
-                span.in_scope(|| log_request_error(&error));
+                span.in_scope(|| error.log());
                 Err(error.to_status())
             }
         }
@@ -465,17 +221,6 @@ impl TranscriptionService for Service {
             models,
             default_model: self.state.names.first().cloned().unwrap_or_default(),
         }))
-    }
-}
-
-/// Logs a failed request at a level that fits who is at fault.
-pub(crate) fn log_request_error(error: &RequestError) {
-    match error {
-        RequestError::Internal { detail } => {
-            tracing::error!(message = "Request failed.", %detail);
-        }
-        RequestError::Cancelled => tracing::debug!(message = "Request cancelled."),
-        other => tracing::info!(message = "Request refused.", error = %other),
     }
 }
 
@@ -535,11 +280,9 @@ async fn recognize(
     // drops it (the channel closes).
     let output = submitted.output.await.map_err(|_| RequestError::Draining)?;
     drop(lease);
-    let transcript = output.result.map_err(|e| match e {
-        // Only the pool's shutdown cancels a unary decode.
-        transcribe_core::EngineError::Cancelled => RequestError::Draining,
-        other => other.into(),
-    })?;
+    let transcript = output
+        .result
+        .map_err(|e| RequestError::from_engine(&e, "config"))?;
     let threshold = recognition
         .no_speech_threshold
         .unwrap_or(DEFAULT_NO_SPEECH_THRESHOLD);
@@ -601,14 +344,10 @@ fn decode_content(
             format!("{} is not supported", encoding.as_str_name()),
         ));
     }
-    // The audio crate decodes files; the content goes through a private temporary file.
-    let mut file = tempfile::NamedTempFile::new()
-        .map_err(|e| RequestError::internal(format!("creating a temporary file: {e}")))?;
-    std::io::Write::write_all(&mut file, content)
-        .map_err(|e| RequestError::internal(format!("writing a temporary file: {e}")))?;
-    let decoded = transcribe_audio::decode_file(file.path()).map_err(|e| {
-        RequestError::invalid("content", strip_temp_path(&e.to_string(), file.path()))
-    })?;
+    // Containers are sniffed from the bytes themselves, in memory; "content" names them in
+    // errors.
+    let decoded = transcribe_audio::decode_bytes(content, "content")
+        .map_err(|e| RequestError::invalid("content", e.to_string()))?;
     if let Some(f) = format
         && f.sample_rate_hertz != 0
         && u32::try_from(f.sample_rate_hertz).ok() != Some(decoded.info.sample_rate)
@@ -622,8 +361,4 @@ fn decode_content(
         ));
     }
     Ok(decoded.samples)
-}
-
-fn strip_temp_path(message: &str, path: &std::path::Path) -> String {
-    message.replace(&path.display().to_string(), "content")
 }

@@ -23,29 +23,26 @@
 //! `[NAME=]file:PATH[:loop]` or `[NAME=]mic[:DEVICE]`. Default names: `mic` for a
 //! microphone, the file's stem for a file.
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use transcribe_audio::capture::{Capture, CaptureConfig, CaptureEvent, CaptureInfo};
 use transcribe_core::audio::seconds_to_samples;
-use transcribe_core::policy::{FailureKind, JobKind, PolicyConfig, PolicyEvent};
 use transcribe_core::{SAMPLE_RATE, StreamingPolicy};
 use transcribe_proto::v1::{
-    AudioEncoding, AudioFormat, Progress, RecognitionConfig, SourceKind, SourceState, SourceStatus,
-    SpeechEventType, SpeechRecognitionAlternative, StreamCaptionsResponse,
-    StreamingRecognitionResult,
+    AudioEncoding, AudioFormat, RecognitionConfig, SourceState, SourceStatus,
+    StreamCaptionsResponse,
 };
 
 use crate::captions::CaptionHub;
-use crate::convert::{
-    WordOptions, duration_of, duration_of_samples, mean_confidence, timestamp_now, word_infos,
-};
+use crate::config::{SourceInput, SourceSpec};
+use crate::convert::timestamp_now;
 use crate::error::RequestError;
-use crate::pool::{Job, JobOutput, StreamLease};
-use crate::service::{AppState, parse_recognition};
+use crate::pipeline::{Emitted, Pipeline};
+use crate::pool::{JobOutput, StreamLease};
+use crate::recognition::{parse_recognition, source_setup};
+use crate::state::AppState;
 
 /// Audio fed to the policy per tick: 100 ms (the API's recommended chunk size).
 pub const CHUNK: Duration = Duration::from_millis(100);
@@ -61,113 +58,6 @@ pub const MIC_EVENT_CAPACITY: usize = 64;
 
 /// Wait before an INTERRUPTED source restarts its pipeline.
 pub const RESTART_DELAY: Duration = Duration::from_secs(2);
-
-/// Arrival marks kept for processing-latency reports (about 7 minutes of 100 ms chunks).
-/// Full-policy: the oldest is dropped.
-const MAX_ARRIVAL_MARKS: usize = 4_096;
-
-/// Where a source's audio comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceInput {
-    /// An audio file decoded once and paced in real time.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Start over (after [`LOOP_GAP`]) at its end instead of ending.
-        looped: bool,
-    },
-    /// A capture device.
-    Mic {
-        /// The device name; `None` for the default input device.
-        device: Option<String>,
-    },
-}
-
-/// One `--source` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceSpec {
-    /// The name subscribers ask for.
-    pub name: String,
-    /// Its audio.
-    pub input: SourceInput,
-}
-
-impl SourceSpec {
-    /// Parses `[NAME=]file:PATH[:loop]` or `[NAME=]mic[:DEVICE]`.
-    ///
-    /// # Errors
-    /// A message saying which forms are accepted.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let form = "use file:PATH[:loop] or mic[:DEVICE], optionally prefixed by NAME=";
-        let (name, body) = match text.split_once('=') {
-            Some((name, body)) if body.starts_with("file:") || body.starts_with("mic") => {
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                {
-                    return Err(format!(
-                        "source name {name:?} must be letters, digits, '-', '_' or '.'"
-                    ));
-                }
-                (Some(name.to_owned()), body)
-            }
-            _ => (None, text),
-        };
-        let input = if let Some(rest) = body.strip_prefix("file:") {
-            let (path, looped) = match rest.strip_suffix(":loop") {
-                Some(path) => (path, true),
-                None => (rest, false),
-            };
-            if path.is_empty() {
-                return Err(format!("{text:?}: the file path is empty; {form}"));
-            }
-            SourceInput::File {
-                path: PathBuf::from(path),
-                looped,
-            }
-        } else if body == "mic" {
-            SourceInput::Mic { device: None }
-        } else if let Some(device) = body.strip_prefix("mic:") {
-            if device.is_empty() {
-                return Err(format!("{text:?}: the device name is empty; {form}"));
-            }
-            SourceInput::Mic {
-                device: Some(device.to_owned()),
-            }
-        } else {
-            return Err(format!("{text:?} is not a source; {form}"));
-        };
-        let name = name.unwrap_or_else(|| match &input {
-            SourceInput::Mic { .. } => "mic".to_owned(),
-            SourceInput::File { path, .. } => path
-                .file_stem()
-                .map_or_else(|| "file".to_owned(), |s| s.to_string_lossy().into_owned()),
-        });
-        Ok(Self { name, input })
-    }
-
-    /// The kind for `CaptionSource.kind`.
-    pub fn kind(&self) -> SourceKind {
-        match self.input {
-            SourceInput::File { .. } => SourceKind::File,
-            SourceInput::Mic { .. } => SourceKind::Microphone,
-        }
-    }
-
-    /// A human-readable description (`CaptionSource.display_name`).
-    pub fn display_name(&self) -> String {
-        match &self.input {
-            SourceInput::File { path, looped } => format!(
-                "file {}{}",
-                path.display(),
-                if *looped { " (looping)" } else { "" }
-            ),
-            SourceInput::Mic { device: None } => "default microphone".to_owned(),
-            SourceInput::Mic { device: Some(d) } => format!("microphone {d}"),
-        }
-    }
-}
 
 /// Starts the pipeline of every configured source (called once the models are loaded).
 pub(crate) fn start(state: &Arc<AppState>) {
@@ -314,7 +204,7 @@ async fn run_source(state: Arc<AppState>, spec: SourceSpec, hub: Arc<CaptionHub>
         let outcome = match feed.as_mut() {
             Some(feed) => match state.ready() {
                 Ok(ready) => match state.admit(ready) {
-                    Ok(lease) => pipeline(&state, &spec, &hub, feed, lease).await,
+                    Ok(lease) => run_pipeline(&state, &spec, &hub, feed, lease).await,
                     Err(RequestError::Draining) => Outcome::Drained,
                     Err(error) => Outcome::Failed(error),
                 },
@@ -489,58 +379,23 @@ async fn open(state: &AppState, spec: &SourceSpec, hub: &CaptionHub) -> Result<F
     }
 }
 
-/// A policy job running on the pool.
-struct InFlight {
-    id: u64,
-    kind: JobKind,
-    end_samples: u64,
-    output: oneshot::Receiver<JobOutput>,
-}
-
-/// One run of a source's recognition pipeline.
-struct Pipeline<'a> {
-    hub: &'a CaptionHub,
-    policy: StreamingPolicy,
-    model: usize,
-    lease: StreamLease,
-    in_flight: Option<InFlight>,
-    arrivals: VecDeque<(u64, Instant)>,
-    spoke: bool,
-    closed_since_poll: bool,
-    words: WordOptions,
-}
-
-/// The policy settings of a source: the server's flags, interim results on (subscribers
-/// choose), the default model's language.
-fn policy_config(state: &AppState) -> Result<(PolicyConfig, usize), RequestError> {
-    let ready = state.ready()?;
-    let recognition = parse_recognition(&RecognitionConfig::default(), "source", &ready.models)?;
-    let server = &state.config;
-    let mut policy = PolicyConfig {
-        language: recognition.language.clone(),
-        translate: recognition.translate,
-        interim_results: true,
-        ..PolicyConfig::default()
-    };
-    server.apply_policy_flags(&mut policy);
-    policy.prompt_max_chars = server.prompt_history;
-    Ok((policy, recognition.model))
-}
-
 /// Runs the pipeline until the feed ends (after flushing), the server drains (after
 /// flushing) or something fails.
-async fn pipeline(
+async fn run_pipeline(
     state: &AppState,
     spec: &SourceSpec,
     hub: &CaptionHub,
     feed: &mut Feed,
     lease: StreamLease,
 ) -> Outcome {
-    let (config, model) = match policy_config(state) {
-        Ok(c) => c,
+    let setup = state
+        .ready()
+        .and_then(|ready| source_setup(&state.config, &ready.models));
+    let (policy_config, pipeline_config) = match setup {
+        Ok(setup) => setup,
         Err(e) => return Outcome::Failed(e),
     };
-    let policy = match StreamingPolicy::new(config) {
+    let policy = match StreamingPolicy::new(policy_config) {
         Ok(p) => p,
         Err(e) => return Outcome::Failed(RequestError::internal(format!("policy: {e}"))),
     };
@@ -549,80 +404,49 @@ async fn pipeline(
         s.state = SourceState::Active as i32;
         s.status = None;
     });
-    let mut run = Pipeline {
-        hub,
-        policy,
-        model,
-        lease,
-        in_flight: None,
-        arrivals: VecDeque::new(),
-        spoke: false,
-        closed_since_poll: false,
-        words: WordOptions {
-            offsets: true,
-            confidence: true,
-            base: Duration::ZERO,
-        },
-    };
+    let mut pipeline = Pipeline::new(policy, lease, pipeline_config);
     let speed = state.config.captions.source_speed.max(f64::MIN_POSITIVE);
     let mut ticker = tokio::time::interval(CHUNK.div_f64(speed));
     let mut input_open = true;
     let mut ending = Outcome::Ended;
     loop {
-        if let Err(e) = run.dispatch() {
+        if let Err(e) = publish(hub, pipeline.dispatch()) {
             return Outcome::Failed(e);
         }
-        if run.policy.is_done() {
+        if pipeline.is_done() {
             return ending;
         }
-        let job = async {
-            match run.in_flight.as_mut() {
-                Some(f) => Some((&mut f.output).await),
-                None => std::future::pending().await,
-            }
-        };
         enum Wake {
-            Job(Option<Result<JobOutput, oneshot::error::RecvError>>),
+            Job(Result<JobOutput, oneshot::error::RecvError>),
             Feed(FeedItem),
             Drain,
         }
         let wake = tokio::select! {
             biased;
-            output = job => Wake::Job(output),
+            output = pipeline.output() => Wake::Job(output),
             () = state.drain.cancelled(), if input_open => Wake::Drain,
             item = feed.next(&mut ticker, &spec.name), if input_open => Wake::Feed(item),
         };
-        let result = match wake {
-            Wake::Job(Some(output)) => run.on_output(output),
-            Wake::Job(None) => Ok(()),
+        let emitted = match wake {
+            Wake::Job(output) => pipeline.on_output(output),
             Wake::Drain => {
                 input_open = false;
                 ending = Outcome::Drained;
-                let events = run.policy.end_of_stream();
-                run.closed_since_poll = true;
-                run.emit(events, None)
+                pipeline.end_of_stream(&[])
             }
-            Wake::Feed(FeedItem::Audio(chunk)) => {
-                let events = run.policy.push_audio(&chunk);
-                run.mark_arrival();
-                run.emit(events, None)
-            }
+            Wake::Feed(FeedItem::Audio(chunk)) => pipeline.push_audio(&chunk),
             Wake::Feed(FeedItem::End) => {
                 input_open = false;
-                let events = run.policy.end_of_stream();
-                run.closed_since_poll = true;
-                run.emit(events, None)
+                pipeline.end_of_stream(&[])
             }
             Wake::Feed(FeedItem::Failed(error)) => {
                 // Settle what was heard before the device went away, then restart.
                 input_open = false;
                 ending = Outcome::Failed(error);
-                let events = run.policy.end_of_stream();
-                run.closed_since_poll = true;
-                run.emit(events, None)
+                pipeline.end_of_stream(&[])
             }
         };
-        if let Err(e) = result {
+        if let Err(e) = publish(hub, emitted) {
             return match e {
                 RequestError::Draining => Outcome::Drained,
                 other => Outcome::Failed(other),
@@ -631,236 +455,22 @@ async fn pipeline(
     }
 }
 
-impl Pipeline<'_> {
-    fn mark_arrival(&mut self) {
-        let clock = self.policy.clock();
-        if self.arrivals.len() == MAX_ARRIVAL_MARKS {
-            self.arrivals.pop_front();
-        }
-        self.arrivals.push_back((clock, Instant::now()));
-    }
-
-    /// When the audio up to `end` had arrived (marks below the final position are let go).
-    fn arrival_of(&mut self, end: u64) -> Option<Instant> {
-        let final_samples = self.policy.progress().final_samples;
-        while self.arrivals.len() > 1
-            && self
-                .arrivals
-                .get(1)
-                .is_some_and(|(c, _)| *c <= final_samples)
-        {
-            self.arrivals.pop_front();
-        }
-        self.arrivals
-            .iter()
-            .find(|(c, _)| *c >= end)
-            .map(|(_, t)| *t)
-    }
-
-    /// Starts the policy's next job if one is due, after taking back a queued partial made
-    /// stale by the end of its utterance (as a StreamingRecognize session does).
-    fn dispatch(&mut self) -> Result<(), RequestError> {
-        if self.closed_since_poll
-            && let Some(f) = self.in_flight.as_ref()
-            && f.kind == JobKind::Partial
-            && let Some(job) = self.lease.withdraw()
-        {
-            self.in_flight = None;
-            let events = self
-                .policy
-                .on_result(job.tag, Err(transcribe_core::EngineError::Cancelled));
-            self.emit(events, None)?;
-        }
-        if self.in_flight.is_none()
-            && let Some(job) = self.policy.poll_job()
-        {
-            self.closed_since_poll = false;
-            let end_samples = job.end_samples();
-            let submitted = self.lease.submit(Job {
-                model: self.model,
-                samples: job.samples,
-                options: job.options,
-                tag: job.id,
-            });
-            self.in_flight = Some(InFlight {
-                id: job.id,
-                kind: job.kind,
-                end_samples,
-                output: submitted.output,
-            });
-        }
-        Ok(())
-    }
-
-    fn on_output(
-        &mut self,
-        output: Result<JobOutput, oneshot::error::RecvError>,
-    ) -> Result<(), RequestError> {
-        let Some(flight) = self.in_flight.take() else {
-            return Ok(());
-        };
-        let Ok(output) = output else {
-            // The pool dropped the job: it is shutting down.
-            let events = self
-                .policy
-                .on_result(flight.id, Err(transcribe_core::EngineError::Cancelled));
-            self.emit(events, None)?;
-            return Err(RequestError::Draining);
-        };
-        let timing = Timing {
-            arrived: self.arrival_of(flight.end_samples),
-            inference: output.inference,
-        };
-        let events = self.policy.on_result(output.tag, output.result);
-        if events.is_empty() {
-            self.hub
-                .publish_heartbeat(self.response(Vec::new(), Some(timing)));
-        }
-        self.emit(events, Some(timing))
-    }
-
-    fn emit(
-        &mut self,
-        events: Vec<PolicyEvent>,
-        timing: Option<Timing>,
-    ) -> Result<(), RequestError> {
-        for event in events {
-            match event {
-                PolicyEvent::SpeechStarted { sample } => {
-                    self.hub
-                        .publish_event(self.event(SpeechEventType::SpeechActivityBegin, sample));
-                }
-                PolicyEvent::SpeechEnded { sample } => {
-                    self.closed_since_poll = true;
-                    self.hub
-                        .publish_event(self.event(SpeechEventType::SpeechActivityEnd, sample));
-                }
-                PolicyEvent::Interim {
-                    utterance_index,
-                    committed,
-                    tail,
-                    stability_committed,
-                    stability_tail,
-                    audio_end_samples,
-                } => {
-                    let end = Some(duration_of_samples(audio_end_samples, Duration::ZERO));
-                    let interim = |text: String, stability: f32| StreamingRecognitionResult {
-                        alternatives: vec![SpeechRecognitionAlternative {
-                            transcript: text,
-                            ..Default::default()
-                        }],
-                        is_final: false,
-                        stability,
-                        result_end_offset: end,
-                        utterance_index,
-                        ..Default::default()
-                    };
-                    let lead = if self.spoke { " " } else { "" };
-                    let mut results = Vec::with_capacity(2);
-                    if !committed.is_empty() || tail.is_empty() {
-                        results.push(interim(format!("{lead}{committed}"), stability_committed));
-                    }
-                    if !tail.is_empty() {
-                        let sep = if committed.is_empty() { lead } else { " " };
-                        results.push(interim(format!("{sep}{tail}"), stability_tail));
-                    }
-                    let response = self.response(results, timing);
-                    self.hub.publish_interim(response, utterance_index);
-                }
-                PolicyEvent::Final {
-                    utterance_index,
-                    text,
-                    words,
-                    start_samples,
-                    end_samples,
-                    language,
-                    reason,
-                } => {
-                    let lead = if self.spoke && !text.is_empty() {
-                        " "
-                    } else {
-                        ""
-                    };
-                    self.spoke |= !text.is_empty();
-                    let result = StreamingRecognitionResult {
-                        alternatives: vec![SpeechRecognitionAlternative {
-                            transcript: format!("{lead}{text}"),
-                            confidence: mean_confidence(&words),
-                            words: word_infos(&words, self.words),
-                        }],
-                        is_final: true,
-                        result_end_offset: Some(duration_of_samples(end_samples, Duration::ZERO)),
-                        language_code: language.unwrap_or_default(),
-                        result_start_offset: Some(duration_of_samples(
-                            start_samples,
-                            Duration::ZERO,
-                        )),
-                        utterance_index,
-                        ..Default::default()
-                    };
-                    tracing::debug!(message = "Final.", utterance_index, ?reason);
-                    let response = self.response(vec![result], timing);
-                    self.hub.publish_final(response, utterance_index);
-                }
-                PolicyEvent::DecodeFailed {
-                    failure,
-                    message,
-                    job_id,
-                    ..
-                } => {
-                    return Err(match failure {
-                        FailureKind::Cancelled => RequestError::Draining,
-                        FailureKind::InvalidOptions | FailureKind::Inference => {
-                            RequestError::internal(format!("decode {job_id} failed: {message}"))
-                        }
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn progress(&self, timing: Option<Timing>) -> Progress {
-        let p = self.policy.progress();
-        Progress {
-            audio_received: Some(duration_of_samples(p.received_samples, Duration::ZERO)),
-            audio_processed: Some(duration_of_samples(p.processed_samples, Duration::ZERO)),
-            final_offset: Some(duration_of_samples(p.final_samples, Duration::ZERO)),
-            response_time: Some(timestamp_now()),
-            processing_latency: timing
-                .and_then(|t| t.arrived)
-                .map(|t| duration_of(t.elapsed())),
-            inference_duration: timing.map(|t| duration_of(t.inference)),
-        }
-    }
-
-    fn response(
-        &self,
-        results: Vec<StreamingRecognitionResult>,
-        timing: Option<Timing>,
-    ) -> StreamCaptionsResponse {
-        StreamCaptionsResponse {
-            results,
-            progress: Some(self.progress(timing)),
+/// Publishes a pipeline step's updates to the hub in order, then ends on its failure.
+fn publish(hub: &CaptionHub, emitted: Emitted) -> Result<(), RequestError> {
+    for update in emitted.updates {
+        let (event, offset) = update
+            .speech_event
+            .map_or((0, None), |(kind, offset)| (kind as i32, Some(offset)));
+        let response = StreamCaptionsResponse {
+            results: update.results,
+            speech_event_type: event,
+            speech_event_offset: offset,
+            progress: Some(update.progress),
             ..Default::default()
-        }
+        };
+        hub.publish(response, update.delivery);
     }
-
-    fn event(&self, kind: SpeechEventType, sample: u64) -> StreamCaptionsResponse {
-        StreamCaptionsResponse {
-            speech_event_type: kind as i32,
-            speech_event_offset: Some(duration_of_samples(sample, Duration::ZERO)),
-            progress: Some(self.progress(None)),
-            ..Default::default()
-        }
-    }
-}
-
-/// Decode timing behind a message.
-#[derive(Clone, Copy)]
-struct Timing {
-    arrived: Option<Instant>,
-    inference: Duration,
+    emitted.failure.map_or(Ok(()), Err)
 }
 
 /// Checks the sample rate assumption the pacing relies on.
@@ -869,61 +479,6 @@ const _: () = assert!(SAMPLE_RATE == 16_000);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn specs_parse() -> Result<(), String> {
-        let cases: &[(&str, &str, SourceInput)] = &[
-            (
-                "file:/tmp/a.wav",
-                "a",
-                SourceInput::File {
-                    path: "/tmp/a.wav".into(),
-                    looped: false,
-                },
-            ),
-            (
-                "lobby=file:/tmp/a b.flac:loop",
-                "lobby",
-                SourceInput::File {
-                    path: "/tmp/a b.flac".into(),
-                    looped: true,
-                },
-            ),
-            ("mic", "mic", SourceInput::Mic { device: None }),
-            (
-                "room=mic:hw:0,0",
-                "room",
-                SourceInput::Mic {
-                    device: Some("hw:0,0".into()),
-                },
-            ),
-            (
-                "file:c:=d.wav",
-                "c:=d",
-                SourceInput::File {
-                    path: "c:=d.wav".into(),
-                    looped: false,
-                },
-            ),
-        ];
-        for (text, name, input) in cases {
-            let spec = SourceSpec::parse(text)?;
-            assert_eq!(&spec.name, name, "{text}");
-            assert_eq!(&spec.input, input, "{text}");
-        }
-        for bad in [
-            "",
-            "file:",
-            "mic:",
-            "speaker",
-            "a b=mic",
-            "=mic",
-            "file::loop",
-        ] {
-            assert!(SourceSpec::parse(bad).is_err(), "{bad:?} parsed");
-        }
-        Ok(())
-    }
 
     #[test]
     fn looping_file_inserts_a_gap() {

@@ -17,7 +17,7 @@ use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClie
 use transcribe_proto::v1::{
     SourceKind, SourceState, StreamCaptionsRequest, StreamCaptionsResponse,
 };
-use transcribe_server::sources::SourceSpec;
+use transcribe_server::config::SourceSpec;
 use transcribe_server::{CaptionLimits, ServerConfig, ServerHandle};
 use transcribe_tests::{
     FAKE_MODEL, TestResult, TestServer, fake_loader, faulty_loader, fixture, read_fixture,

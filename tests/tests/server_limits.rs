@@ -19,7 +19,7 @@ use transcribe_proto::v1::{
     StreamingRecognizeRequest, StreamingRecognizeResponse, recognize_request::AudioSource,
     streaming_recognize_request::StreamingRequest,
 };
-use transcribe_server::sources::SourceSpec;
+use transcribe_server::config::SourceSpec;
 use transcribe_server::{ServerArgs, ServerConfig};
 use transcribe_tests::{
     FAKE_MODEL, Hold, TestResult, TestServer, audio_request, audio_requests, config_request,

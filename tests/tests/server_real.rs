@@ -11,7 +11,7 @@ use transcribe_proto::v1::{
     AudioEncoding, AudioFormat, RecognitionConfig, RecognizeRequest, recognize_request::AudioSource,
 };
 use transcribe_server::ServerConfig;
-use transcribe_server::client::{FinalResult, StreamEvent, StreamOptions, stream_samples};
+use transcribe_client::{FinalResult, StreamEvent, StreamOptions, stream_samples};
 use transcribe_tests::{TestResult, TestServer, fixture, linear16, read_fixture, whisper_loader};
 
 /// Word error rate a streamed fixture must stay within (BRIEF.md "Tests and fixtures").

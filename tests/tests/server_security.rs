@@ -17,7 +17,7 @@ use transcribe_proto::v1::{
     AudioEncoding, AudioFormat, ListModelsRequest, RecognitionConfig, RecognizeRequest,
     StreamCaptionsRequest,
 };
-use transcribe_server::client::{ClientError, StreamOptions, Target, connect, stream_samples};
+use transcribe_client::{ClientError, StreamOptions, Target, connect, stream_samples};
 use transcribe_server::{ConfigError, ServerArgs, ServerConfig};
 use transcribe_tests::{FAKE_MODEL, TestResult, TestServer, fake_loader, linear16, two_phrases};
 

@@ -47,7 +47,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tonic::Code;
 use transcribe_core::SAMPLE_RATE;
-use transcribe_server::client::StreamOptions;
+use transcribe_client::StreamOptions;
 
 use crate::plan::{BadKind, Rng};
 use crate::stream::{Outcome, StreamRecord};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tonic::Code;
 use transcribe_core::SAMPLE_RATE;
-use transcribe_server::latency::percentile;
+use transcribe_client::latency::percentile;
 
 use crate::plan::{BadKind, Fate};
 use crate::stream::{Outcome, StreamRecord};

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use transcribe_core::text::normalize;
 
-use crate::client::StreamEvent;
+use crate::StreamEvent;
 
 /// Reference words whose start is at most this far past the audio sent so far may already
 /// be aligned (Whisper's word times are approximate, a word may show a little early).
@@ -217,7 +217,7 @@ mod tests {
     use transcribe_core::Word;
 
     use super::*;
-    use crate::client::FinalResult;
+    use crate::FinalResult;
 
     fn word(token: &str, start: f64, end: f64) -> RefWord {
         RefWord {

@@ -21,6 +21,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Layout
+//! - this module: [`Target`], [`connect`], [`stream_samples`], [`StreamEvent`] and the
+//!   results they carry, [`ClientError`].
+//! - [`latency`]: client-side latency measures over a traced stream (word emission,
+//!   interim, finalisation; percentiles), shared by the benchmark and the soak tool.
+#![warn(missing_docs)]
+
+pub mod latency;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,7 +49,8 @@ use transcribe_proto::v1::{
     StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
 
-use crate::convert::std_duration;
+use transcribe_proto::auth::{AUTHORIZATION, BEARER, TokenFileError, read_token_file};
+use transcribe_proto::duration::to_std as std_duration;
 
 /// Requests buffered between the pacing task and the transport. Full-policy: the pacer
 /// waits (HTTP/2 flow control then pushes back on it).
@@ -306,13 +316,13 @@ impl Target {
     /// # Errors
     /// [`ClientError::ReadFile`] or [`ClientError::BadToken`], naming `path`.
     pub fn with_token_file(self, path: &Path) -> Result<Self, ClientError> {
-        let tokens = crate::auth::read_token_file(path).map_err(|e| match e {
-            crate::auth::TokenFileError::Read { path, source } => ClientError::ReadFile {
+        let tokens = read_token_file(path).map_err(|e| match e {
+            TokenFileError::Read { path, source } => ClientError::ReadFile {
                 what: "token file",
                 path,
                 source,
             },
-            crate::auth::TokenFileError::Invalid { path, source } => ClientError::BadToken {
+            TokenFileError::Invalid { path, source } => ClientError::BadToken {
                 path: Some(path),
                 reason: source.to_string(),
             },
@@ -333,7 +343,7 @@ impl Target {
             return Err(bad("it must be one word of visible ASCII"));
         }
         let mut value: MetadataValue<Ascii> =
-            MetadataValue::try_from(format!("{} {token}", crate::auth::BEARER))
+            MetadataValue::try_from(format!("{} {token}", BEARER))
                 .map_err(|_| bad("it cannot go into a header"))?;
         // Never indexed by HPACK, never shown by `Debug`.
         value.set_sensitive(true);
@@ -431,7 +441,7 @@ impl Interceptor for Bearer {
         if let Some(value) = &self.0 {
             request
                 .metadata_mut()
-                .insert(crate::auth::AUTHORIZATION, value.clone());
+                .insert(AUTHORIZATION, value.clone());
         }
         Ok(request)
     }
@@ -681,12 +691,12 @@ mod tests {
     fn bearer_adds_the_header() -> Result<(), Box<dyn std::error::Error>> {
         let target = Target::new("http://127.0.0.1:1").with_token("abc")?;
         let request = target.bearer().call(tonic::Request::new(()))?;
-        let value = request.metadata().get(crate::auth::AUTHORIZATION);
+        let value = request.metadata().get(AUTHORIZATION);
         assert_eq!(value.map(|v| v.to_str().ok()), Some(Some("Bearer abc")));
         let request = Target::new("http://127.0.0.1:1")
             .bearer()
             .call(tonic::Request::new(()))?;
-        assert!(request.metadata().get(crate::auth::AUTHORIZATION).is_none());
+        assert!(request.metadata().get(AUTHORIZATION).is_none());
         Ok(())
     }
 

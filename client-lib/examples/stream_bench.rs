@@ -2,7 +2,7 @@
 //! over gRPC paced in real time, by 1..N concurrent clients.
 //!
 //! ```text
-//! cargo run --release -p transcribe-server --example stream_bench -- \
+//! cargo run --release -p transcribe-client --example stream_bench -- \
 //!     [--model tiny.en] [--streams 1,2,3,4] [--files a.wav,b.wav] [--workers N]
 //! ```
 //!
@@ -32,7 +32,7 @@
 //! - `Args`: flags.
 //! - `offline`: the offline reference transcript.
 //! - `run_stream` / `Run`: one paced stream and the events it got, with arrival times
-//!   (word emission matching and percentiles: `transcribe_server::latency`).
+//!   (word emission matching and percentiles: `transcribe_client::latency`).
 //! - `Row`, `to_json`, `table`: aggregation and output.
 
 use std::path::{Path, PathBuf};
@@ -44,8 +44,8 @@ use clap::Parser;
 use tokio::sync::Barrier;
 use transcribe_core::text::{normalize, wer};
 use transcribe_core::{DecodeOptions, Transcriber};
-use transcribe_server::client::{self, StreamEvent, StreamOptions};
-use transcribe_server::latency::{RefWord, Trace, final_latencies, percentile, word_latencies};
+use transcribe_client::latency::{RefWord, Trace, final_latencies, percentile, word_latencies};
+use transcribe_client::{self as client, StreamEvent, StreamOptions};
 use transcribe_server::{ServerArgs, WhisperLoader};
 
 /// p95 latency under which a stream count counts as sustained (issue 3: "p95 under 2 s").
