@@ -15,7 +15,7 @@ which may fail on its own (its error is reported, the others still run):
   on audio-fixtures/manifest.tsv and on a corpus folder with a manifest.tsv in the format of
   ../shared/eval/manifest.tsv.
 - stream: the real `transcribe-server` binary on loopback, fed files at real-time pace by
-  server/examples/stream_bench.rs (--server): word emission and finalisation latency
+  client-lib/examples/stream_bench.rs (--server): word emission and finalisation latency
   p50/p95 for N = 1, 2, ... concurrent streams until p95 exceeds --latency-target; the
   capacity is the last N that passed.
 
@@ -256,7 +256,8 @@ class Setup:
         if {"accuracy", "sweep"} & set(sections):
             jobs.append(["-p", "transcribe-engine", "--example", "stream_sim"])
         if "stream" in sections:
-            jobs.append(["-p", "transcribe-server", "--bin", "transcribe-server", "--example", "stream_bench"])
+            jobs.append(["-p", "transcribe-server", "--bin", "transcribe-server"])
+            jobs.append(["-p", "transcribe-client", "--example", "stream_bench"])
         for job in jobs:
             log(f"cargo build --release {' '.join(job)}")
             p = subprocess.run(["cargo", "build", "--release", "-q", *job], cwd=ROOT)
@@ -620,7 +621,8 @@ def section_stream(setup, args):
     server_bin, bench_bin = setup.binary("transcribe-server"), setup.binary("stream_bench", fallback=True)
     if server_bin is None or bench_bin is None:
         raise RuntimeError(f"needs transcribe-server and the stream_bench example in {setup.bindir} "
-                           "(cargo build --release -p transcribe-server --bin transcribe-server --example stream_bench)")
+                           "(cargo build --release -p transcribe-server --bin transcribe-server; "
+                           "cargo build --release -p transcribe-client --example stream_bench)")
     files = args.stream_files or ([str(FIXTURES / "speech" / "pauses.wav")] if args.quick else
                                   [str(FIXTURES / "speech" / "long_60s.wav"), str(FIXTURES / "speech" / "pauses.wav")])
     out = []

@@ -42,10 +42,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tokio::sync::Barrier;
-use transcribe_core::text::{normalize, wer};
-use transcribe_core::{DecodeOptions, Transcriber};
 use transcribe_client::latency::{RefWord, Trace, final_latencies, percentile, word_latencies};
 use transcribe_client::{self as client, StreamEvent, StreamOptions};
+use transcribe_core::text::{normalize, wer};
+use transcribe_core::{DecodeOptions, Transcriber};
 use transcribe_server::{ServerArgs, WhisperLoader};
 
 /// p95 latency under which a stream count counts as sustained (issue 3: "p95 under 2 s").

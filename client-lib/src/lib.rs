@@ -9,8 +9,8 @@
 //!
 //! # Example
 //! ```no_run
-//! use transcribe_server::client::{StreamEvent, StreamOptions, stream_samples};
-//! # async fn demo(samples: Vec<f32>) -> Result<(), transcribe_server::client::ClientError> {
+//! use transcribe_client::{StreamEvent, StreamOptions, stream_samples};
+//! # async fn demo(samples: Vec<f32>) -> Result<(), transcribe_client::ClientError> {
 //! let summary = stream_samples("http://127.0.0.1:50051", &samples, &StreamOptions::default(), |event| {
 //!     if let StreamEvent::Final(f) = event {
 //!         println!("{}", f.text);
@@ -439,9 +439,7 @@ impl Interceptor for Bearer {
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert(AUTHORIZATION, value.clone());
+            request.metadata_mut().insert(AUTHORIZATION, value.clone());
         }
         Ok(request)
     }

@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_stream::wrappers::ReceiverStream;
 use transcribe_audio::capture::{Capture, CaptureConfig, CaptureEvent, CaptureInfo};
+use transcribe_client::{
+    REQUEST_BUFFER, StreamEvent, StreamOptions, connect, events_of, streaming_config,
+};
 use transcribe_core::audio::samples_to_seconds;
 use transcribe_core::policy::PolicyConfig;
 use transcribe_core::{PolicyEvent, Segment, Transcript, Word};
 use transcribe_engine::WhisperModel;
 use transcribe_proto::v1::StreamingRecognizeRequest;
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
-use transcribe_client::{
-    REQUEST_BUFFER, StreamEvent, StreamOptions, connect, events_of, streaming_config,
-};
 
 use crate::cli::{Args, UsageError};
 use crate::format::{Format, Report, render, timestamp};

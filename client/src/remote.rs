@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use transcribe_core::{Segment, Transcript};
 use transcribe_client::{StreamEvent, StreamOptions, Target, stream_samples};
+use transcribe_core::{Segment, Transcript};
 
 use crate::cli::Args;
 use crate::format::{Format, Report, render};

@@ -17,7 +17,7 @@ use transcribe_core::text::{explain, wer};
 mod support;
 use support::{MIC, Server, VirtualMic, root};
 
-/// WER threshold for the broadcast finals (BRIEF.md "Tests and fixtures").
+/// WER threshold for the broadcast finals (docs/DESIGN.md "Tests and fixtures").
 const CAPTIONS_WER: f64 = 0.25;
 
 /// Starts `transcribe-server` (beside our binary) with tiny.en and `source`.

@@ -172,3 +172,24 @@ where
         self()
     }
 }
+
+/// The kind of a failed decode, mirroring [`EngineError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// [`EngineError::Cancelled`].
+    Cancelled,
+    /// [`EngineError::InvalidOptions`]: the request's options are wrong.
+    InvalidOptions,
+    /// [`EngineError::Inference`]: the engine failed.
+    Inference,
+}
+
+impl From<&EngineError> for FailureKind {
+    fn from(error: &EngineError) -> Self {
+        match error {
+            EngineError::Cancelled => Self::Cancelled,
+            EngineError::InvalidOptions(_) => Self::InvalidOptions,
+            EngineError::Inference(_) => Self::Inference,
+        }
+    }
+}

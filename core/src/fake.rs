@@ -26,8 +26,7 @@
 use std::collections::HashMap;
 
 use crate::audio::{SAMPLE_RATE, samples_to_seconds, seconds_to_samples};
-use crate::engine::{DecodeOptions, EngineError, Transcriber};
-use crate::policy::FailureKind;
+use crate::engine::{DecodeOptions, EngineError, FailureKind, Transcriber};
 use crate::transcript::{Segment, Transcript, Word, join_texts};
 use crate::vad::ConfigError;
 

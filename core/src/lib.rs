@@ -18,7 +18,7 @@
 //! - [`policy`]: [`StreamingPolicy`], the sans-IO streaming state machine (utterances,
 //!   partial and final [`DecodeJob`]s, LocalAgreement-2 commits, step widening, guards
 //!   against hallucinations and loops) emitting [`PolicyEvent`]s.
-//! - [`stream`]: a synchronous driver running a policy over a buffer with any
+//! - [`stream`] (in [`policy`]): a synchronous driver running a policy over a buffer with any
 //!   [`Transcriber`] (tests, offline streaming benchmarks).
 //! - [`fake`]: [`fake::ScriptedTranscriber`], a scripted engine (timed words, unstable
 //!   tails, scripted faults) for testing the policy and the transport without a model.
@@ -37,7 +37,6 @@ pub mod engine;
 pub mod fake;
 pub mod language;
 pub mod policy;
-pub mod stream;
 pub mod text;
 pub mod transcript;
 pub mod vad;
@@ -46,6 +45,6 @@ pub use audio::SAMPLE_RATE;
 pub use engine::{
     CancelHandle, DecodeOptions, Decoder, DecoderFactory, EngineError, Transcriber, Uninterruptible,
 };
-pub use policy::{DecodeJob, JobKind, PolicyConfig, PolicyEvent, StreamingPolicy};
+pub use policy::{DecodeJob, JobKind, PolicyConfig, PolicyEvent, StreamingPolicy, stream};
 pub use transcript::{Segment, Transcript, Word};
 pub use vad::{ConfigError, Vad, VadConfig, VadEvent};

@@ -75,10 +75,10 @@ pub const MIN_FLATNESS: f32 = 1e-4;
 /// long enough to always contain a pause in running speech (minimum statistics, Martin 2001).
 pub const FLOOR_WINDOW_FRAMES: usize = 150;
 
-/// Default trailing silence that ends an utterance: 500 ms (BRIEF.md, "Streaming policy").
+/// Default trailing silence that ends an utterance: 500 ms (docs/DESIGN.md, "Streaming policy").
 pub const DEFAULT_END_SILENCE_SAMPLES: usize = 8_000;
 
-/// Default audio kept before the first speech frame: 300 ms (BRIEF.md asks 200-300 ms;
+/// Default audio kept before the first speech frame: 300 ms (docs/DESIGN.md "Streaming policy": 200-300 ms;
 /// Whisper transcribes a word's onset better with some lead-in).
 pub const DEFAULT_PRE_ROLL_SAMPLES: usize = 4_800;
 

@@ -73,9 +73,19 @@ mod tests {
 
     #[test]
     fn switches_parse_with_aliases() -> Result<(), clap::Error> {
-        for (given, want) in [("on", true), ("1", true), ("true", true), ("off", false), ("0", false)] {
+        for (given, want) in [
+            ("on", true),
+            ("1", true),
+            ("true", true),
+            ("off", false),
+            ("0", false),
+        ] {
             let cli = Cli::try_parse_from(["x", "--flash-attn", given])?;
-            assert_eq!(cli.engine.flash_attn.map(OnOff::is_on), Some(want), "{given}");
+            assert_eq!(
+                cli.engine.flash_attn.map(OnOff::is_on),
+                Some(want),
+                "{given}"
+            );
         }
         assert!(Cli::try_parse_from(["x", "--flash-attn", "maybe"]).is_err());
         let cli = Cli::try_parse_from(["x", "-t", "3", "--cpu", "--gpu-device", "1"])?;

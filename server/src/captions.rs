@@ -560,7 +560,10 @@ mod tests {
         let hub = CaptionHub::new(&spec()?, limits(8, 10), 100);
         let mut slow = hub.subscribe(options(true)).map_err(|e| e.to_string())?;
         for i in 0..5 {
-            hub.publish(result(&format!("partial {i}"), false, 0), Delivery::Interim(0));
+            hub.publish(
+                result(&format!("partial {i}"), false, 0),
+                Delivery::Interim(0),
+            );
         }
         hub.publish(result("final zero", true, 0), Delivery::Final(0));
         hub.publish(result("next", false, 1), Delivery::Interim(1));

@@ -50,7 +50,10 @@ mod tests {
         assert!(Interim(3).supersedes(Interim(2)) && Heartbeat.supersedes(Interim(2)));
         assert!(Interim(1).supersedes(Heartbeat));
         assert!(Final(2).supersedes(Interim(2)) && Final(2).supersedes(Interim(1)));
-        assert!(!Final(2).supersedes(Interim(3)), "a later utterance's interim stays");
+        assert!(
+            !Final(2).supersedes(Interim(3)),
+            "a later utterance's interim stays"
+        );
         assert!(Final(0).supersedes(Heartbeat));
         for must in [Final(1), Event, State] {
             assert!(!must.is_replaceable());

@@ -200,12 +200,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Self { state, loader } = self;
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        set_health(&reporter, ServingStatus::NotServing).await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(transcribe_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -285,8 +280,7 @@ impl Server {
                     };
                     let _ = state.ready.set(ready);
                     sources::start(&state);
-                    reporter.set_service_status("", ServingStatus::Serving).await;
-                    reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+                    set_health(&reporter, ServingStatus::Serving).await;
                     tracing::info!(message = "Serving.", address = %local);
                 }
                 () = &mut shutdown => break,
@@ -300,12 +294,7 @@ impl Server {
         );
         state.drain.cancel();
         state.calls.close();
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        set_health(&reporter, ServingStatus::NotServing).await;
         // The listener stays open while calls finish, so that health reads NOT_SERVING and
         // new calls get UNAVAILABLE instead of a refused connection.
         let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
@@ -341,6 +330,13 @@ impl Server {
         shutdown_pool(&state).await;
         tracing::info!(message = "Stopped.");
         result
+    }
+}
+
+/// Sets the gRPC health status of the server (`""`) and of its service.
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for service in ["", SERVICE_NAME] {
+        reporter.set_service_status(service, status).await;
     }
 }
 

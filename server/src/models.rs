@@ -174,10 +174,11 @@ mod whisper {
                     name: name.clone(),
                     reason,
                 };
-                let path =
-                    transcribe_models::resolve(spec, &self.fetch).map_err(|e| fail(e.to_string()))?;
+                let path = transcribe_models::resolve(spec, &self.fetch)
+                    .map_err(|e| fail(e.to_string()))?;
                 let started = std::time::Instant::now();
-                let model = WhisperModel::load(&path, &self.engine).map_err(|e| fail(e.to_string()))?;
+                let model =
+                    WhisperModel::load(&path, &self.engine).map_err(|e| fail(e.to_string()))?;
                 tracing::info!(
                     message = "Model ready.",
                     model = %name,
@@ -185,10 +186,7 @@ mod whisper {
                     load_seconds = started.elapsed().as_secs_f64(),
                 );
                 let attributes = BTreeMap::from([
-                    (
-                        "backend".to_owned(),
-                        crate::backend::name().to_owned(),
-                    ),
+                    ("backend".to_owned(), crate::backend::name().to_owned()),
                     ("type".to_owned(), model.model_type()),
                     ("file".to_owned(), path.display().to_string()),
                     (

@@ -54,18 +54,38 @@ pub(crate) struct PipelineConfig {
     pub config_field: String,
 }
 
-/// One message's worth of pipeline output, before a door gives it its message type.
+/// One message's worth of pipeline output, before a door gives it its message type (the
+/// fields of StreamingRecognizeResponse and StreamCaptionsResponse it fills, by the same
+/// names: [`response_of!`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Update {
     /// Interim (committed, then tail) or final results; empty for events and heartbeats.
     pub results: Vec<StreamingRecognitionResult>,
-    /// A speech event and its offset.
-    pub speech_event: Option<(SpeechEventType, prost_types::Duration)>,
+    /// A `SpeechEventType`, or 0 (unspecified).
+    pub speech_event_type: i32,
+    /// The speech event's offset.
+    pub speech_event_offset: Option<prost_types::Duration>,
     /// Where the stream stands.
     pub progress: Progress,
     /// How a full queue may treat it.
     pub delivery: Delivery,
 }
+
+/// A door's response message (`StreamingRecognizeResponse`, `StreamCaptionsResponse`: they
+/// share the fields an [`Update`] fills) made from an update.
+macro_rules! response_of {
+    ($message:ident, $update:expr) => {{
+        let update: $crate::pipeline::Update = $update;
+        $message {
+            results: update.results,
+            speech_event_type: update.speech_event_type,
+            speech_event_offset: update.speech_event_offset,
+            progress: Some(update.progress),
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use response_of;
 
 /// What one pipeline step produced: updates to deliver in order, then the failure that
 /// ends the pipeline (deliver the updates first).
@@ -232,7 +252,9 @@ impl Pipeline {
             Ok(output) => output,
             Err(_) => {
                 // The pool dropped the job: it is shutting down.
-                let events = self.policy.on_result(flight.id, Err(EngineError::Cancelled));
+                let events = self
+                    .policy
+                    .on_result(flight.id, Err(EngineError::Cancelled));
                 let mut emitted = self.emit(events, None);
                 emitted.failure.get_or_insert(RequestError::decode_failed(
                     FailureKind::Cancelled,
@@ -346,7 +368,10 @@ impl Pipeline {
                     if !self.config.interim_results {
                         continue;
                     }
-                    let end = Some(duration_of_samples(audio_end_samples, self.config.words.base));
+                    let end = Some(duration_of_samples(
+                        audio_end_samples,
+                        self.config.words.base,
+                    ));
                     let interim = |text: String, stability: f32| StreamingRecognitionResult {
                         alternatives: vec![SpeechRecognitionAlternative {
                             transcript: text,
@@ -405,7 +430,8 @@ impl Pipeline {
                         ?reason,
                         words = words.len()
                     );
-                    let update = self.update(vec![result], Delivery::Final(utterance_index), timing);
+                    let update =
+                        self.update(vec![result], Delivery::Final(utterance_index), timing);
                     emitted.updates.push(update);
                 }
                 PolicyEvent::DecodeFailed {
@@ -453,7 +479,8 @@ impl Pipeline {
     ) -> Update {
         Update {
             results,
-            speech_event: None,
+            speech_event_type: 0,
+            speech_event_offset: None,
             progress: self.progress(timing),
             delivery,
         }
@@ -462,7 +489,8 @@ impl Pipeline {
     fn event(&self, kind: SpeechEventType, sample: u64) -> Update {
         Update {
             results: Vec::new(),
-            speech_event: Some((kind, duration_of_samples(sample, self.config.words.base))),
+            speech_event_type: kind as i32,
+            speech_event_offset: Some(duration_of_samples(sample, self.config.words.base)),
             progress: self.progress(None),
             delivery: Delivery::Event,
         }

@@ -19,10 +19,9 @@ use transcribe_core::policy::{DEFAULT_LOGPROB_THRESHOLD, DEFAULT_NO_SPEECH_THRES
 use transcribe_core::{DecodeOptions, SAMPLE_RATE, Transcript};
 use transcribe_proto::v1::transcription_service_server::TranscriptionService;
 use transcribe_proto::v1::{
-    AudioEncoding, ListModelsRequest, ListModelsResponse, Model, ModelState,
-    RecognitionMetadata, RecognizeRequest, RecognizeResponse, StreamCaptionsRequest,
-    StreamCaptionsResponse, StreamingRecognizeRequest, StreamingRecognizeResponse,
-    recognize_request::AudioSource,
+    AudioEncoding, ListModelsRequest, ListModelsResponse, Model, ModelState, RecognitionMetadata,
+    RecognizeRequest, RecognizeResponse, StreamCaptionsRequest, StreamCaptionsResponse,
+    StreamingRecognizeRequest, StreamingRecognizeResponse, recognize_request::AudioSource,
 };
 
 use crate::captions::SubscribeOptions;

@@ -18,14 +18,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use transcribe_core::StreamingPolicy;
+use transcribe_proto::v1::StreamingRecognizeRequest;
 use transcribe_proto::v1::StreamingRecognizeResponse;
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
-use transcribe_proto::v1::StreamingRecognizeRequest;
 
 use crate::delivery::Delivery;
 use crate::error::RequestError;
 use crate::ingest::Ingest;
-use crate::pipeline::{Emitted, Pipeline, Update};
+use crate::pipeline::{Emitted, Pipeline, Update, response_of};
 use crate::pool::JobOutput;
 use crate::recognition::{config_violation, stream_setup};
 use crate::state::AppState;
@@ -346,21 +346,13 @@ impl Outbound {
 
     /// One update as a StreamingRecognizeResponse.
     async fn push(&mut self, update: Update) -> Result<(), RequestError> {
-        let (event, offset) = update
-            .speech_event
-            .map_or((0, None), |(kind, offset)| (kind as i32, Some(offset)));
-        let response = StreamingRecognizeResponse {
-            results: update.results,
-            speech_event_type: event,
-            speech_event_offset: offset,
-            progress: Some(update.progress),
-            ..Default::default()
-        };
-        if update.delivery.is_replaceable() {
-            self.offer(response, update.delivery);
+        let delivery = update.delivery;
+        let response = response_of!(StreamingRecognizeResponse, update);
+        if delivery.is_replaceable() {
+            self.offer(response, delivery);
             Ok(())
         } else {
-            self.send(response, update.delivery).await
+            self.send(response, delivery).await
         }
     }
 

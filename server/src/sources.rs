@@ -39,7 +39,7 @@ use crate::captions::CaptionHub;
 use crate::config::{SourceInput, SourceSpec};
 use crate::convert::timestamp_now;
 use crate::error::RequestError;
-use crate::pipeline::{Emitted, Pipeline};
+use crate::pipeline::{Emitted, Pipeline, response_of};
 use crate::pool::{JobOutput, StreamLease};
 use crate::recognition::{parse_recognition, source_setup};
 use crate::state::AppState;
@@ -458,17 +458,8 @@ async fn run_pipeline(
 /// Publishes a pipeline step's updates to the hub in order, then ends on its failure.
 fn publish(hub: &CaptionHub, emitted: Emitted) -> Result<(), RequestError> {
     for update in emitted.updates {
-        let (event, offset) = update
-            .speech_event
-            .map_or((0, None), |(kind, offset)| (kind as i32, Some(offset)));
-        let response = StreamCaptionsResponse {
-            results: update.results,
-            speech_event_type: event,
-            speech_event_offset: offset,
-            progress: Some(update.progress),
-            ..Default::default()
-        };
-        hub.publish(response, update.delivery);
+        let delivery = update.delivery;
+        hub.publish(response_of!(StreamCaptionsResponse, update), delivery);
     }
     emitted.failure.map_or(Ok(()), Err)
 }

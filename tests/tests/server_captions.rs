@@ -24,7 +24,7 @@ use transcribe_tests::{
     two_phrases, wav_bytes, whisper_loader,
 };
 
-/// Word error rate the broadcast finals must stay within (BRIEF.md "Tests and fixtures").
+/// Word error rate the broadcast finals must stay within (docs/DESIGN.md "Tests and fixtures").
 const WER_THRESHOLD: f64 = 0.25;
 
 /// Longest any test waits for the server to reach a state.
@@ -494,5 +494,85 @@ async fn failed_decode_interrupts_the_source_and_it_restarts() -> TestResult {
     );
     server.stop().await?;
     let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// What a client is told when a decode fails with `kind`: through a StreamingRecognize
+/// stream, and through a caption source (its in-band INTERRUPTED status, or the end of the
+/// subscription when the source stops). Returns (code, ErrorInfo reason) for each door.
+async fn decode_failure_seen_by_each_door(
+    kind: transcribe_core::policy::FailureKind,
+) -> TestResult<[(Code, Option<String>); 2]> {
+    use tonic_types::StatusExt;
+    use transcribe_core::fake::{Fault, When};
+    use transcribe_tests::{audio_requests, config_request, raw_stream};
+    let reason = |status: &tonic::Status| {
+        status
+            .get_error_details()
+            .error_info()
+            .map(|info| info.reason.clone())
+    };
+    let (script, audio) = two_phrases()?;
+    let fault = || (When::FinalCall(0), Fault::Fail(kind));
+
+    // A client stream: the first final decode fails.
+    let config = ServerConfig::with_models(&[FAKE_MODEL])?;
+    let (when, what) = fault();
+    let loader = faulty_loader(script.clone(), audio.clone(), when, what);
+    let server = TestServer::start_ready(config, loader).await?;
+    let mut requests = vec![config_request("", true)];
+    requests.extend(audio_requests(&audio, 1_600));
+    let (_, end) = raw_stream(&mut server.client().await?, requests).await;
+    let status = end
+        .err()
+        .ok_or("the stream ended OK despite the failed decode")?;
+    let stream_seen = (status.code(), reason(&status));
+    server.stop().await?;
+
+    // A caption source: the same fault.
+    let path = temp_wav(&format!("failure-{kind:?}"), &audio)?;
+    let mut config = with_source(FAKE_MODEL, &format!("loop=file:{}:loop", path.display()))?;
+    config.captions.source_speed = FAST;
+    let (when, what) = fault();
+    let server = TestServer::start_ready(config, faulty_loader(script, audio, when, what)).await?;
+    let interrupted = SourceState::Interrupted as i32;
+    let received = subscribe(server.channel().await?, request("loop", false, 0), |r| {
+        r.states().contains(&interrupted)
+    })
+    .await;
+    let source_seen = match (
+        &received.status,
+        received.messages.iter().rev().find_map(|m| {
+            m.source
+                .as_ref()
+                .filter(|s| s.state == interrupted)
+                .and_then(|s| s.status.clone())
+        }),
+    ) {
+        (_, Some(status)) => {
+            let status = tonic::Status::new(Code::from(status.code), status.message);
+            (status.code(), None)
+        }
+        (Some(end), None) => (end.code(), reason(end)),
+        (None, None) => return Err("the source reported no failure".into()),
+    };
+    server.stop().await?;
+    let _ = std::fs::remove_file(path);
+    Ok([stream_seen, source_seen])
+}
+
+/// One mapping of failed decodes for every door: an engine failure is INTERNAL for a client
+/// stream and for a caption source (in band, INTERRUPTED); a cancelled decode (only the
+/// pool's shutdown cancels one under a live call) is UNAVAILABLE with reason DRAINING for
+/// both (the source stops and its subscribers are told so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_cancelled_decode_maps_the_same_for_streams_and_sources() -> TestResult {
+    use transcribe_core::policy::FailureKind;
+    let [stream, source] = decode_failure_seen_by_each_door(FailureKind::Inference).await?;
+    assert_eq!(stream.0, Code::Internal, "{stream:?}");
+    assert_eq!(source.0, stream.0, "source {source:?}, stream {stream:?}");
+    let [stream, source] = decode_failure_seen_by_each_door(FailureKind::Cancelled).await?;
+    assert_eq!(stream, (Code::Unavailable, Some("DRAINING".to_owned())));
+    assert_eq!(source, stream, "source {source:?}, stream {stream:?}");
     Ok(())
 }

@@ -12,12 +12,12 @@ use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use transcribe_client::{ClientError, StreamOptions, Target, connect, stream_samples};
 use transcribe_proto::v1::recognize_request::AudioSource;
 use transcribe_proto::v1::{
     AudioEncoding, AudioFormat, ListModelsRequest, RecognitionConfig, RecognizeRequest,
     StreamCaptionsRequest,
 };
-use transcribe_client::{ClientError, StreamOptions, Target, connect, stream_samples};
 use transcribe_server::{ConfigError, ServerArgs, ServerConfig};
 use transcribe_tests::{FAKE_MODEL, TestResult, TestServer, fake_loader, linear16, two_phrases};
 

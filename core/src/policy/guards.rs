@@ -20,7 +20,7 @@ pub const DEFAULT_LOGPROB_THRESHOLD: f32 = -1.0;
 /// [`compression_ratio`]'s estimate, fitted to zlib).
 pub const COMPRESSION_RATIO_THRESHOLD: f32 = 2.4;
 
-/// A word n-gram repeated back to back more than this many times is a loop (BRIEF.md,
+/// A word n-gram repeated back to back more than this many times is a loop (docs/DESIGN.md "Streaming policy",
 /// "repetition loops": "a word n-gram repeated > 3 times").
 pub const MAX_REPEATS: usize = 3;
 

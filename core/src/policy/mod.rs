@@ -3,7 +3,7 @@
 //! [`StreamingPolicy`] is a sans-IO state machine over 16 kHz samples. It owns the
 //! [`Vad`] and the open utterance's audio; it never calls an engine itself. Instead it hands
 //! out [`DecodeJob`]s and takes their results back, so the same code runs under a tokio
-//! task with a worker pool, in a synchronous test loop ([`crate::stream::run_stream`]) or
+//! task with a worker pool, in a synchronous test loop ([`stream::run_stream`]) or
 //! in an offline benchmark. Time is the sample clock (samples pushed so far): no wall
 //! clock, no threads, fully deterministic.
 //!
@@ -23,7 +23,7 @@
 //! [`StreamingPolicy::on_result`]. A job whose result will never come (a cancelled job)
 //! must still be answered, with `Err(EngineError::Cancelled)`.
 //!
-//! # What it does (BRIEF.md, "Streaming policy")
+//! # What it does (docs/DESIGN.md, "Streaming policy")
 //! - **Utterances**: the VAD's speech start opens one (with its pre-roll), its end closes
 //!   it. Audio outside utterances is dropped but still advances the clock, so every time is
 //!   absolute (samples since the first pushed sample).
@@ -57,7 +57,7 @@
 //!   When a decode costs more than the step, the step widens to 1.2 × the cost (at most
 //!   `max_step_samples`), and shrinks back by at most 20% per job once decodes keep up.
 //! - **audio_ctx** of partials = ceil(samples / 320) + margin, within [floor, 1500]
-//!   (whisper.cpp `stream`'s trick; BRIEF.md "whisper-rs facts"); finals decode with the
+//!   (whisper.cpp `stream`'s trick; docs/DESIGN.md "whisper-rs facts"); finals decode with the
 //!   full window ([`FINAL_AUDIO_CTX`]), which keeps streaming WER near offline WER, or, with
 //!   [`FinalContext::Fit`], a context fitted with a wide margin (sooner, slightly less
 //!   accurate).
@@ -77,11 +77,13 @@
 //! client to clear them.
 
 mod guards;
+pub mod stream;
 mod words;
 
 use std::collections::VecDeque;
 
 use crate::audio::{WINDOW_SAMPLES, samples_to_seconds, seconds_to_samples};
+pub use crate::engine::FailureKind;
 use crate::engine::{DecodeOptions, EngineError};
 use crate::transcript::{Transcript, Word};
 use crate::vad::{ConfigError, FRAME_SAMPLES, Vad, VadConfig, VadEvent, check_range};
@@ -96,7 +98,7 @@ pub use words::{
     words_of_segments,
 };
 
-/// Default decode step: 0.5 s of new audio (BRIEF.md, "Streaming policy").
+/// Default decode step: 0.5 s of new audio (docs/DESIGN.md, "Streaming policy").
 pub const DEFAULT_STEP_SAMPLES: usize = 8_000;
 
 /// Default widest step: 3 s. Beyond that partials are too stale to be worth showing.
@@ -107,7 +109,7 @@ pub const DEFAULT_MAX_STEP_SAMPLES: usize = 48_000;
 pub const DEFAULT_MIN_PARTIAL_SAMPLES: usize = 16_000;
 
 /// Default maximum utterance: 20 s, well inside Whisper's 30 s window so the decode in
-/// flight when it is reached still fits (BRIEF.md, "Streaming policy").
+/// flight when it is reached still fits (docs/DESIGN.md, "Streaming policy").
 pub const DEFAULT_MAX_UTTERANCE_SAMPLES: usize = 320_000;
 
 /// Hard limit of an utterance: Whisper's window, 30 s (openai/whisper `audio.py`
@@ -119,12 +121,12 @@ pub const HARD_MAX_UTTERANCE_SAMPLES: usize = WINDOW_SAMPLES;
 /// `n_audio_ctx`).
 pub const AUDIO_CTX_FRAME_SAMPLES: usize = 320;
 
-/// Default extra encoder frames beyond the audio: 64 (BRIEF.md "whisper-rs facts": with no
+/// Default extra encoder frames beyond the audio: 64 (docs/DESIGN.md "whisper-rs facts": with no
 /// margin the decoder loops or hallucinates).
 pub const DEFAULT_AUDIO_CTX_MARGIN: u32 = 64;
 
 /// Default smallest `audio_ctx`: 128 frames (2.56 s); smaller contexts make the decoder
-/// loop (BRIEF.md, "Streaming policy").
+/// loop (docs/DESIGN.md, "Streaming policy").
 pub const DEFAULT_AUDIO_CTX_FLOOR: u32 = 128;
 
 /// Largest `audio_ctx`: the full 30 s window, 1500 frames (whisper.cpp `n_audio_ctx`).
@@ -171,13 +173,13 @@ pub enum FinalContext {
 /// below Whisper's 224-token prompt limit, openai/whisper `decoding.py` `n_ctx // 2`).
 pub const DEFAULT_PROMPT_MAX_CHARS: usize = 200;
 
-/// Stability of committed interim text (BRIEF.md: about 0.9).
+/// Stability of committed interim text (docs/DESIGN.md "Streaming policy": about 0.9).
 pub const STABILITY_COMMITTED: f32 = 0.9;
 
-/// Stability of the unconfirmed interim tail (BRIEF.md: about 0.1).
+/// Stability of the unconfirmed interim tail (docs/DESIGN.md "Streaming policy": about 0.1).
 pub const STABILITY_TAIL: f32 = 0.1;
 
-/// The step widens to this multiple of a decode's cost when the cost exceeds it (BRIEF.md:
+/// The step widens to this multiple of a decode's cost when the cost exceeds it (docs/DESIGN.md "Streaming policy":
 /// "widen the step automatically when inference falls behind").
 pub const STEP_WIDEN_FACTOR: f64 = 1.2;
 
@@ -331,7 +333,7 @@ impl PolicyConfig {
 }
 
 /// `audio_ctx` for a buffer of `samples`: ceil(samples / 320) + `margin`, at least `floor`,
-/// at most 1500 (BRIEF.md "whisper-rs facts").
+/// at most 1500 (docs/DESIGN.md "whisper-rs facts").
 pub fn audio_ctx_for(samples: usize, margin: u32, floor: u32) -> u32 {
     let frames = samples.div_ceil(AUDIO_CTX_FRAME_SAMPLES) as u64 + u64::from(margin);
     frames.max(u64::from(floor)).min(u64::from(MAX_AUDIO_CTX)) as u32
@@ -382,27 +384,6 @@ pub enum EndReason {
     EndOfStream,
     /// The utterance reached the maximum length.
     MaxLength,
-}
-
-/// The kind of a failed decode, mirroring [`EngineError`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FailureKind {
-    /// [`EngineError::Cancelled`].
-    Cancelled,
-    /// [`EngineError::InvalidOptions`]: the request's options are wrong.
-    InvalidOptions,
-    /// [`EngineError::Inference`]: the engine failed.
-    Inference,
-}
-
-impl From<&EngineError> for FailureKind {
-    fn from(error: &EngineError) -> Self {
-        match error {
-            EngineError::Cancelled => Self::Cancelled,
-            EngineError::InvalidOptions(_) => Self::InvalidOptions,
-            EngineError::Inference(_) => Self::Inference,
-        }
-    }
 }
 
 /// Something to tell the client.
@@ -1077,7 +1058,7 @@ impl StreamingPolicy {
         };
         if guards::is_repetitive(&all, &words::join_words(&all)) {
             if !u.retried {
-                // Decode once more without the prompt (BRIEF.md: "re-decode without prompt
+                // Decode once more without the prompt (docs/DESIGN.md "Streaming policy": "decoded again without the prompt
                 // or at a higher temperature"); temperature fallback stays on.
                 u.retried = true;
                 self.closed.push_front(u);

@@ -1,10 +1,10 @@
 //! Unit tests of the streaming policy: direct hypotheses for the commit rules, the scripted
-//! fake through [`crate::stream`] for everything else. Times are in samples (16 kHz).
+//! fake through [`super::stream`] for everything else. Times are in samples (16 kHz).
 
+use super::stream::{StreamRun, run_stream, run_stream_timed};
 use super::*;
 use crate::engine::Transcriber;
 use crate::fake::{Fault, Script, ScriptedTranscriber, When};
-use crate::stream::{StreamRun, run_stream, run_stream_timed};
 use crate::transcript::Segment;
 use crate::vad::tests::{pink_noise, white_noise};
 

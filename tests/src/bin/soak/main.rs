@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tonic::Code;
-use transcribe_core::SAMPLE_RATE;
 use transcribe_client::StreamOptions;
+use transcribe_core::SAMPLE_RATE;
 
 use crate::plan::{BadKind, Rng};
 use crate::stream::{Outcome, StreamRecord};

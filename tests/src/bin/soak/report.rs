@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tonic::Code;
-use transcribe_core::SAMPLE_RATE;
 use transcribe_client::latency::percentile;
+use transcribe_core::SAMPLE_RATE;
 
 use crate::plan::{BadKind, Fate};
 use crate::stream::{Outcome, StreamRecord};

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use tonic::transport::Channel;
+use transcribe_client::latency::{self, Trace};
+use transcribe_client::{self as client, StreamEvent, StreamOptions};
 use transcribe_core::SAMPLE_RATE;
+use transcribe_proto::duration::to_std as std_duration;
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClient;
 use transcribe_proto::v1::{AudioEncoding, StreamingRecognizeRequest, StreamingRecognizeResponse};
-use transcribe_client::{self as client, StreamEvent, StreamOptions};
-use transcribe_proto::duration::to_std as std_duration;
-use transcribe_client::latency::{self, Trace};
 
 use crate::accounting::{self, Reported, Verdict};
 use crate::plan::{BadKind, Fate, Rng};

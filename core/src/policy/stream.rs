@@ -28,8 +28,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::{DecodeJob, JobKind, PolicyConfig, PolicyEvent, StreamingPolicy};
 use crate::engine::Transcriber;
-use crate::policy::{DecodeJob, JobKind, PolicyConfig, PolicyEvent, StreamingPolicy};
 use crate::vad::ConfigError;
 
 /// An event and the sample clock when the policy emitted it.
