@@ -374,3 +374,47 @@ fn closed_stdout_pipe_exits_zero() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
 }
+
+/// A mono 16-bit WAV file of `samples` at 16 kHz.
+fn write_wav(path: &Path, samples: &[f32]) {
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32_767.0).round() as i16).to_le_bytes())
+        .collect();
+    let mut wav = Vec::with_capacity(44 + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&16_000u32.to_le_bytes());
+    wav.extend_from_slice(&32_000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).expect("the temporary WAV is written");
+}
+
+/// Valid files too short to hold a word (1 to 400 samples: at most 25 ms, cut from the
+/// middle of speech) give empty text and exit 0. whisper.cpp reads 200 samples past the
+/// start of any input for its spectrogram; the engine pads short input with silence.
+#[test]
+fn files_of_a_few_samples_give_empty_text() {
+    let speech = transcribe_audio::decode_file(root().join("audio-fixtures/speech/short.wav"))
+        .expect("short.wav decodes");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut args = vec!["--model".to_owned(), TEST_MODEL.to_owned()];
+    for n in [1usize, 100, 200, 400] {
+        let path = dir.path().join(format!("samples_{n}.wav"));
+        let middle = speech.samples.len() / 2;
+        write_wav(&path, &speech.samples[middle..middle + n]);
+        args.push(path.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = transcribe(&args);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "", "a few samples produced text");
+}

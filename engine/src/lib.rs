@@ -39,7 +39,7 @@ mod words;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 
-pub use session::{ProgressFn, WhisperSession};
+pub use session::{MIN_DECODE_SAMPLES, ProgressFn, WhisperSession};
 pub use transcribe_core::CancelHandle;
 use whisper_rs::{WhisperContext, WhisperContextParameters};
 

@@ -25,6 +25,14 @@ const TIMESTAMP_UNIT_SECONDS: f64 = 0.01;
 /// openai/whisper does (`decoding.py`: `n_ctx // 2 - 1`).
 const MAX_PROMPT_TOKENS: usize = 223;
 
+/// Fewest samples handed to whisper.cpp (100 ms at 16 kHz): shorter input is padded with
+/// silence to this length, in this one place for every decode (files, Recognize, streaming
+/// partials and finals). whisper.cpp's log-mel spectrogram reads samples 1..=200 for its
+/// reflective padding whatever the input's length (a heap read past the end below 201
+/// samples, upstream #3956), and a 1-sample input fails with error -3. Times in the result
+/// are clamped to the real input.
+pub const MIN_DECODE_SAMPLES: usize = 1_600;
+
 /// Temperature step of Whisper's fallback (openai/whisper `transcribe.py` defaults to
 /// 0.0, 0.2, ..., 1.0).
 const TEMPERATURE_INCREMENT: f32 = 0.2;
@@ -175,6 +183,14 @@ impl Transcriber for WhisperSession {
                 language: options.language.clone(),
             });
         }
+        let duration = samples.len() as f64 / f64::from(transcribe_core::SAMPLE_RATE);
+        let padded;
+        let samples = if samples.len() < MIN_DECODE_SAMPLES {
+            padded = padded_with_silence(samples);
+            padded.as_slice()
+        } else {
+            samples
+        };
         let model = self.model.clone();
         let ctx = model.context();
         let prompt_tokens = match options.prompt.as_deref().map(str::trim) {
@@ -219,9 +235,11 @@ impl Transcriber for WhisperSession {
         result.map_err(|e| EngineError::Inference(e.to_string()))?;
         let eot = ctx.token_eot();
         let mut segments = Vec::new();
+        // Times never point past the real input (padding included, or whisper's rounding).
+        let clamp = |t: f64| t.clamp(0.0, duration);
         for seg in self.state.as_iter() {
-            let start = seg.start_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS;
-            let end = seg.end_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS;
+            let start = clamp(seg.start_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS);
+            let end = clamp(seg.end_timestamp() as f64 * TIMESTAMP_UNIT_SECONDS);
             let text = seg
                 .to_str_lossy()
                 .map(|s| s.trim().to_string())
@@ -239,8 +257,8 @@ impl Transcriber for WhisperSession {
                 logprob_sum += data.plog;
                 pieces.push(TokenPiece {
                     bytes: token.to_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
-                    start: data.t0 as f64 * TIMESTAMP_UNIT_SECONDS,
-                    end: data.t1 as f64 * TIMESTAMP_UNIT_SECONDS,
+                    start: clamp(data.t0 as f64 * TIMESTAMP_UNIT_SECONDS),
+                    end: clamp(data.t1 as f64 * TIMESTAMP_UNIT_SECONDS),
                     probability: data.p,
                 });
             }
@@ -277,6 +295,14 @@ impl Transcriber for WhisperSession {
     }
 }
 
+/// `samples` followed by silence up to [`MIN_DECODE_SAMPLES`].
+fn padded_with_silence(samples: &[f32]) -> Vec<f32> {
+    let mut padded = Vec::with_capacity(MIN_DECODE_SAMPLES.max(samples.len()));
+    padded.extend_from_slice(samples);
+    padded.resize(MIN_DECODE_SAMPLES.max(samples.len()), 0.0);
+    padded
+}
+
 impl Decoder for WhisperSession {
     fn decode(
         &mut self,
@@ -287,5 +313,20 @@ impl Decoder for WhisperSession {
         // The abort callback reads this job's handle (a raw callback: see the module doc).
         self.set_cancel_handle(cancel.clone());
         self.transcribe(samples, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_input_is_padded_with_silence() {
+        for n in [1, 100, 200, 400, MIN_DECODE_SAMPLES - 1] {
+            let padded = padded_with_silence(&vec![0.5; n]);
+            assert_eq!(padded.len(), MIN_DECODE_SAMPLES);
+            assert!(padded[..n].iter().all(|s| *s == 0.5));
+            assert!(padded[n..].iter().all(|s| *s == 0.0));
+        }
     }
 }

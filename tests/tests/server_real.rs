@@ -6,15 +6,15 @@
 
 use std::time::{Duration, Instant};
 
+use transcribe_client::{FinalResult, StreamEvent, StreamOptions, stream_samples};
 use transcribe_core::text::{explain, wer};
 use transcribe_proto::v1::{
     AudioEncoding, AudioFormat, RecognitionConfig, RecognizeRequest, recognize_request::AudioSource,
 };
 use transcribe_server::ServerConfig;
-use transcribe_client::{FinalResult, StreamEvent, StreamOptions, stream_samples};
 use transcribe_tests::{TestResult, TestServer, fixture, linear16, read_fixture, whisper_loader};
 
-/// Word error rate a streamed fixture must stay within (BRIEF.md "Tests and fixtures").
+/// Word error rate a streamed fixture must stay within (docs/DESIGN.md "Tests and fixtures").
 const WER_THRESHOLD: f64 = 0.25;
 
 /// Most streaming may lose to offline on the same fixtures, in overall WER (issue 3:
@@ -217,6 +217,42 @@ async fn silence_and_noise_give_no_text() -> TestResult {
         let summary =
             stream_samples(&server.url, &samples, &StreamOptions::default(), |_| {}).await?;
         assert_eq!(summary.text(), "", "{fixture} produced text");
+    }
+    server.stop().await
+}
+
+/// Audio too short to hold a word (1 to 400 samples, cut from the middle of speech) gives
+/// no text, through Recognize (as a WAV upload) and through a stream, and the server keeps
+/// serving. The engine pads input shorter than whisper.cpp needs with silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_samples_give_no_text_through_recognize_and_a_stream() -> TestResult {
+    let Some(server) = start().await? else {
+        return Ok(());
+    };
+    let (speech, _) = read_fixture("speech/short.wav")?;
+    let mut client = server.client().await?;
+    for n in [1usize, 100, 200, 400] {
+        let middle = speech.len() / 2;
+        let samples = &speech[middle..middle + n];
+        let response = client
+            .recognize(RecognizeRequest {
+                config: Some(RecognitionConfig::default()),
+                audio_source: Some(AudioSource::Content(transcribe_tests::wav_bytes(
+                    samples, 16_000,
+                ))),
+            })
+            .await?
+            .into_inner();
+        let text: Vec<&str> = response
+            .results
+            .iter()
+            .filter_map(|r| r.alternatives.first())
+            .map(|a| a.transcript.as_str())
+            .collect();
+        assert!(text.iter().all(|t| t.trim().is_empty()), "{n} samples: {text:?}");
+        let summary =
+            stream_samples(&server.url, samples, &StreamOptions::default(), |_| {}).await?;
+        assert_eq!(summary.text(), "", "{n} samples streamed produced text");
     }
     server.stop().await
 }
