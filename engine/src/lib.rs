@@ -196,6 +196,12 @@ impl WhisperModel {
                 reason: "not a file".into(),
             });
         }
+        // whisper.cpp trusts the file's counts (1.8.3 overflows a stack array on a tensor
+        // with more than 4 dimensions, upstream #3957): check its structure first.
+        transcribe_models::ggml::inspect_ggml(path).map_err(|e| LoadError::Invalid {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
         let mut params = WhisperContextParameters::default();
         params
             .use_gpu(config.use_gpu)

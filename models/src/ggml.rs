@@ -885,8 +885,14 @@ impl GgmlCursor<'_> {
     }
 }
 
-/// Reads a ggml file's hparams, mel filters, vocabulary and tensor list (skipping data).
-/// Knows the sizes of f32, f16 and the q4_0/q4_1/q5_0/q5_1/q8_0 quantized types.
+/// Most dimensions of a ggml tensor (`GGML_MAX_DIMS`).
+pub const MAX_DIMS: usize = 4;
+
+/// Reads a ggml file's hparams, mel filters, vocabulary and tensor list (skipping data),
+/// checking that every count, dimension and length fits in the file. Knows the sizes of
+/// f32, f16, bf16, the q4_0/q4_1/q5_0/q5_1/q8_0 and the q2_K..q6_K quantized types. The
+/// engine runs it before whisper.cpp sees a file, so a truncated or malformed file is
+/// refused with a clear error instead of reaching whisper.cpp's loader.
 ///
 /// # Errors
 /// [`ModelError::GgmlFormat`] when the file is not a well-formed whisper ggml file.
@@ -930,7 +936,11 @@ pub fn inspect_ggml(path: &Path) -> Result<GgmlSummary, ModelError> {
     };
     let n_mel = c.usize("mel rows")?;
     let n_fft = c.usize("mel columns")?;
-    let mel = c.bytes(n_mel * n_fft * 4)?;
+    let mel_bytes = n_mel
+        .checked_mul(n_fft)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| c.err(format!("mel filters of {n_mel} x {n_fft} overflow")))?;
+    let mel = c.bytes(mel_bytes)?;
     let mel_filters = mel
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -944,27 +954,46 @@ pub fn inspect_ggml(path: &Path) -> Result<GgmlSummary, ModelError> {
     let mut tensors = Vec::new();
     while c.pos < c.len {
         let n_dims = c.usize("n_dims")?;
+        // whisper.cpp reads the dimensions into an array of 4 (a larger count overflowed
+        // its stack before upstream #3957).
+        if !(1..=MAX_DIMS).contains(&n_dims) {
+            return Err(c.err(format!("tensor with {n_dims} dimensions (1 to {MAX_DIMS})")));
+        }
         let name_len = c.usize("name length")?;
         let ggml_type = c.i32()?;
-        let mut shape = Vec::with_capacity(n_dims.min(4));
+        let mut shape = Vec::with_capacity(n_dims);
         for _ in 0..n_dims {
             shape.push(c.usize("dimension")?);
         }
         shape.reverse();
         let name = String::from_utf8(c.bytes(name_len)?)
             .map_err(|_| c.err("tensor name is not UTF-8".into()))?;
-        let n: usize = shape.iter().product();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(*d))
+            .ok_or_else(|| c.err(format!("tensor `{name}` has too many elements")))?;
         // (elements, bytes) per block of each ggml type (ggml `type_traits`).
         let (be, bb) = match ggml_type {
             0 => (1, 4),
             1 => (1, 2),
-            2 => (32, 18), // q4_0
-            3 => (32, 20), // q4_1
-            6 => (32, 22), // q5_0
-            7 => (32, 24), // q5_1
-            8 => (32, 34), // q8_0
+            2 => (32, 18),   // q4_0
+            3 => (32, 20),   // q4_1
+            6 => (32, 22),   // q5_0
+            7 => (32, 24),   // q5_1
+            8 => (32, 34),   // q8_0
+            10 => (256, 84), // q2_K
+            11 => (256, 110),
+            12 => (256, 144),
+            13 => (256, 176),
+            14 => (256, 210), // q6_K
+            30 => (1, 2),     // bf16
             t => return Err(c.err(format!("tensor `{name}` has unsupported type {t}"))),
         };
+        if n % be != 0 {
+            return Err(c.err(format!(
+                "tensor `{name}` has {n} elements, not whole blocks of {be}"
+            )));
+        }
         let (data_offset, data_len) = (c.pos, (n / be * bb) as u64);
         c.skip(data_len, &format!("tensor `{name}`"))?;
         tensors.push(GgmlTensorInfo {
@@ -1193,6 +1222,40 @@ mod tests {
         );
         // No temporary files left beside the output.
         assert_eq!(std::fs::read_dir(dir.path().join("out"))?.count(), 1);
+        Ok(())
+    }
+
+    /// Malformed files are refused by the structural check before whisper.cpp sees them:
+    /// a tensor with more than 4 dimensions, and a file cut anywhere.
+    #[test]
+    fn malformed_and_truncated_files_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let hp = small_hparams(51865);
+        let dir = write_dir(
+            &synthetic_model(&hp),
+            &vocabulary(51865, 50257, Some(50256)),
+        )?;
+        let good = dir.path().join("good.bin");
+        import_ct2(dir.path(), &good)?;
+        let summary = inspect_ggml(&good)?;
+        let bytes = std::fs::read(&good)?;
+        // The first tensor's header: n_dims, name length, type, dims, name.
+        let first = &summary.tensors[0];
+        let header = 12 + 4 * first.shape.len() + first.name.len();
+        let at = usize::try_from(first.data_offset)? - header;
+        let mut bad = bytes.clone();
+        bad[at..at + 4].copy_from_slice(&5i32.to_le_bytes());
+        let path = dir.path().join("five_dims.bin");
+        std::fs::write(&path, &bad)?;
+        let e = inspect_ggml(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("5 dimensions"), "{e}");
+        for cut in [3, 40, bytes.len() / 3, bytes.len() - 1] {
+            let path = dir.path().join(format!("cut_{cut}.bin"));
+            std::fs::write(&path, &bytes[..cut])?;
+            assert!(inspect_ggml(&path).is_err(), "a file cut at {cut} passed");
+        }
         Ok(())
     }
 
