@@ -1,7 +1,7 @@
 //! Output formats: plain text, SubRip (SRT), WebVTT and JSON.
 
 use serde::Serialize;
-use transcribe_core::{Segment, Transcript};
+use transcribe_core::{Segment, Transcript, subtitles};
 
 /// An output format for transcripts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,44 +51,9 @@ pub struct Report<'a> {
 /// Renders `transcript` in `format`. `report` supplies the JSON-only fields.
 pub fn render(format: Format, transcript: &Transcript, report: &Report<'_>) -> String {
     match format {
-        Format::Txt => {
-            let mut out = String::new();
-            for s in transcript.segments.iter().filter(|s| !s.text.is_empty()) {
-                out.push_str(&s.text);
-                out.push('\n');
-            }
-            out
-        }
-        Format::Srt => {
-            let mut out = String::new();
-            for (i, s) in transcript
-                .segments
-                .iter()
-                .filter(|s| !s.text.is_empty())
-                .enumerate()
-            {
-                out.push_str(&format!(
-                    "{}\n{} --> {}\n{}\n\n",
-                    i + 1,
-                    timestamp(s.start, ','),
-                    timestamp(s.end, ','),
-                    s.text
-                ));
-            }
-            out
-        }
-        Format::Vtt => {
-            let mut out = String::from("WEBVTT\n\n");
-            for s in transcript.segments.iter().filter(|s| !s.text.is_empty()) {
-                out.push_str(&format!(
-                    "{} --> {}\n{}\n\n",
-                    timestamp(s.start, '.'),
-                    timestamp(s.end, '.'),
-                    s.text
-                ));
-            }
-            out
-        }
+        Format::Txt => subtitles::text(&transcript.segments),
+        Format::Srt => subtitles::srt(&transcript.segments),
+        Format::Vtt => subtitles::vtt(&transcript.segments),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| {
                 // Serialising plain data cannot fail; keep the output valid JSON regardless.
@@ -98,18 +63,6 @@ pub fn render(format: Format, transcript: &Transcript, report: &Report<'_>) -> S
             s
         }
     }
-}
-
-/// `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (VTT).
-pub fn timestamp(seconds: f64, sep: char) -> String {
-    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
-    format!(
-        "{:02}:{:02}:{:02}{sep}{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
 }
 
 #[cfg(test)]
@@ -160,8 +113,8 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(timestamp(3661.25, ','), "01:01:01,250");
-        assert_eq!(timestamp(0.0005, '.'), "00:00:00.001");
+        assert_eq!(subtitles::timestamp(3661.25, ','), "01:01:01,250");
+        assert_eq!(subtitles::timestamp(0.0005, '.'), "00:00:00.001");
     }
 
     #[test]

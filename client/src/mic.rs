@@ -21,13 +21,14 @@ use transcribe_client::{
 };
 use transcribe_core::audio::samples_to_seconds;
 use transcribe_core::policy::PolicyConfig;
+use transcribe_core::subtitles::timestamp;
 use transcribe_core::{PolicyEvent, Segment, Transcript, Word};
 use transcribe_engine::WhisperModel;
 use transcribe_proto::v1::StreamingRecognizeRequest;
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 
 use crate::cli::{Args, UsageError};
-use crate::format::{Format, Report, render, timestamp};
+use crate::format::{Format, Report, render};
 use crate::live::{self, LiveError};
 
 /// ANSI: return to column 0 and clear the line.

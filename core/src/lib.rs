@@ -10,6 +10,7 @@
 //!   fake in tests), with its [`DecodeOptions`] and [`EngineError`]; its cancellable form
 //!   [`Decoder`] with a [`CancelHandle`], made per worker by a [`DecoderFactory`].
 //! - [`language`]: the languages Whisper knows (codes and names).
+//! - [`subtitles`]: plain text, SubRip and WebVTT renderings of segments.
 //! - [`text`]: transcript normalisation and word error rate, used by tests and benchmarks.
 //! - [`vad`]: [`Vad`], an energy + spectral voice activity detector with an adaptive noise
 //!   floor and hangover: utterance start/end events in absolute sample positions.
@@ -37,6 +38,7 @@ pub mod engine;
 pub mod fake;
 pub mod language;
 pub mod policy;
+pub mod subtitles;
 pub mod text;
 pub mod transcript;
 pub mod vad;

@@ -118,11 +118,20 @@ impl TokenSet {
     /// [`RequestError::Unauthenticated`] with the reason (for the log only) when the header
     /// is missing, not `Bearer <token>`, or the token is not accepted.
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), RequestError> {
+        self.check_header(metadata.get(AUTHORIZATION).map(|v| v.as_bytes()))
+    }
+
+    /// Checks the value of an `Authorization` header (`None`: there is none), for gRPC
+    /// metadata and HTTP headers alike.
+    ///
+    /// # Errors
+    /// As [`TokenSet::check`].
+    pub fn check_header(&self, value: Option<&[u8]>) -> Result<(), RequestError> {
         let refuse = |reason| Err(RequestError::Unauthenticated { reason });
-        let Some(value) = metadata.get(AUTHORIZATION) else {
+        let Some(value) = value else {
             return refuse("no authorization header");
         };
-        let Some(token) = bearer_token(value.as_bytes()) else {
+        let Some(token) = bearer_token(value) else {
             return refuse("authorization is not a Bearer token");
         };
         if self.verify(token) {

@@ -80,7 +80,7 @@ const MAX_DEFAULT_THREADS: usize = 4;
 #[command(
     name = "transcribe-server",
     version,
-    about = "Real-time speech transcription over gRPC",
+    about = "Real-time speech transcription over gRPC, with an OpenAI-compatible REST API, Prometheus metrics and HTTP health on the same port",
     after_help = crate::backend::summary()
 )]
 pub struct ServerArgs {

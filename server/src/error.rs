@@ -268,6 +268,83 @@ impl RequestError {
     }
 }
 
+/// How the HTTP doors (REST) answer a [`RequestError`]: status, OpenAI error `type`, `code`
+/// and `param`, and a `Retry-After` in seconds. The message is the error's text (INTERNAL's
+/// is generic, as for gRPC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// The HTTP status code.
+    pub status: u16,
+    /// OpenAI's error `type`.
+    pub kind: &'static str,
+    /// OpenAI's error `code`, when there is one.
+    pub code: Option<String>,
+    /// The request field at fault, when there is one.
+    pub param: Option<String>,
+    /// The message.
+    pub message: String,
+    /// Seconds to wait before retrying (`Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+impl RequestError {
+    /// The HTTP answer for this error: the one mapping the REST door uses, next to
+    /// [`RequestError::to_status`] for gRPC. `param` names the request field at fault in
+    /// the door's own terms (for an invalid argument).
+    pub fn to_http(&self, param: Option<String>) -> HttpError {
+        let invalid = "invalid_request_error";
+        let (status, kind, code, retry_after) = match self {
+            Self::InvalidArgument { .. } => (400, invalid, None, None),
+            Self::UnknownModel { .. } => (404, invalid, Some("model_not_found"), None),
+            Self::UnknownSource { .. } => (404, invalid, Some("source_not_found"), None),
+            Self::PermissionDenied { .. } => (403, "permission_error", None, None),
+            Self::Unauthenticated { .. } => (401, invalid, Some("invalid_api_key"), None),
+            Self::StreamTooLong { .. } | Self::AudioTimeout { .. } => (400, invalid, None, None),
+            Self::UnaryAudioTooLong { .. } => (413, invalid, Some("audio_too_long"), None),
+            Self::MessageTooLarge { .. } => (413, invalid, Some("file_too_large"), None),
+            Self::Overloaded { capacity, .. } => (
+                429,
+                "rate_limit_error",
+                Some(capacity.reason()),
+                Some(OVERLOAD_RETRY_AFTER.as_secs()),
+            ),
+            Self::SubscriberTooSlow { .. } => (429, "rate_limit_error", None, None),
+            Self::Loading => (
+                503,
+                "server_error",
+                Some("loading"),
+                Some(LOADING_RETRY_AFTER.as_secs()),
+            ),
+            Self::Draining => (503, "server_error", Some("draining"), None),
+            Self::SourceUnavailable { .. } => (503, "server_error", None, None),
+            // The client is gone; nobody reads this (nginx's "client closed request").
+            Self::Cancelled => (499, invalid, None, None),
+            Self::Internal { .. } => (500, "server_error", None, None),
+        };
+        let message = match self {
+            Self::Internal { .. } => "internal error; see the server log".to_owned(),
+            Self::Unauthenticated { .. } => "missing or invalid bearer token".to_owned(),
+            other => other.to_string(),
+        };
+        let param = match self {
+            Self::UnknownModel { .. } => Some("model".to_owned()),
+            Self::UnaryAudioTooLong { .. } | Self::MessageTooLarge { .. } => {
+                Some("file".to_owned())
+            }
+            Self::InvalidArgument { field, .. } => param.or_else(|| Some(field.clone())),
+            _ => None,
+        };
+        HttpError {
+            status,
+            kind,
+            code: code.map(str::to_owned),
+            param,
+            message,
+            retry_after,
+        }
+    }
+}
+
 fn out_of_range(error: &RequestError, reason: &str, limit: Duration) -> Status {
     let details = ErrorDetails::with_error_info(
         reason,
@@ -311,6 +388,19 @@ impl RequestError {
             other => other.to_string(),
         };
         Self::decode_failed(FailureKind::from(error), detail, config_field)
+    }
+
+    /// The reason a refused call is counted under (`TOO_MANY_STREAMS`, `QUEUE_FULL`,
+    /// `TOO_MANY_SUBSCRIBERS`, `LOADING`, `DRAINING`, `UNAUTHENTICATED`), or `None` for an
+    /// error that is not a refusal.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Overloaded { capacity, .. } => Some(capacity.reason()),
+            Self::Loading => Some("LOADING"),
+            Self::Draining => Some("DRAINING"),
+            Self::Unauthenticated { .. } => Some("UNAUTHENTICATED"),
+            _ => None,
+        }
     }
 
     /// Logs a failed request at a level that fits who is at fault.

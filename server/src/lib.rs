@@ -13,6 +13,11 @@
 //! Doors:
 //! - `service` (private): the `TranscriptionService` gRPC implementation (StreamingRecognize,
 //!   Recognize, StreamCaptions, ListModels).
+//! - `rest` (private): the HTTP door on the same port: an OpenAI-compatible
+//!   `/v1/audio/transcriptions` and `/v1/audio/translations`, `/v1/models`, `/healthz` and
+//!   `/readyz`.
+//! - `unary` (private): whole-audio recognition (one job), shared by Recognize and REST.
+//! - [`metrics`]: the Prometheus metrics (`GET /metrics`).
 //! - `session` (private): one StreamingRecognize call as a tokio task: reads the config and
 //!   audio, drives its pipeline, sends responses through a bounded outbound slot.
 //! - [`sources`]: server-side capture sources (`--source file:PATH[:loop]`, `mic[:DEVICE]`),
@@ -96,15 +101,18 @@ pub mod convert;
 mod delivery;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod models;
 mod pipeline;
 pub mod pool;
 mod recognition;
+mod rest;
 mod service;
 mod session;
 pub mod sources;
 mod state;
 pub mod tls;
+mod unary;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -227,11 +235,18 @@ impl Server {
         }
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = builder
-            .add_service(health)
+        // One listener: the gRPC services and the HTTP door (REST, health) on one router,
+        // HTTP/1.1 accepted beside HTTP/2.
+        let grpc = tonic::service::Routes::new(health)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(service)
+            .add_service(service);
+        let routes = tonic::service::Routes::from(
+            grpc.into_axum_router().merge(rest::router(state.clone())),
+        );
+        let server = builder
+            .accept_http1(true)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop_rx.await;
             });
@@ -241,8 +256,13 @@ impl Server {
         log_security(local, &authenticator, state.config.tls.as_ref());
 
         let config = state.config.clone();
+        let metrics = state.metrics.clone();
         let load = tokio::task::spawn_blocking(move || -> Result<Ready, ServerError> {
+            let started = std::time::Instant::now();
             let loaded = loader.load()?;
+            metrics
+                .model_load_seconds
+                .set(started.elapsed().as_secs_f64());
             let models = loaded.iter().map(|m| m.info.clone()).collect();
             let factories = loaded.into_iter().map(|m| m.factory).collect();
             let limits = PoolLimits {

@@ -16,11 +16,12 @@
 //! [`RequestError::decode_failed`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use transcribe_core::policy::{FailureKind, JobKind, PolicyEvent};
-use transcribe_core::{EngineError, StreamingPolicy};
+use transcribe_core::{EngineError, SAMPLE_RATE, StreamingPolicy};
 use transcribe_proto::v1::{
     Progress, SpeechEventType, SpeechRecognitionAlternative, StreamingRecognitionResult,
 };
@@ -30,6 +31,7 @@ use crate::convert::{
 };
 use crate::delivery::Delivery;
 use crate::error::RequestError;
+use crate::metrics::Metrics;
 use crate::pool::{Job, JobOutput, StreamLease};
 
 /// Arrival times kept for processing-latency reports: about 7 minutes of 100 ms chunks.
@@ -52,6 +54,8 @@ pub(crate) struct PipelineConfig {
     /// The request's recognition config, as a field path: a decode refused for its options
     /// is a field violation there.
     pub config_field: String,
+    /// The door, for metrics: `grpc`, `websocket` or `source`.
+    pub door: &'static str,
 }
 
 /// One message's worth of pipeline output, before a door gives it its message type (the
@@ -124,6 +128,9 @@ struct Timing {
 /// One stream's recognition pipeline.
 pub(crate) struct Pipeline {
     config: PipelineConfig,
+    metrics: Arc<Metrics>,
+    /// Whether a result (interim or final) was sent yet (first-result latency).
+    answered: bool,
     policy: StreamingPolicy,
     lease: StreamLease,
     in_flight: Option<InFlight>,
@@ -141,9 +148,16 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     /// A pipeline running `policy` on the pool through `lease`.
-    pub fn new(policy: StreamingPolicy, lease: StreamLease, config: PipelineConfig) -> Self {
+    pub fn new(
+        policy: StreamingPolicy,
+        lease: StreamLease,
+        config: PipelineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             config,
+            metrics,
+            answered: false,
             policy,
             lease,
             in_flight: None,
@@ -177,6 +191,11 @@ impl Pipeline {
 
     /// Takes 16 kHz mono audio that arrived now.
     pub fn push_audio(&mut self, samples: &[f32]) -> Emitted {
+        self.metrics.audio(
+            self.config.door,
+            "stream",
+            samples.len() as f64 / f64::from(SAMPLE_RATE),
+        );
         let events = self.policy.push_audio(samples);
         self.mark_arrival();
         self.emit(events, None)
@@ -268,11 +287,17 @@ impl Pipeline {
             arrived: self.arrival_of(flight.end_samples),
             inference: output.inference,
         };
+        let kind = match flight.kind {
+            JobKind::Partial => "partial",
+            JobKind::Final => "final",
+        };
+        let audio = output.samples as f64 / f64::from(SAMPLE_RATE);
+        self.metrics.decoded(kind, output.inference, audio);
         tracing::debug!(
             message = "Decode done.",
             job = output.tag,
             kind = ?flight.kind,
-            audio_seconds = output.samples as f64 / 16_000.0,
+            audio_seconds = audio,
             queued_ms = output.queued.as_millis() as u64,
             inference_ms = output.inference.as_millis() as u64,
         );
@@ -392,6 +417,7 @@ impl Pipeline {
                         let sep = if committed.is_empty() { lead } else { " " };
                         results.push(interim(format!("{sep}{tail}"), stability_tail));
                     }
+                    self.observe_latency(timing, false);
                     let update = self.update(results, Delivery::Interim(utterance_index), timing);
                     emitted.updates.push(update);
                 }
@@ -450,6 +476,22 @@ impl Pipeline {
             }
         }
         emitted
+    }
+
+    /// Records the latency of a result whose decode is `timing`: the stream's first result,
+    /// and every final.
+    fn observe_latency(&mut self, timing: Option<Timing>, is_final: bool) {
+        let Some(arrived) = timing.and_then(|t| t.arrived) else {
+            return;
+        };
+        let seconds = arrived.elapsed().as_secs_f64();
+        if !self.answered {
+            self.answered = true;
+            self.metrics.first_result_seconds.observe(seconds);
+        }
+        if is_final {
+            self.metrics.final_seconds.observe(seconds);
+        }
     }
 
     fn progress(&self, timing: Option<Timing>) -> Progress {

@@ -184,6 +184,7 @@ pub(crate) fn stream_setup(
     server: &ServerConfig,
     config: StreamingRecognitionConfig,
     models: &[ModelInfo],
+    door: &'static str,
 ) -> Result<StreamSetup, RequestError> {
     const F: &str = "streaming_config";
     let recognition_config = config
@@ -281,6 +282,7 @@ pub(crate) fn stream_setup(
             speech_events: config.enable_voice_activity_events,
             single_utterance: config.single_utterance,
             config_field: format!("{F}.config"),
+            door,
         },
         policy,
         format,
@@ -339,6 +341,7 @@ pub(crate) fn source_setup(
         speech_events: true,
         single_utterance: false,
         config_field: FIELD.to_owned(),
+        door: "source",
     };
     Ok((policy, pipeline))
 }

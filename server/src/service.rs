@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -15,8 +15,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
-use transcribe_core::policy::{DEFAULT_LOGPROB_THRESHOLD, DEFAULT_NO_SPEECH_THRESHOLD};
-use transcribe_core::{DecodeOptions, SAMPLE_RATE, Transcript};
+use transcribe_core::SAMPLE_RATE;
 use transcribe_proto::v1::transcription_service_server::TranscriptionService;
 use transcribe_proto::v1::{
     AudioEncoding, ListModelsRequest, ListModelsResponse, Model, ModelState, RecognitionMetadata,
@@ -28,10 +27,10 @@ use crate::captions::SubscribeOptions;
 use crate::convert::{duration_of, duration_of_seconds, segment_result};
 use crate::error::RequestError;
 use crate::ingest::{Ingest, RawFormat, STREAMING_ENCODINGS};
-use crate::pool::Job;
 use crate::recognition::parse_recognition;
 use crate::session::OUTBOUND_CAPACITY;
 use crate::state::AppState;
+use crate::unary;
 
 /// Encodings Recognize accepts besides the streaming ones (decoded from their container).
 const CONTAINER_ENCODINGS: [AudioEncoding; 5] = [
@@ -89,6 +88,7 @@ impl TranscriptionService for Service {
         // Refuse at once (before any message) when the server cannot take a stream.
         if let Err(error) = self.state.ready() {
             span.in_scope(|| tracing::info!(message = "Stream refused.", %error));
+            self.state.count_refusal(&error);
             return Err(error.to_status());
         }
         let inbound = request.into_inner();
@@ -129,12 +129,22 @@ impl TranscriptionService for Service {
     ) -> Result<Response<RecognizeResponse>, Status> {
         let request_id = self.state.request_id();
         let span = tracing::info_span!("recognize", request_id = %request_id);
+        let mut call = self.state.metrics.call("grpc", "unary");
         let result = self
             .state
             .calls
             .track_future(recognize(&self.state, request.into_inner(), &request_id))
             .instrument(span.clone())
             .await;
+        call.finish(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| e.to_status().code()),
+        );
+        if let Err(error) = &result {
+            self.state.count_refusal(error);
+        }
         match result {
             Ok(response) => Ok(with_request_id(Response::new(response), &request_id)),
             Err(error) => {
@@ -172,6 +182,7 @@ impl TranscriptionService for Service {
             }
             Err(error) => {
                 span.in_scope(|| error.log());
+                self.state.count_refusal(&error);
                 Err(error.to_status())
             }
         }
@@ -250,72 +261,21 @@ async fn recognize(
         }
     };
     let samples = decode_content(&content, config.audio_format.as_ref())?;
-    let audio_seconds = samples.len() as f64 / f64::from(SAMPLE_RATE);
-    let limit = state.config.max_unary_audio;
-    if audio_seconds > limit.as_secs_f64() {
-        return Err(RequestError::UnaryAudioTooLong {
-            limit,
-            got: Duration::from_secs_f64(audio_seconds),
-        });
-    }
-    let lease = state.admit(ready)?;
-    let options = DecodeOptions {
-        language: recognition.language.clone(),
-        translate: recognition.translate,
-        prompt: recognition.prompt.clone(),
-        audio_ctx: None,
-        word_timestamps: recognition.words.any(),
-        temperature_fallback: true,
-        max_tokens: None,
-        single_segment: false,
-    };
-    let submitted = lease.submit(Job {
-        model: recognition.model,
-        samples,
-        options,
-        tag: 0,
-    });
-    // A drain lets the decode finish; only the pool's shutdown at the drain's deadline
-    // drops it (the channel closes).
-    let output = submitted.output.await.map_err(|_| RequestError::Draining)?;
-    drop(lease);
-    let transcript = output
-        .result
-        .map_err(|e| RequestError::from_engine(&e, "config"))?;
-    let threshold = recognition
-        .no_speech_threshold
-        .unwrap_or(DEFAULT_NO_SPEECH_THRESHOLD);
-    let results = keep_speech(&transcript, threshold)
-        .map(|segment| segment_result(segment, transcript.language.as_deref(), recognition.words))
+    let recognized = unary::recognize(state, &recognition, samples, "config", "grpc").await?;
+    let language = recognized.language.as_deref();
+    let results = recognized
+        .segments
+        .iter()
+        .map(|segment| segment_result(segment, language, recognition.words))
         .collect();
-    tracing::info!(
-        message = "Recognized.",
-        audio_seconds,
-        queued_seconds = output.queued.as_secs_f64(),
-        inference_seconds = output.inference.as_secs_f64(),
-    );
     Ok(RecognizeResponse {
         results,
         metadata: Some(RecognitionMetadata {
             request_id: request_id.to_owned(),
             model: recognition.model_name,
-            audio_duration: Some(duration_of_seconds(audio_seconds)),
+            audio_duration: Some(duration_of_seconds(recognized.audio_seconds)),
             processing_duration: Some(duration_of(started.elapsed())),
         }),
-    })
-}
-
-/// Segments that are not silence by Whisper's own test (openai/whisper `transcribe.py`: a
-/// segment is skipped when `no_speech_prob > no_speech_threshold` and
-/// `avg_logprob < logprob_threshold`) and have text.
-fn keep_speech(
-    transcript: &Transcript,
-    no_speech_threshold: f32,
-) -> impl Iterator<Item = &transcribe_core::Segment> {
-    transcript.segments.iter().filter(move |s| {
-        let silent =
-            s.no_speech_prob > no_speech_threshold && s.avg_logprob < DEFAULT_LOGPROB_THRESHOLD;
-        !silent && !s.text.trim().is_empty()
     })
 }
 

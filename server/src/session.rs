@@ -38,6 +38,9 @@ pub const OUTBOUND_CAPACITY: usize = 16;
 
 type Outgoing = Result<StreamingRecognizeResponse, Status>;
 
+/// The door's name in metrics.
+const DOOR: &str = "grpc";
+
 /// Runs one stream to its end and sends its closing status.
 pub(crate) async fn run(
     state: Arc<AppState>,
@@ -48,7 +51,19 @@ pub(crate) async fn run(
 ) {
     let mut out = Outbound::new(tx, request_id);
     let started = Instant::now();
+    let mut call = state.metrics.call(DOOR, "stream");
     let result = stream(&state, &mut inbound, &mut out, &cancel).await;
+    if !matches!(result, Err(RequestError::Cancelled)) {
+        call.finish(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| e.to_status().code()),
+        );
+    }
+    if let Err(error) = &result {
+        state.count_refusal(error);
+    }
     match result {
         Ok(()) => tracing::info!(
             message = "Stream finished.",
@@ -113,7 +128,7 @@ async fn stream(
         }
     };
     let ready = state.ready()?;
-    let setup = stream_setup(&state.config, config, &ready.models)?;
+    let setup = stream_setup(&state.config, config, &ready.models, DOOR)?;
     // 2. Admission.
     let lease = state.admit(ready)?;
     let policy = StreamingPolicy::new(setup.policy.clone()).map_err(|e| config_violation(&e))?;
@@ -126,7 +141,7 @@ async fn stream(
         interim = setup.policy.interim_results,
     );
     let mut session = Session {
-        pipeline: Pipeline::new(policy, lease, setup.pipeline),
+        pipeline: Pipeline::new(policy, lease, setup.pipeline, state.metrics.clone()),
         ingest: Some(ingest),
         ending: None,
     };

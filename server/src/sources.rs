@@ -404,7 +404,7 @@ async fn run_pipeline(
         s.state = SourceState::Active as i32;
         s.status = None;
     });
-    let mut pipeline = Pipeline::new(policy, lease, pipeline_config);
+    let mut pipeline = Pipeline::new(policy, lease, pipeline_config, state.metrics.clone());
     let speed = state.config.captions.source_speed.max(f64::MIN_POSITIVE);
     let mut ticker = tokio::time::interval(CHUNK.div_f64(speed));
     let mut input_open = true;

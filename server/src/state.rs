@@ -5,8 +5,8 @@
 //! Calls are tracked from their start (before their config is read) to their end, whatever
 //! the end, by the [`TaskTracker`]: the drain waits on it instead of polling a counter.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::captions::CaptionRegistry;
 use crate::config::ServerConfig;
 use crate::error::{Capacity, RequestError};
+use crate::metrics::{Metrics, ReasonLabels};
 use crate::models::ModelInfo;
 use crate::pool::{AdmitError, EnginePool, StreamLease};
 
@@ -36,6 +37,8 @@ pub(crate) struct AppState {
     pub calls: TaskTracker,
     /// The caption sources' broadcast hubs (`--source`), known before loading.
     pub captions: CaptionRegistry,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     next_request: AtomicU64,
     instance: u32,
 }
@@ -54,6 +57,7 @@ impl AppState {
             ready: OnceLock::new(),
             drain: CancellationToken::new(),
             calls: TaskTracker::new(),
+            metrics: Arc::new(Metrics::new()),
             next_request: AtomicU64::new(1),
             instance,
         }
@@ -76,6 +80,17 @@ impl AppState {
             return Err(RequestError::Draining);
         }
         self.ready.get().ok_or(RequestError::Loading)
+    }
+
+    /// Counts `error` under its refusal reason when it refuses a call (overload, loading,
+    /// draining, a missing token).
+    pub fn count_refusal(&self, error: &RequestError) {
+        if let Some(reason) = error.refusal_reason() {
+            self.metrics
+                .refusals
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
     }
 
     /// Admits a stream (or unary call, or caption source) into the pool.
