@@ -254,17 +254,11 @@ async fn audio(state: &AppState, headers: &HeaderMap, form: Multipart, task: Tas
         span.clone(),
     )
     .await;
-    call.finish(
-        result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|(e, _)| e.to_status().code()),
-    );
+    state.call_ended(&mut call, result.as_ref().map(|_| ()).map_err(|(e, _)| e));
     match result {
         Ok(response) => response,
         Err((error, param)) => {
             span.in_scope(|| error.log());
-            state.count_refusal(&error);
             error_response(&error, param)
         }
     }

@@ -136,15 +136,8 @@ impl TranscriptionService for Service {
             .track_future(recognize(&self.state, request.into_inner(), &request_id))
             .instrument(span.clone())
             .await;
-        call.finish(
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| e.to_status().code()),
-        );
-        if let Err(error) = &result {
-            self.state.count_refusal(error);
-        }
+        self.state
+            .call_ended(&mut call, result.as_ref().map(|_| ()));
         match result {
             Ok(response) => Ok(with_request_id(Response::new(response), &request_id)),
             Err(error) => {

@@ -53,17 +53,7 @@ pub(crate) async fn run(
     let started = Instant::now();
     let mut call = state.metrics.call(DOOR, "stream");
     let result = stream(&state, &mut inbound, &mut out, &cancel).await;
-    if !matches!(result, Err(RequestError::Cancelled)) {
-        call.finish(
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| e.to_status().code()),
-        );
-    }
-    if let Err(error) = &result {
-        state.count_refusal(error);
-    }
+    state.call_ended(&mut call, result.as_ref().copied());
     match result {
         Ok(()) => tracing::info!(
             message = "Stream finished.",

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::captions::CaptionRegistry;
 use crate::config::ServerConfig;
 use crate::error::{Capacity, RequestError};
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::metrics::{CallGuard, Metrics, ReasonLabels};
 use crate::models::ModelInfo;
 use crate::pool::{AdmitError, EnginePool, StreamLease};
 
@@ -90,6 +90,19 @@ impl AppState {
                 .refusals
                 .get_or_create(&ReasonLabels { reason })
                 .inc();
+        }
+    }
+
+    /// Records how a call ended: its result on `call` (a cancelled call stays counted as
+    /// `cancelled`) and, for a refusal, its reason.
+    pub fn call_ended(&self, call: &mut CallGuard<'_>, result: Result<(), &RequestError>) {
+        match result {
+            Ok(()) => call.finish(Ok(())),
+            Err(RequestError::Cancelled) => {}
+            Err(error) => {
+                call.finish(Err(error.to_status().code()));
+                self.count_refusal(error);
+            }
         }
     }
 
