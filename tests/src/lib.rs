@@ -24,8 +24,8 @@ use transcribe_core::fake::{Script, ScriptedTranscriber};
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClient;
 use transcribe_proto::v1::{
-    AudioEncoding, AudioFormat, RecognitionConfig, StreamingRecognitionConfig,
-    StreamingRecognizeRequest, StreamingRecognizeResponse,
+    AudioEncoding, AudioFormat, RecognitionConfig, RecognizeRequest, RecognizeResponse,
+    StreamingRecognitionConfig, StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
 use transcribe_server::models::{LoadFn, ModelInfo};
 use transcribe_server::pool::{Decoder, DecoderFactory, Uninterruptible};
@@ -382,6 +382,56 @@ pub async fn paced_stream(
             None => return (responses, Ok(())),
         }
     }
+}
+
+/// The trimmed transcripts of a Recognize response's results, in order.
+pub fn recognized_texts(response: &RecognizeResponse) -> Vec<String> {
+    response
+        .results
+        .iter()
+        .filter_map(|r| r.alternatives.first())
+        .map(|a| a.transcript.trim().to_owned())
+        .collect()
+}
+
+/// A server draining with one Recognize call (the first phrase of [`two_phrases`]) held in
+/// its decode: the server, the hold that lets the decode finish, and the call. The drain
+/// timeout is 60 s.
+///
+/// # Errors
+/// When the server does not start, take the call or start draining in time.
+pub async fn draining_with_a_held_call() -> TestResult<(
+    TestServer,
+    Hold,
+    JoinHandle<Result<tonic::Response<RecognizeResponse>, tonic::Status>>,
+)> {
+    let (script, audio) = two_phrases()?;
+    let hold = Hold::new();
+    let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
+    config.drain_timeout = Duration::from_secs(60);
+    let mut server =
+        TestServer::start_ready(config, held_loader(script, audio.clone(), hold.clone())).await?;
+    let mut client = server.client().await?;
+    let request = RecognizeRequest {
+        config: Some(transcribe_proto::v1::RecognitionConfig::default()),
+        audio_source: Some(
+            transcribe_proto::v1::recognize_request::AudioSource::Content(wav_bytes(
+                &audio[..40_000],
+                16_000,
+            )),
+        ),
+    };
+    let in_flight = tokio::spawn(async move { client.recognize(request).await });
+    server
+        .wait_until(Duration::from_secs(10), |h| {
+            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
+        })
+        .await?;
+    server.trigger_shutdown();
+    server
+        .wait_until(Duration::from_secs(10), |h| !h.is_serving())
+        .await?;
+    Ok((server, hold, in_flight))
 }
 
 /// The concatenated final transcripts of `responses`, trimmed.

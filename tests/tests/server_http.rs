@@ -7,12 +7,10 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use transcribe_proto::v1::recognize_request::AudioSource;
-use transcribe_proto::v1::{RecognitionConfig, RecognizeRequest};
 use transcribe_server::ServerConfig;
 use transcribe_tests::{
-    FAKE_MODEL, Hold, TestResult, TestServer, fake_loader, gated_loader, held_loader, two_phrases,
-    wav_bytes,
+    FAKE_MODEL, TestResult, TestServer, draining_with_a_held_call, fake_loader, gated_loader,
+    two_phrases, wav_bytes,
 };
 
 /// One HTTP/1.1 request; the status and the body.
@@ -95,27 +93,7 @@ async fn readyz_is_503_while_loading_and_draining() -> TestResult {
     server.stop().await?;
 
     // Draining: a held decode keeps the server draining while /readyz is asked.
-    let (script, audio) = two_phrases()?;
-    let hold = Hold::new();
-    let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
-    config.drain_timeout = Duration::from_secs(60);
-    let mut server =
-        TestServer::start_ready(config, held_loader(script, audio.clone(), hold.clone())).await?;
-    let mut client = server.client().await?;
-    let request = RecognizeRequest {
-        config: Some(RecognitionConfig::default()),
-        audio_source: Some(AudioSource::Content(wav_bytes(&audio[..40_000], 16_000))),
-    };
-    let in_flight = tokio::spawn(async move { client.recognize(request).await });
-    server
-        .wait_until(Duration::from_secs(10), |h| {
-            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
-        })
-        .await?;
-    server.trigger_shutdown();
-    server
-        .wait_until(Duration::from_secs(10), |h| !h.is_serving())
-        .await?;
+    let (server, hold, in_flight) = draining_with_a_held_call().await?;
     let (status, body) = get(&server, "/readyz").await?;
     assert_eq!(status, 503, "while draining: {body}");
     assert!(body.contains("draining"), "{body}");

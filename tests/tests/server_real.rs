@@ -243,16 +243,8 @@ async fn a_few_samples_give_no_text_through_recognize_and_a_stream() -> TestResu
             })
             .await?
             .into_inner();
-        let text: Vec<&str> = response
-            .results
-            .iter()
-            .filter_map(|r| r.alternatives.first())
-            .map(|a| a.transcript.as_str())
-            .collect();
-        assert!(
-            text.iter().all(|t| t.trim().is_empty()),
-            "{n} samples: {text:?}"
-        );
+        let text = transcribe_tests::recognized_texts(&response);
+        assert!(text.iter().all(String::is_empty), "{n} samples: {text:?}");
         let summary =
             stream_samples(&server.url, samples, &StreamOptions::default(), |_| {}).await?;
         assert_eq!(summary.text(), "", "{n} samples streamed produced text");

@@ -27,7 +27,7 @@ use transcribe_proto::v1::{
 use transcribe_server::ServerConfig;
 use transcribe_tests::{
     FAKE_MODEL, Hold, ServerProcess, TestResult, TestServer, audio_requests, config_request,
-    held_loader, read_fixture, two_phrases, wav_bytes,
+    draining_with_a_held_call, held_loader, read_fixture, recognized_texts, two_phrases, wav_bytes,
 };
 
 /// 100 ms of 16 kHz audio per message, sent in real time.
@@ -279,28 +279,12 @@ async fn sigint_when_idle_exits_zero() -> TestResult {
 /// finishes with its result, while a new one is refused.
 #[tokio::test]
 async fn unary_calls_in_flight_finish_during_the_drain() -> TestResult {
-    let (script, audio) = two_phrases()?;
-    let hold = Hold::new();
-    let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
-    config.drain_timeout = Duration::from_secs(60);
-    let mut server =
-        TestServer::start_ready(config, held_loader(script, audio.clone(), hold.clone())).await?;
+    let (_, audio) = two_phrases()?;
+    let (server, hold, in_flight) = draining_with_a_held_call().await?;
     let request = |samples: &[f32]| RecognizeRequest {
         config: Some(RecognitionConfig::default()),
         audio_source: Some(AudioSource::Content(wav_bytes(samples, 16_000))),
     };
-    let mut client = server.client().await?;
-    let first_phrase = request(&audio[..40_000]);
-    let in_flight = tokio::spawn(async move { client.recognize(first_phrase).await });
-    server
-        .wait_until(Duration::from_secs(10), |h| {
-            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
-        })
-        .await?;
-    server.trigger_shutdown();
-    server
-        .wait_until(Duration::from_secs(10), |h| !h.is_serving())
-        .await?;
     let mut late = server.client().await?;
     let refused = late.recognize(request(&audio[..40_000])).await;
     assert_eq!(
@@ -310,13 +294,10 @@ async fn unary_calls_in_flight_finish_during_the_drain() -> TestResult {
     );
     hold.release();
     let response = in_flight.await??.into_inner();
-    let text: Vec<&str> = response
-        .results
-        .iter()
-        .filter_map(|r| r.alternatives.first())
-        .map(|a| a.transcript.trim())
-        .collect();
-    assert_eq!(text.join(" "), "hello there general kenobi");
+    assert_eq!(
+        recognized_texts(&response).join(" "),
+        "hello there general kenobi"
+    );
     server.stop().await
 }
 
