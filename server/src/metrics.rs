@@ -66,6 +66,9 @@ pub struct BuildLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// A counter of seconds (`audio_seconds_total` of one door and kind).
+pub type AudioCounter = Counter<f64, AtomicU64>;
+
 fn seconds_buckets() -> Histogram {
     // 10 ms to about 41 s.
     Histogram::new(exponential_buckets(0.01, 2.0, 13))
@@ -90,7 +93,7 @@ pub struct Metrics {
     /// Decode time over the audio it covered, by kind.
     pub real_time_factor: HistogramFamily<DecodeLabels>,
     /// Audio received and recognized, in seconds, by door.
-    pub audio_seconds: Family<OpenLabels, Counter<f64, AtomicU64>>,
+    pub audio_seconds: Family<OpenLabels, AudioCounter>,
     /// From a stream's first audio arriving to its first result (interim or final).
     pub first_result_seconds: Histogram,
     /// From an utterance's last audio arriving to its final.
@@ -145,7 +148,7 @@ impl Metrics {
             "Decode time over the audio it covered, by kind",
             real_time_factor.clone(),
         );
-        let audio_seconds = Family::<OpenLabels, Counter<f64, AtomicU64>>::default();
+        let audio_seconds = Family::<OpenLabels, AudioCounter>::default();
         registry.register(
             "audio_seconds",
             "Seconds of audio received for recognition, by door and kind",
@@ -238,9 +241,15 @@ impl Metrics {
 
     /// Counts `seconds` of audio received through `door` for a call of `kind`.
     pub fn audio(&self, door: &'static str, kind: &'static str, seconds: f64) {
+        self.audio_counter(door, kind).inc_by(seconds);
+    }
+
+    /// The counter of audio received through `door` for calls of `kind`, to keep and bump
+    /// without a label look-up (a stream counts every chunk).
+    pub fn audio_counter(&self, door: &'static str, kind: &'static str) -> AudioCounter {
         self.audio_seconds
             .get_or_create(&OpenLabels { door, kind })
-            .inc_by(seconds);
+            .clone()
     }
 
     /// A call through `door` of `kind` starts; the guard counts its end with its result.

@@ -31,7 +31,7 @@ use crate::convert::{
 };
 use crate::delivery::Delivery;
 use crate::error::RequestError;
-use crate::metrics::Metrics;
+use crate::metrics::{AudioCounter, Metrics};
 use crate::pool::{Job, JobOutput, StreamLease};
 
 /// Arrival times kept for processing-latency reports: about 7 minutes of 100 ms chunks.
@@ -129,6 +129,8 @@ struct Timing {
 pub(crate) struct Pipeline {
     config: PipelineConfig,
     metrics: Arc<Metrics>,
+    /// This door's `audio_seconds_total`, bumped per chunk.
+    audio_received: AudioCounter,
     /// Whether a result (interim or final) was sent yet (first-result latency).
     answered: bool,
     policy: StreamingPolicy,
@@ -154,9 +156,11 @@ impl Pipeline {
         config: PipelineConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let audio_received = metrics.audio_counter(config.door, "stream");
         Self {
             config,
             metrics,
+            audio_received,
             answered: false,
             policy,
             lease,
@@ -191,11 +195,8 @@ impl Pipeline {
 
     /// Takes 16 kHz mono audio that arrived now.
     pub fn push_audio(&mut self, samples: &[f32]) -> Emitted {
-        self.metrics.audio(
-            self.config.door,
-            "stream",
-            samples.len() as f64 / f64::from(SAMPLE_RATE),
-        );
+        self.audio_received
+            .inc_by(samples.len() as f64 / f64::from(SAMPLE_RATE));
         let events = self.policy.push_audio(samples);
         self.mark_arrival();
         self.emit(events, None)
@@ -466,9 +467,10 @@ impl Pipeline {
                     job_id,
                     ..
                 } => {
+                    tracing::debug!(message = "Decode failed.", job_id, ?failure);
                     emitted.failure = Some(RequestError::decode_failed(
                         failure,
-                        format!("decode {job_id} failed: {message}"),
+                        message,
                         &self.config.config_field,
                     ));
                     return emitted;

@@ -429,20 +429,16 @@ async fn run_pipeline(
         };
         let emitted = match wake {
             Wake::Job(output) => pipeline.on_output(output),
-            Wake::Drain => {
-                input_open = false;
-                ending = Outcome::Drained;
-                pipeline.end_of_stream(&[])
-            }
             Wake::Feed(FeedItem::Audio(chunk)) => pipeline.push_audio(&chunk),
-            Wake::Feed(FeedItem::End) => {
+            // The input ends: settle what was heard, then end as the cause says (a device
+            // that went away restarts).
+            closing => {
                 input_open = false;
-                pipeline.end_of_stream(&[])
-            }
-            Wake::Feed(FeedItem::Failed(error)) => {
-                // Settle what was heard before the device went away, then restart.
-                input_open = false;
-                ending = Outcome::Failed(error);
+                match closing {
+                    Wake::Drain => ending = Outcome::Drained,
+                    Wake::Feed(FeedItem::Failed(error)) => ending = Outcome::Failed(error),
+                    _ => {}
+                }
                 pipeline.end_of_stream(&[])
             }
         };
