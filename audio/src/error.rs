@@ -26,7 +26,7 @@ pub enum AudioError {
         source: std::io::Error,
     },
 
-    /// The file is not in a format or codec this crate decodes (unknown content, Opus, a
+    /// The file is not in a format or codec this crate decodes (unknown content, CAF, a
     /// compressed NIST SPHERE, headerless PCM, ...). `reason` says what was found; converting
     /// the file to WAV or FLAC (for example with ffmpeg) makes it readable.
     #[error("{}: unsupported audio: {reason}", path.display())]

@@ -196,30 +196,17 @@ fn english_clips_with_strong_references_transcribe_within_wer() {
 }
 
 #[test]
-fn every_original_format_decodes_or_fails_specifically() {
+fn every_original_format_decodes() {
     let Some(dir) = eval_dir() else { return };
     let mut checked = 0;
     for r in rows(&dir).iter().filter(|r| !r.original.is_empty()) {
         let path = dir.join(&r.original);
         let result = transcribe_audio::decode_file(&path);
-        let is_opus = r.original.ends_with(".opus");
         match result {
             Ok(audio) => {
-                assert!(
-                    !is_opus,
-                    "{}: Opus decoded, but the README says it is unsupported",
-                    r.id
-                );
                 assert!(!audio.samples.is_empty(), "{}: decoded to nothing", r.id);
             }
-            Err(e) => {
-                let msg = e.to_string();
-                assert!(is_opus && msg.contains("Opus"), "{}: {msg}", r.id);
-                assert!(
-                    msg.contains(r.original.rsplit('/').next().unwrap_or_default()),
-                    "error must name the file: {msg}"
-                );
-            }
+            Err(e) => panic!("{}: {e}", r.id),
         }
         checked += 1;
     }

@@ -33,12 +33,13 @@ use crate::state::AppState;
 use crate::unary;
 
 /// Encodings Recognize accepts besides the streaming ones (decoded from their container).
-const CONTAINER_ENCODINGS: [AudioEncoding; 5] = [
+const CONTAINER_ENCODINGS: [AudioEncoding; 6] = [
     AudioEncoding::Unspecified,
     AudioEncoding::Wav,
     AudioEncoding::Flac,
     AudioEncoding::Mp3,
     AudioEncoding::OggOpus,
+    AudioEncoding::WebmOpus,
 ];
 
 /// The gRPC service.
