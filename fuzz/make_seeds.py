@@ -112,6 +112,25 @@ def audio_seeds():
                     audio(f"sox-{ext}-corrupt", bytes(corrupt), name)
             else:
                 print("sox", ext, r.stderr.decode().strip())
+    # Opus in Ogg and in WebM (browsers' MediaRecorder), 50 ms of a tone, by ffmpeg's libopus;
+    # each also cut short and with flipped bytes.
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "t.wav"
+        src.write_bytes(wav(1, 1, 16000, 16, s16(tone(800))))
+        for ext, name, args in [("opus", "in.opus", ["-ac", "1"]), ("webm", "in", ["-ac", "2"])]:
+            out = Path(tmp) / f"t.{ext}"
+            r = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-fflags", "+bitexact",
+                                "-flags:a", "+bitexact", *args, "-c:a", "libopus", "-b:a", "16k", str(out)], capture_output=True)
+            if r.returncode != 0:
+                print("ffmpeg", ext, r.stderr.decode().strip())
+                continue
+            data = out.read_bytes()
+            audio(f"ffmpeg-{ext}", data, name)
+            audio(f"ffmpeg-{ext}-truncated", data[: len(data) * 6 // 10], name)
+            corrupt = bytearray(data)
+            for i in range(len(corrupt) // 3, len(corrupt), 61):
+                corrupt[i] ^= 0x5A
+            audio(f"ffmpeg-{ext}-corrupt", bytes(corrupt), name)
     for f in ["empty.wav", "header_only.wav", "truncated_header.wav", "not_audio.mp3"]:
         data = (ROOT / "audio-fixtures/corrupt" / f).read_bytes()
         audio("fixture-" + f.replace(".", "-"), data, "in.mp3" if f.endswith("mp3") else "in.wav")

@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // `prost::Name` on every message: the JSON mapping finds its descriptor by full name.
+    config.enable_type_names();
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("transcribe_v1_descriptor.bin"))

@@ -8,6 +8,7 @@
 //! - [`PROTO_SOURCE`]: the `.proto` text itself, for clients in other languages.
 //! - [`auth`]: the bearer-token header and the token-file format.
 //! - [`duration`]: `google.protobuf.Duration` to and from `std::time::Duration`.
+//! - [`json`]: the messages in proto3 JSON (the WebSocket door, the browser page).
 //!
 //! # Example
 //! ```
@@ -186,5 +187,97 @@ mod tests {
             req
         );
         Ok(())
+    }
+}
+
+/// The messages in proto3 JSON, the canonical mapping (lowerCamelCase names, enums by name,
+/// durations as `"1.500s"`, 64-bit integers as strings, default values left out; input also
+/// takes the proto field names), through `prost-reflect` and [`FILE_DESCRIPTOR_SET`], so the
+/// JSON always follows the `.proto`.
+pub mod json {
+    use std::sync::LazyLock;
+
+    use prost::{Message, Name};
+    use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
+
+    /// Why a message could not be converted.
+    #[derive(Debug, thiserror::Error)]
+    pub enum JsonError {
+        /// The text is not JSON of the message (syntax, an unknown field, a wrong type).
+        #[error("{0}")]
+        Invalid(String),
+        /// The descriptors lack the message: a build defect, not the input's fault.
+        #[error("no descriptor for {0}")]
+        NoDescriptor(String),
+    }
+
+    static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
+        DescriptorPool::decode(super::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())
+    });
+
+    fn descriptor<M: Name>() -> Result<prost_reflect::MessageDescriptor, JsonError> {
+        let name = M::full_name();
+        POOL.as_ref()
+            .ok()
+            .and_then(|pool| pool.get_message_by_name(&name))
+            .ok_or(JsonError::NoDescriptor(name))
+    }
+
+    /// `message` as proto3 JSON.
+    ///
+    /// # Errors
+    /// [`JsonError::NoDescriptor`] only (a build defect).
+    ///
+    /// # Example
+    /// ```
+    /// use transcribe_proto::v1::{StreamingRecognitionResult, StreamingRecognizeResponse};
+    /// let response = StreamingRecognizeResponse {
+    ///     results: vec![StreamingRecognitionResult { is_final: true, ..Default::default() }],
+    ///     ..Default::default()
+    /// };
+    /// let json = transcribe_proto::json::to_json(&response)?;
+    /// assert_eq!(json, r#"{"results":[{"isFinal":true}]}"#);
+    /// # Ok::<(), transcribe_proto::json::JsonError>(())
+    /// ```
+    pub fn to_json<M: Message + Name>(message: &M) -> Result<String, JsonError> {
+        let dynamic = DynamicMessage::decode(descriptor::<M>()?, message.encode_to_vec().as_slice())
+            .map_err(|e| JsonError::NoDescriptor(format!("{}: {e}", M::full_name())))?;
+        let mut out = serde_json::Serializer::new(Vec::new());
+        dynamic
+            .serialize_with_options(&mut out, &SerializeOptions::new())
+            .map_err(|e| JsonError::Invalid(e.to_string()))?;
+        String::from_utf8(out.into_inner()).map_err(|e| JsonError::Invalid(e.to_string()))
+    }
+
+    /// Parses proto3 JSON into a message; unknown fields are refused.
+    ///
+    /// # Errors
+    /// [`JsonError::Invalid`] says what is wrong with the text.
+    ///
+    /// # Example
+    /// ```
+    /// use transcribe_proto::v1::{AudioEncoding, StreamingRecognitionConfig};
+    /// let config: StreamingRecognitionConfig = transcribe_proto::json::from_json(
+    ///     r#"{"config": {"audioFormat": {"encoding": "AUDIO_ENCODING_LINEAR16",
+    ///        "sampleRateHertz": 48000}}, "interimResults": true,
+    ///        "interim_results_interval": "0.5s"}"#,
+    /// )?;
+    /// let format = config.config.unwrap_or_default().audio_format.unwrap_or_default();
+    /// assert_eq!(format.encoding(), AudioEncoding::Linear16);
+    /// assert!(config.interim_results);
+    /// assert_eq!(config.interim_results_interval.map(|d| d.nanos), Some(500_000_000));
+    /// assert!(transcribe_proto::json::from_json::<StreamingRecognitionConfig>("{\"x\": 1}").is_err());
+    /// # Ok::<(), transcribe_proto::json::JsonError>(())
+    /// ```
+    pub fn from_json<M: Message + Name + Default>(text: &str) -> Result<M, JsonError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let dynamic = DynamicMessage::deserialize_with_options(
+            descriptor::<M>()?,
+            &mut de,
+            &DeserializeOptions::new(),
+        )
+        .map_err(|e| JsonError::Invalid(e.to_string()))?;
+        de.end().map_err(|e| JsonError::Invalid(e.to_string()))?;
+        M::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| JsonError::Invalid(e.to_string()))
     }
 }

@@ -121,6 +121,21 @@ impl TokenSet {
         self.check_header(metadata.get(AUTHORIZATION).map(|v| v.as_bytes()))
     }
 
+    /// A token given as such (the WebSocket door's `token` query parameter, for browsers
+    /// that cannot set headers).
+    ///
+    /// # Errors
+    /// As [`TokenSet::check`].
+    pub fn check_token(&self, token: &str) -> Result<(), RequestError> {
+        if self.verify(token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(RequestError::Unauthenticated {
+                reason: "unknown token",
+            })
+        }
+    }
+
     /// Checks the value of an `Authorization` header (`None`: there is none), for gRPC
     /// metadata and HTTP headers alike.
     ///

@@ -170,6 +170,11 @@ impl CaptionHub {
         &self.name
     }
 
+    /// The source as subscribers see it now (state, model, capture format...).
+    pub fn source(&self) -> CaptionSource {
+        self.lock().source.clone()
+    }
+
     /// The broadcast's counters.
     pub fn stats(&self) -> CaptionStats {
         let mut hub = self.lock();

@@ -430,15 +430,65 @@ pub enum ServerError {
     /// The inference workers could not be started (out of memory for decoding states).
     #[error("cannot start inference worker: {0}")]
     Worker(String),
-    /// The gRPC transport failed (the listener broke).
-    #[error("gRPC transport failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    /// rustls refused the TLS certificate and key (checked at start-up already, so rare).
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     /// Reflection could not be built from the descriptor sets (a build problem).
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
     /// An I/O error on the listener.
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Close codes of the WebSocket door: 4000 + the gRPC status code (docs/WEBSOCKET.md).
+pub const WS_CLOSE_BASE: u16 = 4000;
+
+/// How a WebSocket call ends with `status`: the close code, the close reason (the ErrorInfo
+/// reason, or the code's name; a close reason is at most 123 bytes) and the JSON error
+/// message sent before the close. Derived from the gRPC status so that both doors say the
+/// same thing.
+pub fn to_websocket(status: &Status) -> (u16, String, serde_json::Value) {
+    let details = status.get_error_details();
+    let name = format!("{:?}", status.code());
+    let status_name = screaming_snake(&name);
+    let reason = details
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default();
+    let field = details
+        .bad_request()
+        .and_then(|b| b.field_violations.first())
+        .map(|v| v.field.clone())
+        .unwrap_or_default();
+    let mut error = serde_json::json!({
+        "code": status.code() as i32,
+        "status": status_name,
+        "message": status.message(),
+        "reason": reason,
+        "field": field,
+    });
+    if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
+        error["retryAfter"] = format!("{}s", delay.as_secs_f64()).into();
+    }
+    let close_reason = if reason.is_empty() { status_name } else { reason };
+    (
+        WS_CLOSE_BASE + status.code() as u16,
+        close_reason,
+        serde_json::json!({ "error": error }),
+    )
+}
+
+/// `InvalidArgument` → `INVALID_ARGUMENT`.
+fn screaming_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -569,6 +619,20 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    #[test]
+    fn websocket_close_follows_the_grpc_status() {
+        let (code, reason, body) = to_websocket(&RequestError::Draining.to_status());
+        assert_eq!((code, reason.as_str()), (4014, "DRAINING"));
+        assert_eq!(body["error"]["status"], "UNAVAILABLE");
+        let invalid = RequestError::invalid("config.model", "bad").to_status();
+        let (code, reason, body) = to_websocket(&invalid);
+        assert_eq!((code, reason.as_str()), (4003, "INVALID_ARGUMENT"));
+        assert_eq!(body["error"]["field"], "config.model");
+        let (code, _, body) = to_websocket(&RequestError::Loading.to_status());
+        assert_eq!(code, 4014);
+        assert!(body["error"]["retryAfter"].is_string(), "{body}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! future and a fake engine ([`models::FnLoader`]).
 //!
 //! # Layout
-//! Dependencies point one way: the doors (`service`, `session`, [`sources`]) use the
+//! Dependencies point one way: the doors (`service`, `ws`, `session`, [`sources`]) use the
 //! pipeline, which uses the state and the pieces below it; nothing below imports upward
 //! (`scripts/check-module-cycles` checks it).
 //!
@@ -16,10 +16,15 @@
 //! - `rest` (private): the HTTP door on the same port: an OpenAI-compatible
 //!   `/v1/audio/transcriptions` and `/v1/audio/translations`, `/v1/models`, `/healthz` and
 //!   `/readyz`.
+//! - `ws` (private): the WebSocket door for browsers (docs/WEBSOCKET.md): `/v1/stream` runs a
+//!   StreamingRecognize session (JSON config and responses, binary audio), `/v1/captions` a
+//!   StreamCaptions subscription; errors close with 4000 + the gRPC code.
+//! - `web` (private): the captions page at `/` (files compiled in) and `/v1/info`.
 //! - `unary` (private): whole-audio recognition (one job), shared by Recognize and REST.
 //! - [`metrics`]: the Prometheus metrics (`GET /metrics`).
-//! - `session` (private): one StreamingRecognize call as a tokio task: reads the config and
-//!   audio, drives its pipeline, sends responses through a bounded outbound slot.
+//! - `session` (private): one StreamingRecognize call as a tokio task, whichever door it came
+//!   through (gRPC, WebSocket): reads the config and audio, drives its pipeline, sends
+//!   responses through a bounded outbound slot.
 //! - [`sources`]: server-side capture sources (`--source file:PATH[:loop]`, `mic[:DEVICE]`),
 //!   each driving one pipeline whose updates go to its caption hub.
 //!
@@ -112,13 +117,15 @@ mod session;
 pub mod sources;
 mod state;
 pub mod tls;
+mod transport;
 mod unary;
+mod web;
+mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use transcribe_proto::v1::transcription_service_server::TranscriptionServiceServer;
@@ -200,7 +207,7 @@ impl Server {
     ///
     /// # Errors
     /// [`ServerError::ModelLoad`] or [`ServerError::Worker`] when loading fails (the server
-    /// stops), [`ServerError::Transport`] when the transport fails.
+    /// stops), [`ServerError::Io`] when the listener fails.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -229,27 +236,30 @@ impl Server {
         let reflection = InterceptedService::new(reflection, authenticator.clone());
         let reflection_alpha = InterceptedService::new(reflection_alpha, authenticator.clone());
         let service = InterceptedService::new(service, authenticator.clone());
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &state.config.tls {
-            builder = builder.tls_config(tls.server_config())?;
-        }
+        let tls = match &state.config.tls {
+            Some(identity) => Some(
+                identity
+                    .server_config()
+                    .map_err(|e| ServerError::Tls(e.to_string()))?,
+            ),
+            None => None,
+        };
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        // One listener: the gRPC services and the HTTP door (REST, health) on one router,
-        // HTTP/1.1 accepted beside HTTP/2.
+        // One listener: the gRPC services and the HTTP doors (REST, health, WebSocket, the
+        // page) on one router, HTTP/1.1 beside HTTP/2 (`transport`).
         let grpc = tonic::service::Routes::new(health)
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(service);
-        let routes = tonic::service::Routes::from(
-            grpc.into_axum_router().merge(rest::router(state.clone())),
-        );
-        let server = builder
-            .accept_http1(true)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            });
+        let router = grpc
+            .into_axum_router()
+            .merge(rest::router(state.clone()))
+            .merge(ws::router(state.clone()))
+            .merge(web::router(state.clone()));
+        let server = transport::serve(listener, tls, router, async {
+            let _ = stop_rx.await;
+        });
         tokio::pin!(server);
         tokio::pin!(shutdown);
         tracing::info!(message = "Listening.", address = %local, models = ?state.names);

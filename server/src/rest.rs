@@ -62,7 +62,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The OpenAI-shaped error response for `error`.
-fn error_response(error: &RequestError, param: Option<String>) -> Response {
+pub(crate) fn error_response(error: &RequestError, param: Option<String>) -> Response {
     let http = error.to_http(param);
     let status = StatusCode::from_u16(http.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({
@@ -82,24 +82,35 @@ fn error_response(error: &RequestError, param: Option<String>) -> Response {
     response
 }
 
-/// Refuses a `/v1/` call without an accepted bearer token (when the server has tokens).
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), RequestError> {
-    match &state.config.auth {
-        None => Ok(()),
-        Some(tokens) => tokens
-            .check_header(
-                headers
-                    .get(header::AUTHORIZATION)
-                    .map(HeaderValue::as_bytes),
-            )
-            .inspect_err(|error| tracing::info!(message = "HTTP call refused.", %error)),
+/// The `token` query parameter, for callers that cannot set headers (browsers opening a
+/// WebSocket).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct TokenQuery {
+    pub token: Option<String>,
+}
+
+/// Refuses a `/v1/` call without an accepted bearer token (when the server has tokens): in
+/// the `Authorization` header, or in `query_token` where the door takes one.
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<(), RequestError> {
+    let Some(tokens) = &state.config.auth else {
+        return Ok(());
+    };
+    let header = headers.get(header::AUTHORIZATION);
+    match (header, query_token) {
+        (None, Some(token)) => tokens.check_token(token),
+        (header, _) => tokens.check_header(header.map(HeaderValue::as_bytes)),
     }
+    .inspect_err(|error| tracing::info!(message = "HTTP call refused.", %error))
 }
 
 /// Prometheus metrics; needs the token when the server has tokens (scrapers send one as a
 /// bearer token).
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(error) = authorize(&state, &headers) {
+    if let Err(error) = authorize(&state, &headers, None) {
         state.count_refusal(&error);
         return error_response(&error, None);
     }
@@ -130,7 +141,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 }
 
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(error) = authorize(&state, &headers) {
+    if let Err(error) = authorize(&state, &headers, None) {
         state.count_refusal(&error);
         return error_response(&error, None);
     }
@@ -270,7 +281,7 @@ async fn run_audio(
     form: Multipart,
     task: Task,
 ) -> Result<Response, (RequestError, Option<String>)> {
-    authorize(state, headers).map_err(|e| (e, None))?;
+    authorize(state, headers, None).map_err(|e| (e, None))?;
     let ready = state.ready().map_err(|e| (e, None))?;
     let form = read_form(form, state.config.max_message_bytes).await?;
     let format = match form.response_format.trim() {

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::DropGuard;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -28,7 +27,7 @@ use crate::convert::{duration_of, duration_of_seconds, segment_result};
 use crate::error::RequestError;
 use crate::ingest::{Ingest, RawFormat, STREAMING_ENCODINGS};
 use crate::recognition::parse_recognition;
-use crate::session::OUTBOUND_CAPACITY;
+use crate::session;
 use crate::state::AppState;
 use crate::unary;
 
@@ -41,6 +40,9 @@ const CONTAINER_ENCODINGS: [AudioEncoding; 6] = [
     AudioEncoding::OggOpus,
     AudioEncoding::WebmOpus,
 ];
+
+/// The door's name in metrics.
+const DOOR: &str = "grpc";
 
 /// The gRPC service.
 pub(crate) struct Service {
@@ -92,35 +94,26 @@ impl TranscriptionService for Service {
             self.state.count_refusal(&error);
             return Err(error.to_status());
         }
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        let cancel = CancellationToken::new();
+        // tonic answers a message over --max-message-bytes with OUT_OF_RANGE; any other
+        // failure to read the client's stream is the client going away.
+        let limit = self.state.config.max_message_bytes;
+        let inbound = request.into_inner().map(move |message| {
+            message.map_err(|status| match status.code() {
+                tonic::Code::OutOfRange => RequestError::MessageTooLarge { limit },
+                _ => RequestError::Cancelled,
+            })
+        });
+        let started = session::start(
+            self.state.clone(),
+            Box::pin(inbound),
+            DOOR,
+            request_id.clone(),
+            span,
+        );
         let stream = SessionStream {
-            inner: ReceiverStream::new(rx),
-            _guard: cancel.clone().drop_guard(),
+            inner: started.responses,
+            _guard: started.guard,
         };
-        let state = self.state.clone();
-        let panic_tx = tx.clone();
-        let id = request_id.clone();
-        let task = self.state.calls.spawn(
-            async move {
-                crate::session::run(state, inbound, tx, cancel, id).await;
-            }
-            .instrument(span.clone()),
-        );
-        // A panic in the session ends only this stream, with INTERNAL (not a silent OK).
-        tokio::spawn(
-            async move {
-                if let Err(error) = task.await
-                    && error.is_panic()
-                {
-                    tracing::error!(message = "Stream task panicked.");
-                    let status = RequestError::internal("stream task panicked").to_status();
-                    let _ = panic_tx.send(Err(status)).await;
-                }
-            }
-            .instrument(span),
-        );
         Ok(with_request_id(Response::new(stream), &request_id))
     }
 
@@ -130,7 +123,7 @@ impl TranscriptionService for Service {
     ) -> Result<Response<RecognizeResponse>, Status> {
         let request_id = self.state.request_id();
         let span = tracing::info_span!("recognize", request_id = %request_id);
-        let mut call = self.state.metrics.call("grpc", "unary");
+        let mut call = self.state.metrics.call(DOOR, "unary");
         let result = self
             .state
             .calls
@@ -153,78 +146,90 @@ impl TranscriptionService for Service {
         request: Request<StreamCaptionsRequest>,
     ) -> Result<Response<Self::StreamCaptionsStream>, Status> {
         let request_id = self.state.request_id();
-        let request = request.into_inner();
-        let span =
-            tracing::info_span!("captions", request_id = %request_id, source = %request.source);
-        let subscribed = (|| {
-            self.state.ready()?;
-            let options = SubscribeOptions::from_request(&request)?;
-            let hub = self.state.captions.find(&request.source)?;
-            hub.subscribe(options)
-        })();
-        match subscribed {
-            Ok(stream) => {
-                span.in_scope(|| {
-                    tracing::info!(
-                        message = "Caption subscriber joined.",
-                        history = request.history_size,
-                        interim = request.interim_results
-                    );
-                });
-                let stream: CaptionStream = Box::pin(stream);
-                Ok(with_request_id(Response::new(stream), &request_id))
-            }
-            Err(error) => {
-                span.in_scope(|| error.log());
-                self.state.count_refusal(&error);
-                Err(error.to_status())
-            }
-        }
+        let stream = subscribe_captions(&self.state, &request.into_inner(), &request_id)
+            .map_err(|error| error.to_status())?;
+        Ok(with_request_id(Response::new(stream), &request_id))
     }
 
     async fn list_models(
         &self,
         _request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        let ready = self.state.ready.get();
-        let models = self
-            .state
-            .names
-            .iter()
-            .map(|name| {
-                let info = ready.and_then(|r| r.models.iter().find(|m| &m.name == name));
-                let english_only = info.map_or(name.ends_with(".en"), |i| !i.multilingual);
-                let mut encodings: Vec<i32> =
-                    STREAMING_ENCODINGS.iter().map(|e| *e as i32).collect();
-                encodings.extend(CONTAINER_ENCODINGS.iter().skip(1).map(|e| *e as i32));
-                Model {
-                    name: name.clone(),
-                    display_name: format!("Whisper {name}"),
-                    language_codes: if english_only {
-                        vec!["en".into()]
-                    } else {
-                        vec![]
-                    },
-                    sample_rate_hertz: SAMPLE_RATE as i32,
-                    supported_encodings: encodings,
-                    supports_translation: !english_only,
-                    supports_word_time_offsets: true,
-                    supports_streaming: true,
-                    state: if info.is_some() {
-                        ModelState::Ready
-                    } else {
-                        ModelState::Loading
-                    } as i32,
-                    attributes: info
-                        .map(|i| i.attributes.clone().into_iter().collect())
-                        .unwrap_or_default(),
-                }
-            })
-            .collect();
-        Ok(Response::new(ListModelsResponse {
-            models,
-            default_model: self.state.names.first().cloned().unwrap_or_default(),
-        }))
+        Ok(Response::new(list_models(&self.state)))
+    }
+}
+
+/// What is served (ListModels, and the browser page's `/v1/info`).
+pub(crate) fn list_models(state: &AppState) -> ListModelsResponse {
+    let ready = state.ready.get();
+    let models = state
+        .names
+        .iter()
+        .map(|name| {
+            let info = ready.and_then(|r| r.models.iter().find(|m| &m.name == name));
+            let english_only = info.map_or(name.ends_with(".en"), |i| !i.multilingual);
+            let mut encodings: Vec<i32> = STREAMING_ENCODINGS.iter().map(|e| *e as i32).collect();
+            encodings.extend(CONTAINER_ENCODINGS.iter().skip(1).map(|e| *e as i32));
+            Model {
+                name: name.clone(),
+                display_name: format!("Whisper {name}"),
+                language_codes: if english_only {
+                    vec!["en".into()]
+                } else {
+                    vec![]
+                },
+                sample_rate_hertz: SAMPLE_RATE as i32,
+                supported_encodings: encodings,
+                supports_translation: !english_only,
+                supports_word_time_offsets: true,
+                supports_streaming: true,
+                state: if info.is_some() {
+                    ModelState::Ready
+                } else {
+                    ModelState::Loading
+                } as i32,
+                attributes: info
+                    .map(|i| i.attributes.clone().into_iter().collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    ListModelsResponse {
+        models,
+        default_model: state.names.first().cloned().unwrap_or_default(),
+    }
+}
+
+/// A StreamCaptions subscription (gRPC, and the WebSocket door's `/v1/captions`); a refusal
+/// is logged and counted here.
+pub(crate) fn subscribe_captions(
+    state: &AppState,
+    request: &StreamCaptionsRequest,
+    request_id: &str,
+) -> Result<CaptionStream, RequestError> {
+    let span = tracing::info_span!("captions", request_id = %request_id, source = %request.source);
+    let subscribed = (|| {
+        state.ready()?;
+        let options = SubscribeOptions::from_request(request)?;
+        let hub = state.captions.find(&request.source)?;
+        hub.subscribe(options)
+    })();
+    match subscribed {
+        Ok(stream) => {
+            span.in_scope(|| {
+                tracing::info!(
+                    message = "Caption subscriber joined.",
+                    history = request.history_size,
+                    interim = request.interim_results
+                );
+            });
+            Ok(Box::pin(stream))
+        }
+        Err(error) => {
+            span.in_scope(|| error.log());
+            state.count_refusal(&error);
+            Err(error)
+        }
     }
 }
 
@@ -255,7 +260,7 @@ async fn recognize(
         }
     };
     let samples = decode_content(&content, config.audio_format.as_ref())?;
-    let recognized = unary::recognize(state, &recognition, samples, "config", "grpc").await?;
+    let recognized = unary::recognize(state, &recognition, samples, "config", DOOR).await?;
     let language = recognized.language.as_deref();
     let results = recognized
         .segments

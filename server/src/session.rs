@@ -1,6 +1,8 @@
-//! One StreamingRecognize call: a tokio task that reads the config, admits the stream,
-//! converts audio and drives the stream's recognition [`Pipeline`]; its updates become
-//! responses through the stream's [`Outbound`] slot.
+//! One StreamingRecognize call, whichever door it came through (gRPC, WebSocket): a tokio
+//! task that reads the config, admits the stream, converts audio and drives the stream's
+//! recognition [`Pipeline`]; its updates become responses through the stream's [`Outbound`]
+//! slot. A door only turns its transport's messages into an [`Inbound`] stream and the
+//! [`Outgoing`] items back into its own ([`start`]).
 //!
 //! ```text
 //! client msgs ──► ingest (convert) ──► Pipeline ──► Update ──► Outbound ──► client
@@ -11,12 +13,16 @@
 //! drain timeout; finals are flushed, then UNAVAILABLE). A message over the transport's size
 //! limit ends it with OUT_OF_RANGE (`MESSAGE_TOO_LARGE`), not as a vanished client.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tonic::Status;
+use tracing::Instrument;
 use transcribe_core::StreamingPolicy;
 use transcribe_proto::v1::StreamingRecognizeRequest;
 use transcribe_proto::v1::StreamingRecognizeResponse;
@@ -36,23 +42,68 @@ use crate::state::AppState;
 /// the session, never on other streams).
 pub const OUTBOUND_CAPACITY: usize = 16;
 
-type Outgoing = Result<StreamingRecognizeResponse, Status>;
+/// What a stream sends its client: responses, then at most one closing status (none: OK).
+pub(crate) type Outgoing = Result<StreamingRecognizeResponse, Status>;
 
-/// The door's name in metrics.
-const DOOR: &str = "grpc";
+/// A client's messages as its door delivers them. The stream's end is the client's end of
+/// input (a gRPC half-close, a WebSocket `end`); an error ends the call with it
+/// ([`RequestError::Cancelled`] for a client that went away).
+pub(crate) type Inbound =
+    Pin<Box<dyn Stream<Item = Result<StreamingRecognizeRequest, RequestError>> + Send>>;
+
+/// A started stream: its responses, and a guard that cancels it when the door drops it
+/// (the client went away).
+pub(crate) struct Started {
+    pub responses: ReceiverStream<Outgoing>,
+    pub guard: DropGuard,
+}
+
+/// Starts one stream from `door` (its name in metrics) as a task the drain waits for. A panic
+/// in it ends only this stream, with INTERNAL (not a silent OK).
+pub(crate) fn start(
+    state: Arc<AppState>,
+    inbound: Inbound,
+    door: &'static str,
+    request_id: String,
+    span: tracing::Span,
+) -> Started {
+    let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    let cancel = CancellationToken::new();
+    let guard = cancel.clone().drop_guard();
+    let panic_tx = tx.clone();
+    let calls = state.calls.clone();
+    let task = calls.spawn(run(state, inbound, door, tx, cancel, request_id).instrument(span.clone()));
+    tokio::spawn(
+        async move {
+            if let Err(error) = task.await
+                && error.is_panic()
+            {
+                tracing::error!(message = "Stream task panicked.");
+                let status = RequestError::internal("stream task panicked").to_status();
+                let _ = panic_tx.send(Err(status)).await;
+            }
+        }
+        .instrument(span),
+    );
+    Started {
+        responses: ReceiverStream::new(rx),
+        guard,
+    }
+}
 
 /// Runs one stream to its end and sends its closing status.
-pub(crate) async fn run(
+async fn run(
     state: Arc<AppState>,
-    mut inbound: Streaming<StreamingRecognizeRequest>,
+    mut inbound: Inbound,
+    door: &'static str,
     tx: mpsc::Sender<Outgoing>,
     cancel: CancellationToken,
     request_id: String,
 ) {
     let mut out = Outbound::new(tx, request_id);
     let started = Instant::now();
-    let mut call = state.metrics.call(DOOR, "stream");
-    let result = stream(&state, &mut inbound, &mut out, &cancel).await;
+    let mut call = state.metrics.call(door, "stream");
+    let result = stream(&state, &mut inbound, door, &mut out, &cancel).await;
     state.call_ended(&mut call, result.as_ref().copied());
     match result {
         Ok(()) => tracing::info!(
@@ -83,14 +134,15 @@ enum Wake {
     Drain,
     DrainDeadline,
     Idle,
-    Message(Box<Result<Option<StreamingRecognizeRequest>, Status>>),
+    Message(Box<Option<Result<StreamingRecognizeRequest, RequestError>>>),
     Job(Result<JobOutput, oneshot::error::RecvError>),
     Flushed,
 }
 
 async fn stream(
     state: &AppState,
-    inbound: &mut Streaming<StreamingRecognizeRequest>,
+    inbound: &mut Inbound,
+    door: &'static str,
     out: &mut Outbound,
     cancel: &CancellationToken,
 ) -> Result<(), RequestError> {
@@ -100,7 +152,7 @@ async fn stream(
         () = cancel.cancelled() => return Err(RequestError::Cancelled),
         () = state.drain.cancelled() => return Err(RequestError::Draining),
         () = tokio::time::sleep(idle) => return Err(RequestError::AudioTimeout { limit: idle }),
-        msg = inbound.message() => msg.map_err(|status| inbound_error(state, &status))?,
+        msg = inbound.next() => msg.transpose()?,
     };
     let config = match first.and_then(|m| m.streaming_request) {
         Some(StreamingRequest::StreamingConfig(config)) => config,
@@ -118,7 +170,7 @@ async fn stream(
         }
     };
     let ready = state.ready()?;
-    let setup = stream_setup(&state.config, config, &ready.models, DOOR)?;
+    let setup = stream_setup(&state.config, config, &ready.models, door)?;
     // 2. Admission.
     let lease = state.admit(ready)?;
     let policy = StreamingPolicy::new(setup.policy.clone()).map_err(|e| config_violation(&e))?;
@@ -170,7 +222,7 @@ async fn stream(
                 }
                 () = sleep_until_some(drain_deadline), if input_open => Wake::DrainDeadline,
                 () = tokio::time::sleep_until(idle_deadline), if input_open => Wake::Idle,
-                msg = inbound.message(), if input_open => Wake::Message(Box::new(msg)),
+                msg = inbound.next(), if input_open => Wake::Message(Box::new(msg)),
             }
         };
         match wake {
@@ -195,15 +247,15 @@ async fn stream(
                 out.deliver(emitted).await?;
             }
             Wake::Message(msg) => match *msg {
-                Err(status) => {
-                    tracing::debug!(message = "Client stream failed.", %status);
-                    return Err(inbound_error(state, &status));
+                Some(Err(error)) => {
+                    tracing::debug!(message = "Client stream failed.", %error);
+                    return Err(error);
                 }
-                Ok(None) => {
+                None => {
                     input_open = false;
                     session.end_input(out, None).await?;
                 }
-                Ok(Some(msg)) => {
+                Some(Ok(msg)) => {
                     // Only audio counts as activity: empty chunks or bare FinalizeUtterance
                     // messages must not hold a stream (and its place) open forever.
                     if matches!(&msg.streaming_request,
@@ -248,18 +300,6 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// What a failed read of the client's stream means: tonic answers a message over
-/// `--max-message-bytes` with OUT_OF_RANGE; anything else is the client going away.
-fn inbound_error(state: &AppState, status: &Status) -> RequestError {
-    if status.code() == tonic::Code::OutOfRange {
-        RequestError::MessageTooLarge {
-            limit: state.config.max_message_bytes,
-        }
-    } else {
-        RequestError::Cancelled
     }
 }
 

@@ -1,5 +1,6 @@
 //! TLS for the server (`--tls-cert`, `--tls-key`): the PEM files read and checked at
-//! start-up ([`TlsIdentity::load`]), then handed to tonic's rustls acceptor (ring provider).
+//! start-up ([`TlsIdentity::load`]), then turned into a rustls configuration (ring provider)
+//! offering HTTP/2 and HTTP/1.1, for the server's own acceptor (`transport`).
 //!
 //! Checks, each error naming its file: both files readable; the certificate file holds at
 //! least one `CERTIFICATE` block (the server's first, then any intermediates); the key file
@@ -7,14 +8,14 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Identity, ServerTlsConfig};
 
 /// Longest a client may take to finish the TLS handshake before its connection is closed
-/// (tonic sets none by default, so a client that connects and never speaks would hold a
-/// socket and a task for ever). A handshake is a few round trips: 10 s is generous on any
+/// (without one, a client that connects and never speaks would hold a socket and a task for
+/// ever). A handshake is a few round trips: 10 s is generous on any
 /// real network.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -185,13 +186,11 @@ impl TlsIdentity {
             key_pem,
         };
         // Build the acceptor once now, so a pair rustls refuses fails at start-up.
-        tonic::transport::Server::builder()
-            .tls_config(identity.server_config())
-            .map_err(|e| TlsError::Rejected {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-                reason: chain(&e),
-            })?;
+        identity.server_config().map_err(|e| TlsError::Rejected {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            reason: chain(&e),
+        })?;
         Ok(identity)
     }
 
@@ -200,10 +199,24 @@ impl TlsIdentity {
         &self.cert_path
     }
 
-    /// The tonic server TLS configuration (handshakes bounded by [`HANDSHAKE_TIMEOUT`]).
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .timeout(HANDSHAKE_TIMEOUT)
+    /// The rustls server configuration (ring provider), offering HTTP/2 (gRPC, REST) and
+    /// HTTP/1.1 (REST, WebSocket) by ALPN. Handshakes are bounded by [`HANDSHAKE_TIMEOUT`]
+    /// where the transport accepts them.
+    ///
+    /// # Errors
+    /// What rustls says about the certificate and key.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 }
