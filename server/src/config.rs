@@ -194,6 +194,18 @@ pub struct ServerArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "TRANSCRIBE_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<std::path::PathBuf>,
+
+    /// Let web pages from this origin (e.g. https://captions.example.org) call the server
+    /// from a browser: gRPC-Web, REST and /v1/info answer CORS requests from it. Repeat the
+    /// flag or separate with commas; `*` allows any origin. None by default (the server's
+    /// own page at / needs none).
+    #[arg(
+        long = "cors-allow-origin",
+        env = "TRANSCRIBE_CORS_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
 }
 
 /// Capacities of the caption broadcast ([`crate::captions`]); the defaults are
@@ -272,6 +284,8 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsIdentity>,
     /// StreamCaptions subscribers per source (at least 1).
     pub max_subscribers: usize,
+    /// Origins allowed to call from a browser (`--cors-allow-origin`); empty: none.
+    pub cors: Vec<axum::http::HeaderValue>,
 }
 
 impl ServerConfig {
@@ -480,6 +494,29 @@ impl ServerArgs {
                     flag: e.flag(),
                     reason: e.to_string(),
                 })?;
+        let cors = self
+            .cors_allow_origins
+            .iter()
+            .map(|origin| {
+                // scheme://host[:port], nothing after it (a browser's Origin header).
+                let origin = origin.trim_end_matches('/');
+                let valid = origin == "*"
+                    || ["http://", "https://"].iter().any(|scheme| {
+                        origin
+                            .strip_prefix(scheme)
+                            .is_some_and(|host| !host.is_empty() && !host.contains('/'))
+                    });
+                axum::http::HeaderValue::from_str(origin)
+                    .ok()
+                    .filter(|_| valid)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        flag: "--cors-allow-origin",
+                        reason: format!(
+                            "{origin:?} is not an origin: give scheme://host[:port] or *"
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ServerConfig {
             listen: self.listen,
             models,
@@ -506,6 +543,7 @@ impl ServerArgs {
             captions: CaptionLimits::default(),
             auth,
             tls,
+            cors,
         })
     }
 }

@@ -252,11 +252,17 @@ impl Server {
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(service);
+        // gRPC-Web (browsers: unary and server-streaming calls) on the gRPC services.
         let router = grpc
             .into_axum_router()
+            .layer(tonic_web::GrpcWebLayer::new())
             .merge(rest::router(state.clone()))
             .merge(ws::router(state.clone()))
             .merge(web::router(state.clone()));
+        let router = match web::cors(&state.config.cors) {
+            Some(cors) => router.layer(cors),
+            None => router,
+        };
         let server = transport::serve(listener, tls, router, async {
             let _ = stop_rx.await;
         });

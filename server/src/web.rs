@@ -1,8 +1,10 @@
 //! The captions page (`server/web/`, compiled into the binary: no build step, no files to
 //! install) and `GET /v1/info`, what the page offers: models, caption sources, languages.
-//! The page itself talks to the WebSocket door ([`crate::ws`], docs/WEBSOCKET.md).
+//! The page itself talks to the WebSocket door ([`crate::ws`], docs/WEBSOCKET.md). Also the
+//! CORS policy for pages served elsewhere (`--cors-allow-origin`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -10,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use transcribe_core::language::LANGUAGES;
 use transcribe_proto::json::to_json;
 
@@ -96,4 +99,46 @@ fn info_json(state: &AppState) -> Result<Value, RequestError> {
         .map(|(code, name)| json!({"code": code, "name": name}))
         .collect();
     Ok(json!({"models": models, "sources": sources, "languages": languages}))
+}
+
+/// How long a browser may cache a CORS preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The CORS policy for `origins` (`--cors-allow-origin`; `*` for any), or none when empty:
+/// then browsers refuse cross-origin calls, as without the layer. gRPC-Web needs its headers
+/// allowed and its trailers-in-headers exposed.
+pub(crate) fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().cloned())
+    };
+    let name = header::HeaderName::from_static;
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                name("x-grpc-web"),
+                name("x-user-agent"),
+                name("grpc-timeout"),
+            ])
+            .expose_headers([
+                name("grpc-status"),
+                name("grpc-message"),
+                name("grpc-status-details-bin"),
+                name("x-request-id"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(CORS_MAX_AGE),
+    )
 }

@@ -118,7 +118,7 @@
     if (models.length === 0) ui.model.append(option('', 'Server default', true));
     fillLanguages();
     ui.source.replaceChildren(...info.sources.map((s, i) =>
-      option(s.name, (s.displayName || s.name) + sourceKind(s), i === 0)));
+      option(s.name, s.name + sourceKind(s), i === 0)));
     if (info.sources.length === 0) ui.source.append(option('', 'None on this server', true));
     setState(document.body.dataset.state);
   }

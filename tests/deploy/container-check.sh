@@ -15,7 +15,9 @@
 #    USER, ENTRYPOINT) with the binaries already in target/release standing in for the
 #    `build` stage's output, prints what the image says about itself, and runs
 #    `transcribe-server --help` in it as the image's user.
-# 4. With --build-deps: builds the real `build-deps` stages too (apt-get of cmake, clang,
+# 4. Builds deploy/container/Containerfile.models on top of that image with a stand-in
+#    ggml file and lists /models as the image's user.
+# 5. With --build-deps: builds the real `build-deps` stages too (apt-get of cmake, clang,
 #    libclang-dev, g++, the ALSA headers: some hundreds of MB from Debian's mirror). The
 #    `build` stages (cargo build) are never run here.
 #
@@ -80,6 +82,15 @@ podman image inspect localhost/transcribe-check:runtime \
   --format 'user={{.Config.User}} entrypoint={{.Config.Entrypoint}} env={{.Config.Env}} ports={{.Config.ExposedPorts}} stopsignal={{.Config.StopSignal}}'
 podman image inspect localhost/transcribe-check:runtime --format '{{.Size}}' |
   awk '{printf "image size: %.0f MB (the debootstrap minbase root stands in for bookworm-slim)\n", $1/1e6}'
+
+echo "== Containerfile.models on that image (a stand-in ggml file, not a real model)"
+mctx="$work/models-ctx"
+rm -rf "$mctx" && mkdir -p "$mctx"
+printf 'not a real model\n' > "$mctx/ggml-tiny.en.bin"
+"${build[@]}" -f deploy/container/Containerfile.models \
+  --build-arg BASE=localhost/transcribe-check:runtime -t localhost/transcribe-check:models "$mctx"
+printf 'FROM localhost/transcribe-check:models\nRUN id -u && ls -ln /models\n' > "$mctx/Containerfile.check"
+"${build[@]}" -f "$mctx/Containerfile.check" -t localhost/transcribe-check:models-check "$mctx"
 
 if $build_deps; then
   echo "== Containerfile --target build-deps"

@@ -15,8 +15,9 @@
   port; the token Secret is mounted where --auth-token-file points; the autoscaling metric
   is a gauge that server/src/metrics.rs registers; the gRPC health service name is the
   server's.
-- Each kustomization renders (`kubectl kustomize` or `kustomize build`, when installed) and
-  what it renders validates too.
+- Each kustomization (cpu, gpu, overlays/*) renders (`kubectl kustomize` or `kustomize
+  build`, when installed), what it renders validates too, and its Deployment passes the same
+  checks as the files (TLS: HTTPS probes, certificate mounted where the flags point).
 - deploy/nginx passes `nginx -t` (when nginx is installed). deploy/envoy/envoy.yaml parses
   into Envoy's v3 Bootstrap message with its validation rules (xds-protos and
   protoc-gen-validate: Envoy's API, not an Envoy binary, which is not installed here) and is
@@ -228,132 +229,176 @@ def kustomize_command() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("variant", ["cpu", "gpu"])
-def test_variants_render_and_validate(variant: str):
+# --- the Deployments against the server ------------------------------------------------
+# Each check takes a Deployment; they run on every Deployment file and on the Deployment
+# each kustomization renders (overlays included).
+
+
+def check_env_vars_exist(deployment):
+    known = known_env_vars()
+    spec = deployment["spec"]["template"]["spec"]
+    for c in spec["containers"] + spec.get("initContainers", []):
+        for name in env_of(c):
+            if name.startswith("TRANSCRIBE_"):
+                assert name in known, f"{c['name']}: {name} is read by nothing (known: {sorted(known)})"
+
+
+def check_grace_period_exceeds_the_drain(deployment):
+    default, source = default_drain_timeout()
+    spec = deployment["spec"]["template"]["spec"]
+    grace = spec["terminationGracePeriodSeconds"]
+    container = server_container(deployment)
+    set_value = env_of(container).get("TRANSCRIBE_DRAIN_TIMEOUT")
+    for i, arg in enumerate(container.get("args", [])):
+        if arg.startswith("--drain-timeout"):
+            set_value = arg.split("=", 1)[1] if "=" in arg else container["args"][i + 1]
+    drain = parse_duration(set_value) if set_value else default
+    pre_stop = 0.0
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    if command[:1] == ["sleep"]:
+        pre_stop = float(command[1])
+    assert grace > default, f"terminationGracePeriodSeconds {grace} <= default drain {default}s ({source})"
+    need = pre_stop + drain + SERVER_EXIT_SECONDS
+    assert grace > need, (
+        f"terminationGracePeriodSeconds {grace} <= preStop {pre_stop}s + drain {drain}s "
+        f"+ {SERVER_EXIT_SECONDS}s of exit"
+    )
+
+
+def check_probes_point_at_the_server_port(deployment):
+    container = server_container(deployment)
+    port = container_port(container)
+    env = env_of(container)
+    listen = env.get("TRANSCRIBE_LISTEN", "127.0.0.1:50051")
+    assert listen.rsplit(":", 1)[0] not in ("127.0.0.1", "[::1]", "localhost"), (
+        "the server listens on loopback only: probes and Services cannot reach it")
+    assert int(listen.rsplit(":", 1)[1]) == port["containerPort"]
+    service_name = re.search(
+        r'pub const SERVICE_NAME: &str = "([^"]+)"', (ROOT / "server/src/lib.rs").read_text()
+    ).group(1)
+    tls = "TRANSCRIBE_TLS_CERT" in env
+    for kind in ["startupProbe", "readinessProbe", "livenessProbe"]:
+        probe = container[kind]
+        if "grpc" in probe:
+            # The kubelet's gRPC probe has no TLS.
+            assert not tls, f"{kind}: gRPC probes cannot reach a server with --tls-cert"
+            assert probe["grpc"]["port"] == port["containerPort"], kind
+            assert probe["grpc"].get("service", "") in ("", service_name), kind
+        elif "httpGet" in probe:
+            assert probe["httpGet"]["port"] in (port["name"], port["containerPort"]), kind
+            assert probe["httpGet"]["path"] in ("/healthz", "/readyz"), kind
+            assert probe["httpGet"].get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP"), kind
+        else:
+            pytest.fail(f"{kind} is neither gRPC nor HTTP")
+    # Liveness must not fail while loading or draining; startup and readiness must.
+    assert container["livenessProbe"].get("httpGet", {}).get("path") == "/healthz" or \
+        "grpc" in container["livenessProbe"]
+    for kind in ["startupProbe", "readinessProbe"]:
+        assert "grpc" in container[kind] or container[kind]["httpGet"]["path"] == "/readyz", kind
+
+
+def secret_files(deployment, container) -> dict[str, tuple[str, str]]:
+    """Path in the container -> (Secret name, key) for every Secret volume it mounts."""
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    files = {}
+    for mount in container["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        assert mount.get("readOnly") is True and "subPath" not in mount, mount
+        for item in secret.get("items", []):
+            files[f"{mount['mountPath'].rstrip('/')}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+def check_token_secret_is_mounted_where_the_flag_points(deployment):
+    container = server_container(deployment)
+    env = env_of(container)
+    token_file = env["TRANSCRIBE_AUTH_TOKEN_FILE"]
+    [(_, example)] = docs_of_kind("Secret")
+    files = secret_files(deployment, container)
+    assert token_file in files, f"no Secret volume puts a file at {token_file}: {files}"
+    name, key = files[token_file]
+    assert name == example["metadata"]["name"] and key in example["stringData"], (name, key)
+    for flag in ["TRANSCRIBE_TLS_CERT", "TRANSCRIBE_TLS_KEY"]:
+        if flag in env:
+            assert env[flag] in files, f"{flag} points at no mounted Secret key"
+
+
+def check_models_come_from_the_volume_or_image(deployment):
+    spec = deployment["spec"]["template"]["spec"]
+    container = server_container(deployment)
+    env = env_of(container)
+    model_dir = env["TRANSCRIBE_MODEL_DIR"]
+    assert env.get("TRANSCRIBE_OFFLINE") == "1", "pods should not download at start-up"
+    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == model_dir]
+    if not mounts:
+        # Models baked into the image (Containerfile.models): nothing may fill a volume.
+        assert not spec.get("initContainers"), "an init container fills a folder nobody mounts"
+        return
+    [mount] = mounts
+    assert mount.get("readOnly") is True
+    for init in spec.get("initContainers", []):
+        init_env = env_of(init)
+        assert init_env["TRANSCRIBE_MODEL"] == env["TRANSCRIBE_MODEL"]
+        assert init_env["TRANSCRIBE_MODEL_DIR"] == model_dir
+        assert any(m["name"] == mount["name"] and not m.get("readOnly") for m in init["volumeMounts"])
+
+
+def check_pod_settings(deployment):
+    spec = deployment["spec"]["template"]["spec"]
+    # A Service named `transcribe` would inject TRANSCRIBE_PORT etc. into the server's
+    # own variable namespace.
+    assert spec["enableServiceLinks"] is False
+    strategy = deployment["spec"]["strategy"]
+    if strategy["type"] == "RollingUpdate":
+        # A new replica loads its model before an old one drains.
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    container = server_container(deployment)
+    assert container["resources"]["limits"]["memory"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+DEPLOYMENT_CHECKS = [check_env_vars_exist, check_grace_period_exceeds_the_drain,
+                     check_probes_point_at_the_server_port,
+                     check_token_secret_is_mounted_where_the_flag_points,
+                     check_models_come_from_the_volume_or_image, check_pod_settings]
+
+
+@pytest.mark.parametrize("check", DEPLOYMENT_CHECKS, ids=lambda c: c.__name__[len("check_"):])
+@pytest.mark.parametrize("path,deployment", DEPLOYMENTS, ids=[rel(p) for p, _ in DEPLOYMENTS])
+def test_deployment(path, deployment, check):
+    check(deployment)
+
+
+KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml") if p.parent.name != "base")
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=rel)
+def test_kustomization_renders_and_validates(folder: Path):
     command = kustomize_command()
     if command is None:
         pytest.skip("neither kustomize nor kubectl is installed")
-    out = subprocess.run(command + [str(K8S / variant)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(command + [str(folder)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Namespace", "Service", "Service", "PodDisruptionBudget", "PodMonitor",
-                            "Deployment", "ScaledObject"]), kinds
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "Service", "PodDisruptionBudget", "PodMonitor", "Deployment",
+            "ScaledObject"} <= kinds, kinds
     for doc in docs:
         if (doc["apiVersion"], doc["kind"]) not in CUSTOM_KINDS:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    for check in DEPLOYMENT_CHECKS:
+        check(deployment)
     spec = deployment["spec"]["template"]["spec"]
+    flavour = "cuda" if folder.name == "gpu" else "cpu"
     for c in spec["containers"] + spec.get("initContainers", []):
-        assert c["image"] == f"transcribe:{'cuda' if variant == 'gpu' else 'cpu'}", c["image"]
-
-
-# --- the Deployments against the server ------------------------------------------------
-
-
-@pytest.mark.parametrize("path,deployment", DEPLOYMENTS, ids=[rel(p) for p, _ in DEPLOYMENTS])
-class TestDeployment:
-    def test_env_vars_exist(self, path, deployment):
-        known = known_env_vars()
-        spec = deployment["spec"]["template"]["spec"]
-        for c in spec["containers"] + spec.get("initContainers", []):
-            for name in env_of(c):
-                if name.startswith("TRANSCRIBE_"):
-                    assert name in known, f"{c['name']}: {name} is read by nothing (known: {sorted(known)})"
-
-    def test_grace_period_exceeds_the_drain(self, path, deployment):
-        default, source = default_drain_timeout()
-        spec = deployment["spec"]["template"]["spec"]
-        grace = spec["terminationGracePeriodSeconds"]
-        container = server_container(deployment)
-        set_value = env_of(container).get("TRANSCRIBE_DRAIN_TIMEOUT")
-        for i, arg in enumerate(container.get("args", [])):
-            if arg.startswith("--drain-timeout"):
-                set_value = arg.split("=", 1)[1] if "=" in arg else container["args"][i + 1]
-        drain = parse_duration(set_value) if set_value else default
-        pre_stop = 0.0
-        command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-        if command[:1] == ["sleep"]:
-            pre_stop = float(command[1])
-        assert grace > default, f"terminationGracePeriodSeconds {grace} <= default drain {default}s ({source})"
-        need = pre_stop + drain + SERVER_EXIT_SECONDS
-        assert grace > need, (
-            f"terminationGracePeriodSeconds {grace} <= preStop {pre_stop}s + drain {drain}s "
-            f"+ {SERVER_EXIT_SECONDS}s of exit"
-        )
-
-    def test_probes_point_at_the_server_port(self, path, deployment):
-        container = server_container(deployment)
-        port = container_port(container)
-        listen = env_of(container).get("TRANSCRIBE_LISTEN", "127.0.0.1:50051")
-        assert listen.rsplit(":", 1)[0] not in ("127.0.0.1", "[::1]", "localhost"), (
-            "the server listens on loopback only: probes and Services cannot reach it")
-        assert int(listen.rsplit(":", 1)[1]) == port["containerPort"]
-        service_name = re.search(
-            r'pub const SERVICE_NAME: &str = "([^"]+)"', (ROOT / "server/src/lib.rs").read_text()
-        ).group(1)
-        for kind in ["startupProbe", "readinessProbe", "livenessProbe"]:
-            probe = container[kind]
-            if "grpc" in probe:
-                assert probe["grpc"]["port"] == port["containerPort"], kind
-                assert probe["grpc"].get("service", "") in ("", service_name), kind
-            elif "httpGet" in probe:
-                assert probe["httpGet"]["port"] in (port["name"], port["containerPort"]), kind
-                assert probe["httpGet"]["path"] in ("/healthz", "/readyz"), kind
-            else:
-                pytest.fail(f"{kind} is neither gRPC nor HTTP")
-        # Liveness must not fail while loading or draining.
-        assert container["livenessProbe"].get("httpGet", {}).get("path") == "/healthz" or \
-            "grpc" in container["livenessProbe"]
-        assert "grpc" in container["readinessProbe"] or \
-            container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-
-    def test_token_secret_is_mounted_where_the_flag_points(self, path, deployment):
-        container = server_container(deployment)
-        token_file = env_of(container)["TRANSCRIBE_AUTH_TOKEN_FILE"]
-        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-        [(_, example)] = docs_of_kind("Secret")
-        found = False
-        for mount in container["volumeMounts"]:
-            volume = volumes[mount["name"]]
-            if "secret" not in volume:
-                continue
-            assert volume["secret"]["secretName"] == example["metadata"]["name"]
-            items = volume["secret"].get("items") or [{"key": k, "path": k} for k in example["stringData"]]
-            for item in items:
-                assert item["key"] in example["stringData"], f"the Secret has no key {item['key']}"
-                if f"{mount['mountPath'].rstrip('/')}/{item['path']}" == token_file:
-                    found = True
-                    assert mount.get("readOnly") is True
-                    assert "subPath" not in mount
-        assert found, f"no Secret volume puts a file at {token_file}"
-
-    def test_models_come_from_the_volume(self, path, deployment):
-        spec = deployment["spec"]["template"]["spec"]
-        container = server_container(deployment)
-        env = env_of(container)
-        model_dir = env["TRANSCRIBE_MODEL_DIR"]
-        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == model_dir]
-        assert mount.get("readOnly") is True
-        assert env.get("TRANSCRIBE_OFFLINE") == "1", "pods should not download at start-up"
-        for init in spec.get("initContainers", []):
-            init_env = env_of(init)
-            assert init_env["TRANSCRIBE_MODEL"] == env["TRANSCRIBE_MODEL"]
-            assert init_env["TRANSCRIBE_MODEL_DIR"] == model_dir
-            assert any(m["name"] == mount["name"] and not m.get("readOnly") for m in init["volumeMounts"])
-
-    def test_pod_settings(self, path, deployment):
-        spec = deployment["spec"]["template"]["spec"]
-        # A Service named `transcribe` would inject TRANSCRIBE_PORT etc. into the server's
-        # own variable namespace.
-        assert spec["enableServiceLinks"] is False
-        strategy = deployment["spec"]["strategy"]
-        if strategy["type"] == "RollingUpdate":
-            # A new replica loads its model before an old one drains.
-            assert strategy["rollingUpdate"]["maxUnavailable"] == 0
-        container = server_container(deployment)
-        assert container["resources"]["limits"]["memory"]
-        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert re.fullmatch(rf"transcribe:{flavour}(-[a-z0-9.-]+)?", c["image"]), c["image"]
+    [monitor] = [d for d in docs if d["kind"] == "PodMonitor"]
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    tls = "TRANSCRIBE_TLS_CERT" in env_of(server_container(deployment))
+    assert endpoint["scheme"] == ("https" if tls else "http")
 
 
 # --- Services, budget, scrape, autoscaling --------------------------------------------
@@ -489,6 +534,10 @@ def nginx_files() -> list[Path]:
     return sorted((DEPLOY / "nginx").glob("*.conf"))
 
 
+def nginx_optional_files() -> list[Path]:
+    return sorted((DEPLOY / "nginx/optional").glob("*.conf"))
+
+
 def test_nginx_config_content():
     text = "\n".join(p.read_text() for p in nginx_files())
     port = container_port(server_container(DEPLOYMENTS[0][1]))["containerPort"]
@@ -510,7 +559,7 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
-def install_nginx(tmp_path: Path, edit=lambda name, text: text) -> Path:
+def install_nginx(tmp_path: Path, edit=lambda name, text: text, optional: bool = False) -> Path:
     """deploy/nginx as installed (/etc/nginx/transcribe/ and its log in /var/log/nginx/, both
     moved to tmp_path), a test
     certificate, and a wrapper nginx.conf that includes transcribe.conf in `http {}`."""
@@ -520,10 +569,12 @@ def install_nginx(tmp_path: Path, edit=lambda name, text: text) -> Path:
         pytest.skip("openssl is needed to make the test certificate")
     conf = tmp_path / "conf"
     (conf / "tls").mkdir(parents=True)
-    for src in nginx_files():
+    (conf / "optional").mkdir()
+    for src in nginx_files() + nginx_optional_files():
         text = src.read_text().replace("/etc/nginx/transcribe/", f"{conf}/")
         text = text.replace("/var/log/nginx/", f"{tmp_path}/")
-        (conf / src.name).write_text(edit(src.name, text))
+        name = src.relative_to(DEPLOY / "nginx")
+        (conf / name).write_text(edit(str(name), text))
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=transcribe.example.com", "-addext", "subjectAltName=DNS:transcribe.example.com",
@@ -542,13 +593,14 @@ http {{
     uwsgi_temp_path {tmp_path}/uwsgi;
     scgi_temp_path {tmp_path}/scgi;
     include {conf}/transcribe.conf;
-}}
+{"".join(f"    include {conf}/optional/{p.name};{chr(10)}" for p in nginx_optional_files()) if optional else ""}}}
 """)
     return wrapper
 
 
-def test_nginx_accepts_the_config(tmp_path: Path):
-    wrapper = install_nginx(tmp_path)
+@pytest.mark.parametrize("optional", [False, True], ids=["transcribe.conf", "with-optional"])
+def test_nginx_accepts_the_config(tmp_path: Path, optional: bool):
+    wrapper = install_nginx(tmp_path, optional=optional)
     out = subprocess.run([nginx_binary(), "-t", "-c", str(wrapper), "-p", f"{tmp_path}/"],
                          capture_output=True, text=True, timeout=60)
     print(out.stderr)

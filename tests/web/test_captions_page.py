@@ -165,7 +165,9 @@ class Browser:
 
     def __init__(self, playwright, args, **context):
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-        self.context = self.browser.new_context(viewport={"width": 1000, "height": 760}, **context)
+        # bypass_csp: the page's Content-Security-Policy forbids eval, which Playwright's
+        # wait_for_function uses; the page itself still runs under it.
+        self.context = self.browser.new_context(viewport={"width": 1000, "height": 760}, bypass_csp=True, **context)
         self.page = self.context.new_page()
         self.errors = []
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
