@@ -541,7 +541,7 @@ def nginx_optional_files() -> list[Path]:
 def test_nginx_config_content():
     text = "\n".join(p.read_text() for p in nginx_files())
     port = container_port(server_container(DEPLOYMENTS[0][1]))["containerPort"]
-    for needle in ["grpc_pass grpc://", "least_conn", "client_max_body_size 0", "client_body_timeout",
+    for needle in ["grpc_pass grpc://", "least_conn", "$transcribe_native_grpc", "client_max_body_size 0", "client_body_timeout",
                    "grpc_read_timeout", "grpc_send_timeout", "proxy_set_header Upgrade",
                    "location = /v1/stream", "location = /v1/captions", "location /v1/audio/",
                    "location /grpc.health.v1.Health/", "keepalive ", "http2"]:
@@ -633,6 +633,12 @@ def test_envoy_config_structure():
     [api] = [r for r in grpc_routes if r["match"]["prefix"] == "/transcribe.v1.TranscriptionService/"]
     assert api["route"]["timeout"] == "0s"
     assert "unavailable" in api["route"]["retry_policy"]["retry_on"].split(",")
+    # gRPC-Web and CORS preflights on the API's path: after the native gRPC route, over HTTP/1.1.
+    api_index = routes.index(api)
+    [web] = [r for r in routes if r["match"].get("prefix") == "/transcribe.v1.TranscriptionService/"
+             and "grpc" not in r["match"]]
+    assert routes.index(web) > api_index and web["route"]["cluster"] == "transcribe_http"
+    assert web["route"]["timeout"] == "0s"
     ws = [r for r in routes if r["match"].get("path") in ("/v1/stream", "/v1/captions")]
     assert len(ws) == 2 and all(r["route"]["cluster"] == "transcribe_http" for r in ws)
     assert all(r["route"]["upgrade_configs"][0]["upgrade_type"] == "websocket" for r in ws)

@@ -3,6 +3,7 @@ does each kind of call reach the right upstream over the right protocol?
 
 - gRPC (a health Check and a bidirectional stream) through the plaintext HTTP/2 port and
   through TLS (ALPN h2) reaches a grpcio server over HTTP/2 (grpc_pass);
+- gRPC-Web and CORS preflights on a gRPC path reach the HTTP/1.1 backend instead;
 - the WebSocket doors reach an HTTP/1.1 backend with the Upgrade and Connection headers and
   get its 101 back;
 - REST uploads go through, and one refused with 503 by a replica (draining) is sent again
@@ -62,9 +63,13 @@ class Backend(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def record(self):
+        self.seen.append((self.server.name, self.command, self.path, self.request_version,
+                          self.headers.get("Upgrade"), self.headers.get("Connection"),
+                          self.headers.get("Content-Type")))
+
     def do_GET(self):
-        self.seen.append((self.server.name, "GET", self.path, self.request_version,
-                          self.headers.get("Upgrade"), self.headers.get("Connection")))
+        self.record()
         if self.path.split("?")[0] in ("/v1/stream", "/v1/captions"):
             key = self.headers.get("Sec-WebSocket-Key", "")
             if self.headers.get("Upgrade", "").lower() != "websocket" or \
@@ -84,11 +89,16 @@ class Backend(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
-        self.seen.append((self.server.name, "POST", self.path, self.request_version, None, None))
-        if self.server.draining:
+        self.record()
+        if self.server.draining and self.path.startswith("/v1/audio/"):
             self.reply(503, b'{"error": {"code": "draining"}}', {"Content-Type": "application/json"})
         else:
             self.reply(200, f"{self.server.name} got {len(body)} bytes\n".encode())
+
+
+    def do_OPTIONS(self):
+        self.record()
+        self.reply(204, b"", {"Access-Control-Allow-Origin": "https://page.example"})
 
 
 def start_http_backend(name: str, draining: bool):
@@ -257,3 +267,24 @@ def test_health_passes_and_metrics_do_not(fleet):
                          b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 404"), reply[:100]
     assert not any(s[2] == "/metrics" for s in Backend.seen)
+
+
+@pytest.mark.parametrize("via", ["http", "tls"])
+def test_grpc_web_and_preflight_go_over_http1(fleet, via):
+    cert = fleet["cert"] if via == "tls" else None
+    path = "/transcribe.v1.TranscriptionService/StreamCaptions"
+    frame = b"\x00\x00\x00\x00\x00"  # an empty gRPC-Web message frame
+    reply = http_request(fleet["ports"][via], (
+        f"POST {path} HTTP/1.1\r\nHost: transcribe.example.com\r\n"
+        "Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n"
+        f"Content-Length: {len(frame)}\r\nConnection: close\r\n\r\n").encode() + frame, cert)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    reply = http_request(fleet["ports"][via], (
+        f"OPTIONS {path} HTTP/1.1\r\nHost: transcribe.example.com\r\n"
+        "Origin: https://page.example\r\nAccess-Control-Request-Method: POST\r\n"
+        "Access-Control-Request-Headers: content-type,x-grpc-web\r\nConnection: close\r\n\r\n").encode(), cert)
+    assert reply.startswith(b"HTTP/1.1 204"), reply[:200]
+    assert b"page.example" in reply
+    seen = [(s[1], s[2], s[3], s[6]) for s in Backend.seen]
+    assert ("POST", path, "HTTP/1.1", "application/grpc-web+proto") in seen, seen
+    assert ("OPTIONS", path, "HTTP/1.1", None) in seen, seen

@@ -757,3 +757,44 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// A CA and a server certificate for `localhost` and `127.0.0.1` signed by it, in PEM.
+pub struct TestPki {
+    /// The CA's certificate.
+    pub ca: String,
+    /// The server's certificate.
+    pub cert: String,
+    /// The server's private key.
+    pub key: String,
+}
+
+///
+/// # Errors
+/// When rcgen fails.
+pub fn test_pki() -> Result<TestPki, rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "transcribe test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = server.signed_by(&key, &ca)?;
+    Ok(TestPki {
+        ca: ca.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
