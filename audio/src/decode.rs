@@ -1132,9 +1132,17 @@ mod tests {
             assert_eq!(audio.info.channels, channels, "{name}");
             // The encoder's pre-skip is removed: no leading delay, no extra length.
             let len_diff = audio.samples.len().abs_diff(source.len());
-            assert!(len_diff <= 16, "{name}: {} vs {}", audio.samples.len(), source.len());
+            assert!(
+                len_diff <= 16,
+                "{name}: {} vs {}",
+                audio.samples.len(),
+                source.len()
+            );
             let corr = pearson(&audio.samples, &source);
-            println!("{name}: {} samples, correlation {corr:.4}", audio.samples.len());
+            println!(
+                "{name}: {} samples, correlation {corr:.4}",
+                audio.samples.len()
+            );
             assert!(corr > 0.9, "{name}: correlation {corr}");
         }
         Ok(())
@@ -1336,7 +1344,10 @@ mod tests {
     fn unsupported_formats_say_what_to_do() -> TestResult {
         let e = decode_bytes_err("voice.caf", b"caff\0\x01\0\0desc")?;
         assert!(matches!(e, AudioError::Unsupported { .. }), "{e}");
-        assert!(e.to_string().contains("CAF containers are not supported"), "{e}");
+        assert!(
+            e.to_string().contains("CAF containers are not supported"),
+            "{e}"
+        );
         let e = decode_bytes_err("speech.pcm", &[0u8; 3_200])?;
         assert!(e.to_string().contains("headerless PCM"), "{e}");
         Ok(())
@@ -1410,8 +1421,14 @@ mod tests {
             (b"FORM\0\0\0\0AIFFCOMM", Detected::Aiff),
             (b"\0\0\0\x20ftypM4A ", Detected::Mp4),
             (b"NIST_1A\n   1024\n", Detected::Sphere),
-            (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm", Detected::WebM),
-            (b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\x82\x88matroska", Detected::Matroska),
+            (
+                b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm",
+                Detected::WebM,
+            ),
+            (
+                b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\x82\x88matroska",
+                Detected::Matroska,
+            ),
             (b"hello world", Detected::Unknown),
         ];
         for (head, want) in cases {
@@ -1623,7 +1640,11 @@ mod eval_tests {
             }
             // ffmpeg made the references with its own Opus decoder, not libopus; the two
             // differ slightly at low bit rates (0.987 measured on the 2.9 s LDC93S1 clip).
-            let min_corr = if audio.info.codec == "opus" { 0.98 } else { 0.99 };
+            let min_corr = if audio.info.codec == "opus" {
+                0.98
+            } else {
+                0.99
+            };
             if !one_channel && corr < min_corr {
                 failures.push(format!("{name}: correlation {corr:.4} at lag {lag}"));
             }

@@ -240,8 +240,9 @@ pub mod json {
     /// # Ok::<(), transcribe_proto::json::JsonError>(())
     /// ```
     pub fn to_json<M: Message + Name>(message: &M) -> Result<String, JsonError> {
-        let dynamic = DynamicMessage::decode(descriptor::<M>()?, message.encode_to_vec().as_slice())
-            .map_err(|e| JsonError::NoDescriptor(format!("{}: {e}", M::full_name())))?;
+        let dynamic =
+            DynamicMessage::decode(descriptor::<M>()?, message.encode_to_vec().as_slice())
+                .map_err(|e| JsonError::NoDescriptor(format!("{}: {e}", M::full_name())))?;
         let mut out = serde_json::Serializer::new(Vec::new());
         dynamic
             .serialize_with_options(&mut out, &SerializeOptions::new())

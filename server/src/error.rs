@@ -471,7 +471,11 @@ pub fn to_websocket(status: &Status) -> (u16, String, serde_json::Value) {
     if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
         error["retryAfter"] = format!("{}s", delay.as_secs_f64()).into();
     }
-    let close_reason = if reason.is_empty() { status_name } else { reason };
+    let close_reason = if reason.is_empty() {
+        status_name
+    } else {
+        reason
+    };
     (
         WS_CLOSE_BASE + status.code() as u16,
         close_reason,

@@ -72,7 +72,8 @@ pub(crate) fn start(
     let guard = cancel.clone().drop_guard();
     let panic_tx = tx.clone();
     let calls = state.calls.clone();
-    let task = calls.spawn(run(state, inbound, door, tx, cancel, request_id).instrument(span.clone()));
+    let task =
+        calls.spawn(run(state, inbound, door, tx, cancel, request_id).instrument(span.clone()));
     tokio::spawn(
         async move {
             if let Err(error) = task.await

@@ -23,7 +23,11 @@ use crate::state::AppState;
 
 /// The page's files: path, content type, content.
 const FILES: [(&str, &str, &str); 4] = [
-    ("/", "text/html; charset=utf-8", include_str!("../web/index.html")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../web/index.html"),
+    ),
     (
         "/web/app.js",
         "text/javascript; charset=utf-8",

@@ -24,8 +24,7 @@ use tonic::Status;
 use transcribe_proto::json::{from_json, to_json};
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 use transcribe_proto::v1::{
-    FinalizeUtterance, StreamCaptionsRequest, StreamingRecognitionConfig,
-    StreamingRecognizeRequest,
+    FinalizeUtterance, StreamCaptionsRequest, StreamingRecognitionConfig, StreamingRecognizeRequest,
 };
 
 use crate::error::{self, RequestError};
@@ -60,8 +59,8 @@ async fn stream(
     ws: WebSocketUpgrade,
 ) -> Response {
     // Refusals are answered after the upgrade, so that a browser sees the reason.
-    let admitted = authorize(&state, &headers, query.token.as_deref())
-        .and_then(|()| state.ready().map(drop));
+    let admitted =
+        authorize(&state, &headers, query.token.as_deref()).and_then(|()| state.ready().map(drop));
     upgrade(&state, ws).on_upgrade(move |socket| run_stream(state, socket, admitted))
 }
 
@@ -192,7 +191,9 @@ impl Reader {
                 )),
             },
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => return,
-            Some(Err(e)) if too_large(&e) => Err(RequestError::MessageTooLarge { limit: self.limit }),
+            Some(Err(e)) if too_large(&e) => {
+                Err(RequestError::MessageTooLarge { limit: self.limit })
+            }
             // Closed or broken: the client went away.
             Some(Ok(Message::Close(_)) | Err(_)) | None => Err(RequestError::Cancelled),
         };
@@ -251,13 +252,16 @@ async fn run_captions(
         }
     };
     let request = match first {
-        Some(Ok(Message::Text(text))) => from_json::<StreamCaptionsRequest>(text.as_str())
-            .map_err(|e| {
+        Some(Ok(Message::Text(text))) => {
+            from_json::<StreamCaptionsRequest>(text.as_str()).map_err(|e| {
                 RequestError::invalid(
                     "request",
-                    format!("the first message must be a StreamCaptionsRequest in proto3 JSON: {e}"),
+                    format!(
+                        "the first message must be a StreamCaptionsRequest in proto3 JSON: {e}"
+                    ),
                 )
-            }),
+            })
+        }
         Some(Ok(_)) => Err(RequestError::invalid(
             "request",
             "the first message must be a StreamCaptionsRequest in proto3 JSON (a text message)",

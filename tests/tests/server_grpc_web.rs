@@ -69,7 +69,10 @@ async fn grpc_web_calls_give_what_grpc_gives() -> TestResult {
     let path = std::env::temp_dir().join(format!("transcribe-grpcweb-{}.wav", std::process::id()));
     std::fs::write(&path, wav_bytes(&audio, 16_000))?;
     let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
-    config.sources = vec![SourceSpec::parse(&format!("lobby=file:{}", path.display()))?];
+    config.sources = vec![SourceSpec::parse(&format!(
+        "lobby=file:{}",
+        path.display()
+    ))?];
     config.captions = CaptionLimits {
         source_speed: 10.0,
         ..CaptionLimits::default()
@@ -79,7 +82,10 @@ async fn grpc_web_calls_give_what_grpc_gives() -> TestResult {
     let mut web = web_client(&server)?;
 
     let wav = wav_bytes(&audio, 16_000);
-    let want = native.recognize(recognize_request(&wav)).await?.into_inner();
+    let want = native
+        .recognize(recognize_request(&wav))
+        .await?
+        .into_inner();
     let got = web.recognize(recognize_request(&wav)).await?.into_inner();
     assert_eq!(recognized_texts(&got), recognized_texts(&want));
     assert_eq!(got.results, want.results);
@@ -111,7 +117,10 @@ async fn grpc_web_calls_give_what_grpc_gives() -> TestResult {
             responses.push(response?);
         }
         assert_eq!(
-            responses.first().and_then(|r| r.source.as_ref()).map(|s| s.name.as_str()),
+            responses
+                .first()
+                .and_then(|r| r.source.as_ref())
+                .map(|s| s.name.as_str()),
             Some("lobby")
         );
         collected.push(finals(&responses));
@@ -127,7 +136,11 @@ async fn grpc_web_calls_give_what_grpc_gives() -> TestResult {
     if let Some(config) = bad.config.as_mut() {
         config.model = "nope".into();
     }
-    let status = web.recognize(bad).await.err().ok_or("unknown model accepted")?;
+    let status = web
+        .recognize(bad)
+        .await
+        .err()
+        .ok_or("unknown model accepted")?;
     assert_eq!(status.code(), tonic::Code::NotFound);
     let _ = std::fs::remove_file(&path);
     server.stop().await
@@ -157,7 +170,8 @@ async fn preflight(server: &TestServer, origin: &str) -> TestResult<Option<Strin
 async fn cors_answers_only_the_allowed_origins() -> TestResult {
     let (script, audio) = two_phrases()?;
     let config = ServerConfig::with_models(&[FAKE_MODEL])?;
-    let server = TestServer::start_ready(config, fake_loader(script.clone(), audio.clone())).await?;
+    let server =
+        TestServer::start_ready(config, fake_loader(script.clone(), audio.clone())).await?;
     assert_eq!(preflight(&server, "https://app.example").await?, None);
     server.stop().await?;
 

@@ -252,7 +252,10 @@ async fn calls_need_an_accepted_bearer_token_except_health() -> TestResult {
     assert!(logs.contains("Call refused."), "refusals are logged");
     for token in [TOKEN_A, TOKEN_B].iter().chain(WRONG_TOKENS.iter()) {
         let lines: Vec<&str> = logs.lines().filter(|l| l.contains(token)).take(3).collect();
-        assert!(lines.is_empty(), "token {token} appears in the log: {lines:#?}");
+        assert!(
+            lines.is_empty(),
+            "token {token} appears in the log: {lines:#?}"
+        );
     }
     Ok(())
 }
@@ -366,7 +369,6 @@ async fn tls_serves_clients_that_trust_its_ca_only() -> TestResult {
 
     server.stop().await
 }
-
 
 #[test]
 fn bad_tls_files_fail_at_start_up_naming_the_file() -> TestResult {

@@ -104,5 +104,7 @@ fn tls_connector(ca_pem: &str, alpn: &[&[u8]]) -> TestResult<tokio_rustls::TlsCo
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }

@@ -53,7 +53,11 @@ impl Ending {
         for message in &self.messages {
             for result in message["results"].as_array().into_iter().flatten() {
                 if result["isFinal"] == true {
-                    text.push_str(result["alternatives"][0]["transcript"].as_str().unwrap_or(""));
+                    text.push_str(
+                        result["alternatives"][0]["transcript"]
+                            .as_str()
+                            .unwrap_or(""),
+                    );
                 }
             }
         }
@@ -111,7 +115,11 @@ async fn a_websocket_stream_gives_the_finals_grpc_gives() -> TestResult {
     assert_eq!(ending.finals(), grpc);
     assert_eq!(grpc, "hello there general kenobi you are a bold one");
     // proto3 JSON: camelCase names, durations as strings, the request id first.
-    assert!(ending.messages[0]["requestId"].is_string(), "{}", ending.messages[0]);
+    assert!(
+        ending.messages[0]["requestId"].is_string(),
+        "{}",
+        ending.messages[0]
+    );
     let finals: Vec<&Value> = ending
         .messages
         .iter()
@@ -121,7 +129,12 @@ async fn a_websocket_stream_gives_the_finals_grpc_gives() -> TestResult {
     assert_eq!(finals.len(), 2);
     let word = &finals[0]["alternatives"][0]["words"][0];
     assert_eq!(word["word"], "hello");
-    assert!(word["startOffset"].as_str().is_some_and(|s| s.ends_with('s')), "{word}");
+    assert!(
+        word["startOffset"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('s')),
+        "{word}"
+    );
     assert!(ending.messages.iter().any(|m| {
         m["results"]
             .as_array()
@@ -131,7 +144,11 @@ async fn a_websocket_stream_gives_the_finals_grpc_gives() -> TestResult {
 }
 
 /// Opens a stream, sends `messages`, and returns how it ended.
-async fn stream_with(server: &TestServer, path: &str, messages: Vec<Message>) -> TestResult<Ending> {
+async fn stream_with(
+    server: &TestServer,
+    path: &str,
+    messages: Vec<Message>,
+) -> TestResult<Ending> {
     let mut socket = connect(server, path).await?;
     for message in messages {
         if socket.send(message).await.is_err() {
@@ -177,7 +194,10 @@ async fn websocket_errors_close_with_their_documented_codes() -> TestResult {
         ),
         (
             "unknown control message",
-            vec![Message::text(config_json()), Message::text(r#"{"type": "pause"}"#)],
+            vec![
+                Message::text(config_json()),
+                Message::text(r#"{"type": "pause"}"#),
+            ],
             4003,
             "finalize",
         ),
@@ -192,14 +212,19 @@ async fn websocket_errors_close_with_their_documented_codes() -> TestResult {
         ),
         (
             "unknown model",
-            vec![Message::text(r#"{"config": {"audioFormat": {"encoding": "AUDIO_ENCODING_LINEAR16", "sampleRateHertz": 16000}, "model": "nope"}}"#)],
+            vec![Message::text(
+                r#"{"config": {"audioFormat": {"encoding": "AUDIO_ENCODING_LINEAR16", "sampleRateHertz": 16000}, "model": "nope"}}"#,
+            )],
             4005,
             "nope",
         ),
     ];
     for (what, messages, code, needle) in cases {
         let ending = stream_with(&server, "/v1/stream", messages).await?;
-        let (closed, reason) = ending.close.clone().ok_or(format!("{what}: no close frame"))?;
+        let (closed, reason) = ending
+            .close
+            .clone()
+            .ok_or(format!("{what}: no close frame"))?;
         assert_eq!(closed, code, "{what}: {:?}", ending.messages);
         let error = ending.error();
         assert_eq!(error["code"], i64::from(code - 4000), "{what}: {error}");
@@ -215,7 +240,8 @@ async fn websocket_errors_close_with_their_documented_codes() -> TestResult {
     // A client that vanishes mid-stream: its call ends and the server keeps serving.
     let mut gone = connect(&server, "/v1/stream").await?;
     gone.send(Message::text(config_json())).await?;
-    gone.send(Message::binary(linear16(&audio[..16_000]))).await?;
+    gone.send(Message::binary(linear16(&audio[..16_000])))
+        .await?;
     drop(gone);
     server
         .wait_until(Duration::from_secs(10), |h| h.open_calls() == 0)
@@ -225,7 +251,10 @@ async fn websocket_errors_close_with_their_documented_codes() -> TestResult {
     messages.push(Message::text(r#"{"type": "end"}"#));
     let ending = stream_with(&server, "/v1/stream", messages).await?;
     assert_eq!(ending.close.as_ref().map(|c| c.0), Some(1000));
-    assert_eq!(ending.finals(), "hello there general kenobi you are a bold one");
+    assert_eq!(
+        ending.finals(),
+        "hello there general kenobi you are a bold one"
+    );
     server.stop().await
 }
 
@@ -245,10 +274,14 @@ async fn websocket_tokens_come_in_the_header_or_the_query() -> TestResult {
     messages.push(Message::text(r#"{"type": "end"}"#));
     let ending = stream_with(&server, "/v1/stream?token=s3cret", messages.clone()).await?;
     assert_eq!(ending.close.as_ref().map(|c| c.0), Some(1000));
-    assert_eq!(ending.finals(), "hello there general kenobi you are a bold one");
+    assert_eq!(
+        ending.finals(),
+        "hello there general kenobi you are a bold one"
+    );
 
     let url = format!("{}/v1/stream", server.url.replace("http://", "ws://"));
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
     request
         .headers_mut()
         .insert("authorization", "Bearer s3cret".parse()?);
@@ -267,15 +300,26 @@ async fn a_caption_source_is_watched_over_websocket_and_the_page_is_served() -> 
     let path = std::env::temp_dir().join(format!("transcribe-ws-{}.wav", std::process::id()));
     std::fs::write(&path, wav_bytes(&audio, 16_000))?;
     let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
-    config.sources = vec![SourceSpec::parse(&format!("lobby=file:{}", path.display()))?];
+    config.sources = vec![SourceSpec::parse(&format!(
+        "lobby=file:{}",
+        path.display()
+    ))?];
     let server = TestServer::start_ready(config, fake_loader(script, audio)).await?;
 
     let request = r#"{"source": "lobby", "interimResults": false, "historySize": 10}"#;
     let ending = stream_with(&server, "/v1/captions", vec![Message::text(request)]).await?;
     let _ = std::fs::remove_file(&path);
-    assert_eq!(ending.close.as_ref().map(|c| c.0), Some(1000), "{:?}", ending.messages);
+    assert_eq!(
+        ending.close.as_ref().map(|c| c.0),
+        Some(1000),
+        "{:?}",
+        ending.messages
+    );
     assert_eq!(ending.messages[0]["source"]["name"], "lobby");
-    assert_eq!(ending.finals(), "hello there general kenobi you are a bold one");
+    assert_eq!(
+        ending.finals(),
+        "hello there general kenobi you are a bold one"
+    );
 
     let ending = stream_with(
         &server,
@@ -304,7 +348,9 @@ async fn reqwest_get(server: &TestServer, path: &str) -> TestResult<String> {
     let address = server.url.trim_start_matches("http://");
     let mut socket = tokio::net::TcpStream::connect(address).await?;
     socket
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await?;
     let mut raw = Vec::new();
     socket.read_to_end(&mut raw).await?;
@@ -314,7 +360,10 @@ async fn reqwest_get(server: &TestServer, path: &str) -> TestResult<String> {
         return Err(format!("GET {path}: {head}").into());
     }
     // Chunked transfer (axum streams bodies of unknown length): join the chunks.
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut rest = body;
         while let Some((size, after)) = rest.split_once("\r\n") {
