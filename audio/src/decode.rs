@@ -861,14 +861,13 @@ fn symphonia_decode<S: MediaSource + 'static>(
     } else {
         0
     };
-    if let Some(declared) = params.n_frames {
-        if lossless && frames + slack < declared {
+    if let Some(declared) = params.n_frames
+        && lossless && frames + slack < declared {
             return Err(corrupt(format!(
                 "the data ends after {frames} of the {declared} frames the header declares \
                  (truncated file?)"
             )));
         }
-    }
     out.extend(conv.finish());
     Ok(DecodedAudio {
         samples: out,

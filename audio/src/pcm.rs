@@ -43,7 +43,7 @@ const I16_SCALE: f32 = 1.0 / 32_768.0;
 /// [`AudioError::NonFiniteSample`] when an [`SampleFormat::F32Le`] sample is NaN or infinite.
 pub fn pcm_to_f32(bytes: &[u8], format: SampleFormat) -> Result<Vec<f32>, AudioError> {
     let width = format.bytes_per_sample();
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return Err(AudioError::PcmLength {
             format,
             len: bytes.len(),
