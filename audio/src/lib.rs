@@ -25,8 +25,9 @@
 //! - [`g711`]: mu-law and A-law expansion, for SPHERE, WAV files symphonia rejects and
 //!   streamed MULAW/ALAW audio.
 //! - `error`: [`AudioError`].
-//! - [`capture`]: microphone capture with cpal (callback -> lock-free ring -> consumer thread
-//!   -> [`Converter`] -> 16 kHz chunks), [`capture::list_devices`], [`capture::CaptureError`].
+//! - `capture` (feature `capture`, default): microphone capture with cpal (callback ->
+//!   lock-free ring -> consumer thread -> [`Converter`] -> 16 kHz chunks), `list_devices`,
+//!   `CaptureError`. Without the feature nothing links the system's ALSA library.
 //!
 //! # Example
 //! ```
@@ -43,6 +44,7 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "capture")]
 pub mod capture;
 mod convert;
 mod decode;

@@ -17,8 +17,26 @@
 mod captions;
 mod cli;
 mod format;
+#[cfg(feature = "capture")]
 mod live;
+#[cfg(feature = "capture")]
 mod mic;
+/// Without the `capture` feature nothing links the system's audio library; `--mic` and
+/// `--list-devices` say why they cannot run.
+#[cfg(not(feature = "capture"))]
+mod mic {
+    const NO_CAPTURE: &str = "this build of transcribe has no microphone capture (built \
+        without the `capture` feature, so that it needs no audio libraries); rebuild with it \
+        for --mic and --list-devices";
+
+    pub fn list_devices() -> anyhow::Result<u8> {
+        Err(anyhow::anyhow!(NO_CAPTURE))
+    }
+
+    pub fn run(_args: &crate::cli::Args) -> anyhow::Result<u8> {
+        Err(anyhow::anyhow!(NO_CAPTURE))
+    }
+}
 mod models_cmd;
 mod offline;
 mod remote;

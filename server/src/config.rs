@@ -477,6 +477,16 @@ impl ServerArgs {
             ));
         }
         let sources = parse_sources(&self.sources)?;
+        if !cfg!(feature = "capture")
+            && sources
+                .iter()
+                .any(|s| matches!(s.input, SourceInput::Mic { .. }))
+        {
+            return Err(ConfigError::Invalid {
+                flag: "--source",
+                reason: NO_CAPTURE.into(),
+            });
+        }
         let auth = match &self.auth_token_file {
             Some(path) => {
                 Some(
@@ -547,6 +557,10 @@ impl ServerArgs {
         })
     }
 }
+
+/// Why a microphone cannot be opened in a build without the `capture` feature.
+pub const NO_CAPTURE: &str = "this build has no microphone capture (it was built without the \
+     `capture` feature, so that it needs no audio libraries); rebuild with it for microphones";
 
 /// Where a source's audio comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

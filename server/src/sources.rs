@@ -26,8 +26,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use transcribe_audio::capture::{Capture, CaptureConfig, CaptureEvent, CaptureInfo};
+use tokio::sync::oneshot;
 use transcribe_core::audio::seconds_to_samples;
 use transcribe_core::{SAMPLE_RATE, StreamingPolicy};
 use transcribe_proto::v1::{
@@ -43,6 +42,8 @@ use crate::pipeline::{Emitted, Pipeline, response_of};
 use crate::pool::{JobOutput, StreamLease};
 use crate::recognition::{parse_recognition, source_setup};
 use crate::state::AppState;
+
+mod mic;
 
 /// Audio fed to the policy per tick: 100 ms (the API's recommended chunk size).
 pub const CHUNK: Duration = Duration::from_millis(100);
@@ -88,18 +89,16 @@ enum Feed {
         /// Silence left to feed before the next repeat.
         gap: usize,
     },
-    /// A running capture: its events, and the capture thread's stop line (dropping the
-    /// feed stops the capture).
-    Mic {
-        events: mpsc::Receiver<CaptureEvent>,
-        _stop: std::sync::mpsc::Sender<()>,
-    },
+    /// A running capture (dropping the feed stops it).
+    Mic(mic::MicFeed),
 }
 
 /// What the feed gave.
 enum FeedItem {
     Audio(Vec<f32>),
     End,
+    /// Only a microphone fails (a build without capture has none).
+    #[cfg_attr(not(feature = "capture"), allow(dead_code))]
     Failed(RequestError),
 }
 
@@ -113,43 +112,19 @@ impl Feed {
                 let len = seconds_to_samples(CHUNK.as_secs_f64());
                 self.next_chunk(len).map_or(FeedItem::End, FeedItem::Audio)
             }
-            Self::Mic { events, .. } => loop {
-                match events.recv().await {
-                    Some(CaptureEvent::Audio(samples)) => return FeedItem::Audio(samples),
-                    Some(CaptureEvent::Overrun {
-                        total_frames_dropped,
-                    }) => {
-                        tracing::warn!(
-                            message = "Capture ring overran; audio was lost.",
-                            total_frames_dropped
-                        );
-                    }
-                    Some(CaptureEvent::Ended(error)) => {
-                        return FeedItem::Failed(RequestError::SourceUnavailable {
-                            name: name.to_owned(),
-                            reason: error.to_string(),
-                        });
-                    }
-                    None => {
-                        return FeedItem::Failed(RequestError::SourceUnavailable {
-                            name: name.to_owned(),
-                            reason: "the capture thread stopped".into(),
-                        });
-                    }
-                }
-            },
+            Self::Mic(feed) => feed.next(name).await,
         }
     }
 
     /// Whether a failure should reopen the device (a file keeps its place).
     fn reopens(&self) -> bool {
-        matches!(self, Self::Mic { .. })
+        matches!(self, Self::Mic(_))
     }
 
     /// A file's next chunk of `len` samples, `None` at the end of a finite file.
     fn next_chunk(&mut self, len: usize) -> Option<Vec<f32>> {
         match self {
-            Self::Mic { .. } => None,
+            Self::Mic(_) => None,
             Self::File {
                 samples,
                 position,
@@ -255,72 +230,6 @@ async fn run_source(state: Arc<AppState>, spec: SourceSpec, hub: Arc<CaptionHub>
     }
 }
 
-/// Starts capturing from `device` on a thread of its own that owns the capture (cpal
-/// streams stay on the thread that made them) and forwards its events.
-async fn open_mic(name: &str, device: Option<String>) -> Result<(Feed, CaptureInfo), RequestError> {
-    let (events_tx, events) = mpsc::channel(MIC_EVENT_CAPACITY);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
-    let unavailable = |reason: String| RequestError::SourceUnavailable {
-        name: name.to_owned(),
-        reason,
-    };
-    std::thread::Builder::new()
-        .name("source-capture".into())
-        .spawn(move || {
-            let config = CaptureConfig {
-                device,
-                ..CaptureConfig::default()
-            };
-            // Runs on the capture's consumer thread (not a runtime thread): blocking here
-            // is the documented full-policy (the ring then drops and counts frames).
-            let sink = move |event| events_tx.blocking_send(event).is_ok();
-            match Capture::start(&config, sink) {
-                Ok(capture) => {
-                    let _ = ready_tx.send(Ok(capture.info().clone()));
-                    // Until the feed is dropped.
-                    let _ = stop_rx.recv();
-                    let stats = capture.stop();
-                    tracing::info!(
-                        message = "Capture stopped.",
-                        frames = stats.frames_captured,
-                        dropped = stats.frames_dropped,
-                        xruns = stats.xruns
-                    );
-                }
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                }
-            }
-        })
-        .map_err(|e| unavailable(format!("cannot start the capture thread: {e}")))?;
-    let info = ready_rx
-        .await
-        .map_err(|_| unavailable("the capture thread ended".into()))?
-        .map_err(|e| unavailable(e.to_string()))?;
-    Ok((
-        Feed::Mic {
-            events,
-            _stop: stop,
-        },
-        info,
-    ))
-}
-
-/// The `AudioFormat` of a capture (its native format, before conversion).
-fn capture_format(info: &CaptureInfo) -> AudioFormat {
-    let encoding = match info.sample_format.as_str() {
-        "i16" => AudioEncoding::Linear16,
-        "f32" => AudioEncoding::Float32,
-        _ => AudioEncoding::Unspecified,
-    };
-    AudioFormat {
-        encoding: encoding as i32,
-        sample_rate_hertz: i32::try_from(info.sample_rate).unwrap_or(i32::MAX),
-        audio_channel_count: i32::from(info.channels),
-    }
-}
-
 /// Opens a source's audio and describes it on its hub.
 async fn open(state: &AppState, spec: &SourceSpec, hub: &CaptionHub) -> Result<Feed, RequestError> {
     let ready = state.ready()?;
@@ -360,10 +269,10 @@ async fn open(state: &AppState, spec: &SourceSpec, hub: &CaptionHub) -> Result<F
             })
         }
         SourceInput::Mic { device } => {
-            let (feed, info) = open_mic(&spec.name, device.clone()).await?;
+            let (feed, info) = mic::open(&spec.name, device.clone()).await?;
             hub.update_source(|s| {
                 s.display_name = format!("microphone {} ({})", info.name, info.device);
-                s.capture_format = Some(capture_format(&info));
+                s.capture_format = Some(info.format);
                 s.model = recognition.model_name.clone();
                 s.language_codes = recognition.language.iter().cloned().collect();
             });
@@ -374,7 +283,7 @@ async fn open(state: &AppState, spec: &SourceSpec, hub: &CaptionHub) -> Result<F
                 channels = info.channels,
                 format = %info.sample_format
             );
-            Ok(feed)
+            Ok(Feed::Mic(feed))
         }
     }
 }

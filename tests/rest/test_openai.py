@@ -26,6 +26,9 @@ CLI = SERVER.parent / "transcribe"
 TOKEN = "rest-test-token-123"
 # The CLI's threshold for the speech fixtures (client/tests/cli.rs FIXTURE_WER).
 FIXTURE_WER = 0.20
+# The CLI's ceilings on ../shared/eval (client/tests/eval.rs CLIP_WER, OVERALL_WER).
+EVAL_CLIP_WER = 0.60
+EVAL_OVERALL_WER = 0.15
 
 
 def normalize(text):
@@ -181,6 +184,47 @@ class OpenAIClientTest(unittest.TestCase):
                 with open(FIXTURES / cols[1], "rb") as f:
                     text = self.client.audio.transcriptions.create(model="tiny.en", file=f).text
                 self.assertLessEqual(wer(cols[3], text), FIXTURE_WER, (cols[1], text))
+
+    def test_opus_uploads_as_browsers_and_voice_notes_make_them(self):
+        # Ogg Opus (a voice note) and WebM Opus (MediaRecorder), the same sentence.
+        for name in ["opus_48k_mono.opus", "webm_48k_stereo_opus.webm"]:
+            with open(FIXTURES / "formats" / name, "rb") as f:
+                text = self.client.audio.transcriptions.create(model="tiny.en", file=f).text
+            self.assertLessEqual(wer("Please close the door. It is cold.", text), FIXTURE_WER, (name, text))
+
+    def test_eval_clips_within_the_cli_thresholds(self):
+        # The CLI's real-speech test (client/tests/eval.rs) through REST: the same clips
+        # (English, strong reference, numbers-as-digits not gated), the same ceilings.
+        eval_dir = ROOT.parent / "shared" / "eval"
+        if not (eval_dir / "manifest.tsv").exists():
+            self.skipTest(f"{eval_dir} is absent")
+        lines = (eval_dir / "manifest.tsv").read_text().splitlines()
+        header = lines[0].split("\t")
+        rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+        numbers = set("zero oh one two three four five six seven eight nine ten eleven twelve thirteen "
+                      "fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty "
+                      "hundred thousand".split())
+        errors = words = 0
+        failures, seen = [], set()
+        for row in rows:
+            if (row.get("language") != "en" or row.get("ref_quality") not in ("exact", "test-reference", "cross-checked")
+                    or not row.get("wav16k") or not row.get("reference") or row["wav16k"] in seen):
+                continue
+            seen.add(row["wav16k"])
+            with open(eval_dir / row["wav16k"], "rb") as f:
+                text = self.client.audio.transcriptions.create(model="tiny.en", file=f, language="en").text
+            if numbers & set(normalize(row["reference"])) and re.search(r"[0-9]", text):
+                continue
+            r = normalize(row["reference"])
+            clip = wer(row["reference"], text)
+            errors += round(clip * len(r))
+            words += len(r)
+            if clip > EVAL_CLIP_WER:
+                failures.append((row["id"], clip, text))
+        overall = errors / max(1, words)
+        print(f"REST eval: {len(seen)} clips, overall WER {overall:.3f} over {words} words")
+        self.assertFalse(failures, failures)
+        self.assertLessEqual(overall, EVAL_OVERALL_WER)
 
     def test_wrong_key_is_an_authentication_error(self):
         bad = openai.OpenAI(base_url=self.server.url + "/v1", api_key="wrong", max_retries=0)
