@@ -388,6 +388,11 @@
     }
     try {
       context = new AudioContext();
+      // The server takes 8-48 kHz; a device running faster is resampled by the browser.
+      if (context.sampleRate > 48000) {
+        await context.close();
+        context = new AudioContext({ sampleRate: 48000 });
+      }
       await context.audioWorklet.addModule('/web/worklet.js');
       node = new AudioWorkletNode(context, 'capture', {
         numberOfInputs: 1, numberOfOutputs: 0, channelCount: 1, channelCountMode: 'explicit',

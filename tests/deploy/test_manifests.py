@@ -22,7 +22,10 @@
   into Envoy's v3 Bootstrap message with its validation rules (xds-protos and
   protoc-gen-validate: Envoy's API, not an Envoy binary, which is not installed here) and is
   checked for the properties the fleet depends on.
-- The Containerfiles agree with the manifests (entrypoint, port, user, model folder).
+- The Containerfiles agree with the manifests (entrypoint, port, user, model folder) and
+  build both binaries without microphone capture (--no-default-features: no libasound2 in
+  the images, an ldd check for libasound in the runtime stage), so no Deployment may use a
+  mic source.
 """
 
 from __future__ import annotations
@@ -732,16 +735,53 @@ def test_envoy_config_against_the_v3_api():
 # --- container files -------------------------------------------------------------------
 
 
+def test_no_deployment_uses_a_microphone():
+    """The images are built without the `capture` feature: a server given a mic source
+    (`[NAME=]mic[:DEVICE]`, SourceSpec::parse in server/src/config.rs) exits at start-up."""
+    seen = 0
+    for path, d in DEPLOYMENTS:
+        for c in containers(d):
+            values = (env_of(c).get("TRANSCRIBE_SOURCE") or "").split(";")
+            args = c.get("command", []) + c.get("args", [])
+            values += [a.split("=", 1)[1] for a in args if a.startswith("--source=")]
+            values += [b for a, b in zip(args, args[1:]) if a == "--source"]
+            for value in filter(None, (v.strip() for v in values)):
+                seen += 1
+                body = value.split("=", 1)[1] if re.match(r"[\w.-]+=(file:|mic)", value) else value
+                assert not body.startswith("mic"), f"{rel(path)}: {value!r} needs `capture`"
+    assert seen, "no caption source in deploy/k8s to check"
+
+
 @pytest.mark.parametrize("name", ["Containerfile", "Containerfile.cuda"])
 def test_containerfile_agrees_with_the_manifests(name: str):
     text = (DEPLOY / "container" / name).read_text()
     assert (DEPLOY / "container" / f"{name}.dockerignore").is_file()
     assert re.search(r"^target$", (DEPLOY / "container" / f"{name}.dockerignore").read_text(), re.M)
     assert 'ENTRYPOINT ["/usr/local/bin/transcribe-server"]' in text
-    assert "--locked" in text and "-p transcribe-server -p transcribe-cli" in text
-    assert "libasound2" in text, "the binaries link libasound.so.2 (cpal) for now"
+    # Both binaries, without microphone capture (the `capture` feature links libasound.so.2):
+    # only the Whisper engine, or the two `cuda` features (which bring it).
+    joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines joined
+    build = re.findall(r"^RUN .*?(cargo build [^&\n]*)", joined, re.M)
+    assert len(build) == 1, build
+    args = build[0].split()
+    assert "--locked" in args and "--release" in args
+    assert " ".join(args[args.index("-p"):][:4]) == "-p transcribe-server -p transcribe-cli"
+    assert "--no-default-features" in args, "the images are built without `capture`"
+    features = args[args.index("--features") + 1]
+    expected = ("transcribe-server/cuda,transcribe-cli/cuda" if name.endswith("cuda")
+                else "transcribe-server/whisper")
+    assert features == expected
+    assert args.count("--features") == 1 and "capture" not in features
+    # Nothing ALSA is installed: no libasound2 / libasound2t64 at run time, no headers and
+    # no pkg-config (only cpal's alsa-sys needs it) at build time.
+    installs = " ".join(re.findall(r"apt-get install[^&|]*", text))
+    for package in ["libasound2", "libasound2t64", "libasound2-dev", "pkg-config"]:
+        assert not re.search(rf"(?<![\w.-]){re.escape(package)}(?![\w.-])", installs), package
+    assert "TODO(capture optional)" not in text
+    # The runtime stage refuses a binary that links libasound (a build with `capture`).
+    runtime = text[text.index("FROM runtime-base AS runtime"):]
+    assert re.search(r"ldd /usr/local/bin/\$b \| grep libasound; then[^;]*; exit 1", runtime)
     if name.endswith("cuda"):
-        assert "--features cuda" in text
         assert re.search(r"^FROM nvidia/cuda:\$\{CUDA_VERSION\}-devel-", text, re.M)
         assert re.search(r"^FROM nvidia/cuda:\$\{CUDA_VERSION\}-runtime-", text, re.M)
     else:
