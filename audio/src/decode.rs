@@ -862,12 +862,14 @@ fn symphonia_decode<S: MediaSource + 'static>(
         0
     };
     if let Some(declared) = params.n_frames
-        && lossless && frames + slack < declared {
-            return Err(corrupt(format!(
-                "the data ends after {frames} of the {declared} frames the header declares \
+        && lossless
+        && frames + slack < declared
+    {
+        return Err(corrupt(format!(
+            "the data ends after {frames} of the {declared} frames the header declares \
                  (truncated file?)"
-            )));
-        }
+        )));
+    }
     out.extend(conv.finish());
     Ok(DecodedAudio {
         samples: out,

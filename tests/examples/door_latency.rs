@@ -197,7 +197,9 @@ async fn main() -> TestResult {
         eprintln!("run {}/{runs} done", run + 1);
     }
     let median = |v: &[f64]| percentile(v, 50.0).unwrap_or(f64::NAN);
-    println!("| door | finals | final latency p50 / p95 (s) | interims | interim latency p50 / p95 (s) |");
+    println!(
+        "| door | finals | final latency p50 / p95 (s) | interims | interim latency p50 / p95 (s) |"
+    );
     println!("|---|---|---|---|---|");
     for (name, l) in [("gRPC", &grpc), ("WebSocket", &ws)] {
         println!(
