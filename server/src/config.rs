@@ -816,6 +816,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "capture")]
     fn sources_repeat_and_name() -> Result<(), ConfigError> {
         let c = args(&["--source", "mic", "--source", "room=mic:hw:0,0"]).validate()?;
         let names: Vec<_> = c.sources.iter().map(|s| s.name.as_str()).collect();
@@ -823,6 +824,16 @@ mod tests {
         let c = args(&["--source", "a=mic;b=mic"]).validate()?;
         assert_eq!(c.sources.len(), 2);
         Ok(())
+    }
+
+    #[test]
+    #[cfg(not(feature = "capture"))]
+    fn a_build_without_capture_refuses_microphone_sources() {
+        let e = args(&["--source", "room=mic"]).validate().err();
+        assert!(
+            matches!(&e, Some(ConfigError::Invalid { flag: "--source", reason }) if reason == NO_CAPTURE),
+            "{e:?}"
+        );
     }
 
     #[test]
