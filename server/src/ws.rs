@@ -123,11 +123,16 @@ async fn run_stream(
     let _guard = started.guard;
     let mut responses = started.responses;
     let mut reader = Reader {
-        tx: Some(tx),
         configured: false,
         limit: state.config.max_message_bytes,
     };
+    // Reading and writing never wait on each other (a session waiting for room for a final
+    // must still get the client's messages, and the other way round): a client message is
+    // read only when the previous one has been handed to the session.
+    let mut tx = Some(tx);
+    let mut pending: Option<Inbound> = None;
     loop {
+        let sender = tx.clone();
         tokio::select! {
             response = responses.next() => match response {
                 Some(Ok(response)) => {
@@ -145,21 +150,56 @@ async fn run_stream(
                 Some(Err(status)) => return close_with(&mut socket, &status).await,
                 None => return close_ok(&mut socket).await,
             },
-            message = socket.recv(), if reader.tx.is_some() => reader.on(message).await,
+            permit = reserve(sender), if pending.is_some() => {
+                match (permit, pending.take()) {
+                    (Some(permit), Some(item)) => {
+                        let failed = item.is_err();
+                        permit.send(item);
+                        if failed {
+                            tx = None;
+                        }
+                    }
+                    // The session has ended; its status is on its way.
+                    _ => tx = None,
+                }
+            }
+            message = socket.recv(), if pending.is_none() && tx.is_some() => {
+                match reader.read(message) {
+                    Read::Request(item) => pending = Some(*item),
+                    Read::End => tx = None,
+                    Read::Nothing => {}
+                }
+            }
         }
     }
 }
 
-/// Turns the client's WebSocket messages into session requests. `tx` is dropped at the
-/// client's end of input (`{"type": "end"}`) and after an error.
+/// A client message for the session.
+type Inbound = Result<StreamingRecognizeRequest, RequestError>;
+
+/// Room for one message to the session; `None` when it is gone. Cancel-safe.
+async fn reserve(sender: Option<mpsc::Sender<Inbound>>) -> Option<mpsc::OwnedPermit<Inbound>> {
+    sender?.reserve_owned().await.ok()
+}
+
+/// Turns the client's WebSocket messages into session requests.
 struct Reader {
-    tx: Option<mpsc::Sender<Result<StreamingRecognizeRequest, RequestError>>>,
     configured: bool,
     limit: usize,
 }
 
+/// What one WebSocket message means for the session.
+enum Read {
+    /// A request (or the error that ends the call).
+    Request(Box<Inbound>),
+    /// `{"type": "end"}`: the client's end of input.
+    End,
+    /// A ping or pong.
+    Nothing,
+}
+
 impl Reader {
-    async fn on(&mut self, message: Option<Result<Message, axum::Error>>) {
+    fn read(&mut self, message: Option<Result<Message, axum::Error>>) -> Read {
         let request = match message {
             Some(Ok(Message::Binary(bytes))) => Ok(StreamingRequest::AudioContent(bytes.into())),
             Some(Ok(Message::Text(text))) if !self.configured => {
@@ -180,31 +220,23 @@ impl Reader {
                 Some(Control::Finalize) => {
                     Ok(StreamingRequest::FinalizeUtterance(FinalizeUtterance {}))
                 }
-                Some(Control::End) => {
-                    self.tx = None;
-                    return;
-                }
+                Some(Control::End) => return Read::End,
                 None => Err(RequestError::invalid(
                     "message",
                     "a text message after the config must be {\"type\": \"finalize\"} or \
                      {\"type\": \"end\"}; audio goes in binary messages",
                 )),
             },
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Read::Nothing,
             Some(Err(e)) if too_large(&e) => {
                 Err(RequestError::MessageTooLarge { limit: self.limit })
             }
             // Closed or broken: the client went away.
             Some(Ok(Message::Close(_)) | Err(_)) | None => Err(RequestError::Cancelled),
         };
-        let Some(tx) = &self.tx else { return };
-        let failed = request.is_err();
-        let message = request.map(|r| StreamingRecognizeRequest {
+        Read::Request(Box::new(request.map(|r| StreamingRecognizeRequest {
             streaming_request: Some(r),
-        });
-        if tx.send(message).await.is_err() || failed {
-            self.tx = None;
-        }
+        })))
     }
 }
 
