@@ -36,6 +36,10 @@ ARTIFACTS = ROOT / "target" / "web-artifacts"
 SERVER = Path(os.environ.get("TRANSCRIBE_SERVER_BIN", ROOT / "target" / "release" / "transcribe-server"))
 CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "web-test-token-42"
+# The CLI gates its offline transcripts of the fixtures at 0.20. Here the audio also passes
+# through Chromium's fake capture and resampler and is streamed: measured 0.20 for the
+# microphone ("hold the line" heard as "vote for line", "very soon" as "Mary Sue") and 0.04
+# for the source on 2026-12-03; 0.35 leaves room for the streaming's run-to-run variation.
 MAX_WER = 0.35
 # Three sentences with 1.6 s and 2.0 s pauses (11.1 s): several finals in a row.
 MIC_FIXTURE = "pauses"
