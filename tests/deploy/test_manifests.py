@@ -79,7 +79,11 @@ def docs_of_kind(kind: str) -> list[tuple[Path, dict]]:
 
 
 def rel(path: Path) -> str:
-    return str(path.relative_to(ROOT))
+    # Paths outside the repository (a CARGO_TARGET_DIR elsewhere) stay absolute.
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def parse_duration(text: str) -> float:
