@@ -279,8 +279,8 @@ async fn open(state: &AppState, spec: &SourceSpec, hub: &CaptionHub) -> Result<F
             tracing::info!(
                 message = "Source opened.",
                 device = %info.device,
-                rate = info.sample_rate,
-                channels = info.channels,
+                rate = info.format.sample_rate_hertz,
+                channels = info.format.audio_channel_count,
                 format = %info.sample_format
             );
             Ok(Feed::Mic(feed))

@@ -9,6 +9,7 @@
 //! code ([`error::to_websocket`]). Tokens come in the `Authorization` header or, since
 //! browsers cannot set headers on a WebSocket, in the `token` query parameter.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::Router;
@@ -94,6 +95,32 @@ async fn close_ok(socket: &mut WebSocket) {
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
+/// Sends the next item of a call's responses as proto3 JSON, or ends the call: with its
+/// status, with 1000 at its end, or silently when the client is gone (`Break`).
+async fn forward<M: prost::Message + prost::Name>(
+    socket: &mut WebSocket,
+    item: Option<Result<M, Status>>,
+) -> ControlFlow<()> {
+    let status = match item {
+        Some(Ok(message)) => match to_json(&message) {
+            Ok(text) => {
+                return match socket.send(Message::Text(text.into())).await {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                };
+            }
+            Err(e) => RequestError::internal(e.to_string()).to_status(),
+        },
+        Some(Err(status)) => status,
+        None => {
+            close_ok(socket).await;
+            return ControlFlow::Break(());
+        }
+    };
+    close_with(socket, &status).await;
+    ControlFlow::Break(())
+}
+
 /// Refuses a call before it starts: counted and logged like the gRPC door's refusals.
 async fn refuse(state: &AppState, socket: &mut WebSocket, error: &RequestError) {
     state.count_refusal(error);
@@ -134,22 +161,11 @@ async fn run_stream(
     loop {
         let sender = tx.clone();
         tokio::select! {
-            response = responses.next() => match response {
-                Some(Ok(response)) => {
-                    let text = match to_json(&response) {
-                        Ok(text) => text,
-                        Err(e) => {
-                            let error = RequestError::internal(e.to_string());
-                            return close_with(&mut socket, &error.to_status()).await;
-                        }
-                    };
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        return;
-                    }
+            response = responses.next() => {
+                if forward(&mut socket, response).await.is_break() {
+                    return;
                 }
-                Some(Err(status)) => return close_with(&mut socket, &status).await,
-                None => return close_ok(&mut socket).await,
-            },
+            }
             permit = reserve(sender), if pending.is_some() => {
                 match (permit, pending.take()) {
                     (Some(permit), Some(item)) => {
@@ -309,16 +325,11 @@ async fn run_captions(
     };
     loop {
         tokio::select! {
-            response = subscription.next() => match response {
-                Some(Ok(response)) => {
-                    let Ok(text) = to_json(&response) else { return };
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        return;
-                    }
+            response = subscription.next() => {
+                if forward(&mut socket, response).await.is_break() {
+                    return;
                 }
-                Some(Err(status)) => return close_with(&mut socket, &status).await,
-                None => return close_ok(&mut socket).await,
-            },
+            }
             // Nothing else is read; a close or a broken connection ends the subscription.
             message = socket.recv() => {
                 if !matches!(message, Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_)))) {

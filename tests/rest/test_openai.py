@@ -5,9 +5,9 @@ scripts/test runs it in a venv it makes (target/rest-venv) after the cargo tests
     target/rest-venv/bin/python -m unittest tests/rest/test_openai.py
 Environment: TRANSCRIBE_SERVER_BIN (default target/release/transcribe-server).
 """
+import importlib.util
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,25 +31,17 @@ EVAL_CLIP_WER = 0.60
 EVAL_OVERALL_WER = 0.15
 
 
-def normalize(text):
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+# core's text normalisation and WER, as bench/bench.py ports them (its tests check the port
+# against core's cases). Loaded by path: bench/ is not a package.
+_spec = importlib.util.spec_from_file_location("bench_orchestrator", ROOT / "bench" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+free_port = bench.free_port
 
 
 def wer(reference, hypothesis):
-    r, h = normalize(reference), normalize(hypothesis)
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)] / max(1, len(r))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    errors, words = bench.wer_counts(reference, hypothesis)
+    return errors / max(1, words)
 
 
 def http_status(url, headers=None):
@@ -213,12 +205,12 @@ class OpenAIClientTest(unittest.TestCase):
             seen.add(row["wav16k"])
             with open(eval_dir / row["wav16k"], "rb") as f:
                 text = self.client.audio.transcriptions.create(model="tiny.en", file=f, language="en").text
-            if numbers & set(normalize(row["reference"])) and re.search(r"[0-9]", text):
+            if numbers & set(bench.normalize(row["reference"]).split()) and re.search(r"[0-9]", text):
                 continue
-            r = normalize(row["reference"])
-            clip = wer(row["reference"], text)
-            errors += round(clip * len(r))
-            words += len(r)
+            clip_errors, clip_words = bench.wer_counts(row["reference"], text)
+            clip = clip_errors / max(1, clip_words)
+            errors += clip_errors
+            words += clip_words
             if clip > EVAL_CLIP_WER:
                 failures.append((row["id"], clip, text))
         overall = errors / max(1, words)

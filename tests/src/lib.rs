@@ -798,3 +798,71 @@ pub fn test_pki() -> Result<TestPki, rcgen::Error> {
         key: key.serialize_pem(),
     })
 }
+
+/// A 16 kHz WAV file of `samples` in the temporary folder, named for the test and process.
+///
+/// # Errors
+/// When it cannot be written.
+pub fn temp_wav(name: &str, samples: &[f32]) -> TestResult<PathBuf> {
+    let path =
+        std::env::temp_dir().join(format!("transcribe-test-{}-{name}.wav", std::process::id()));
+    std::fs::write(&path, wav_bytes(samples, 16_000))?;
+    Ok(path)
+}
+
+/// A configuration serving `model` with the one caption source `spec` (`--source` syntax).
+///
+/// # Errors
+/// When `spec` or `model` is invalid.
+pub fn with_source(model: &str, spec: &str) -> TestResult<ServerConfig> {
+    let mut config = ServerConfig::with_models(&[model])?;
+    config.sources = vec![transcribe_server::config::SourceSpec::parse(spec)?];
+    Ok(config)
+}
+
+/// One raw HTTP/1.1 request to `server` (`Connection: close`); the status and the body, a
+/// chunked body joined.
+///
+/// # Errors
+/// When the server cannot be reached, does not answer in 30 s or answers no status line.
+pub async fn http_request(server: &TestServer, request: &[u8]) -> TestResult<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await?;
+    socket.write_all(request).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok((status, body.to_owned()));
+    }
+    let mut joined = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            break;
+        }
+        joined.push_str(after.get(..size).ok_or("short chunk")?);
+        rest = after.get(size + 2..).unwrap_or_default();
+    }
+    Ok((status, joined))
+}
+
+/// A GET of `path` ([`http_request`]).
+///
+/// # Errors
+/// As [`http_request`].
+pub async fn http_get(server: &TestServer, path: &str) -> TestResult<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    http_request(server, request.as_bytes()).await
+}

@@ -6,7 +6,6 @@
 //! and the OK end of a finite source; a failed decode makes the source INTERRUPTED (status
 //! in band) and it restarts ACTIVE; unknown source NOT_FOUND; shutdown UNAVAILABLE.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt;
@@ -17,11 +16,10 @@ use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClie
 use transcribe_proto::v1::{
     SourceKind, SourceState, StreamCaptionsRequest, StreamCaptionsResponse,
 };
-use transcribe_server::config::SourceSpec;
 use transcribe_server::{CaptionLimits, ServerConfig, ServerHandle};
 use transcribe_tests::{
     FAKE_MODEL, TestResult, TestServer, fake_loader, faulty_loader, fixture, read_fixture,
-    two_phrases, wav_bytes, whisper_loader,
+    temp_wav, two_phrases, whisper_loader, with_source,
 };
 
 /// Word error rate the broadcast finals must stay within (docs/DESIGN.md "Tests and fixtures").
@@ -135,22 +133,6 @@ async fn wait_for(
 
 fn stats(handle: &ServerHandle, source: &str) -> transcribe_server::CaptionStats {
     handle.caption_stats(source).unwrap_or_default()
-}
-
-/// A WAV file of `samples` in the temporary folder, named for the test.
-fn temp_wav(name: &str, samples: &[f32]) -> TestResult<PathBuf> {
-    let path = std::env::temp_dir().join(format!(
-        "transcribe-captions-{}-{name}.wav",
-        std::process::id()
-    ));
-    std::fs::write(&path, wav_bytes(samples, 16_000))?;
-    Ok(path)
-}
-
-fn with_source(model: &str, spec: &str) -> TestResult<ServerConfig> {
-    let mut config = ServerConfig::with_models(&[model])?;
-    config.sources = vec![SourceSpec::parse(spec)?];
-    Ok(config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,10 @@ use transcribe_proto::v1::{
     AudioEncoding, AudioFormat, ListModelsRequest, RecognitionConfig, RecognizeRequest,
     StreamCaptionsRequest, StreamCaptionsResponse, recognize_request::AudioSource,
 };
-use transcribe_server::config::SourceSpec;
 use transcribe_server::{CaptionLimits, ServerConfig};
 use transcribe_tests::{
-    FAKE_MODEL, TestResult, TestServer, fake_loader, recognized_texts, two_phrases, wav_bytes,
+    FAKE_MODEL, TestResult, TestServer, fake_loader, recognized_texts, temp_wav, two_phrases,
+    wav_bytes, with_source,
 };
 
 type WebBody = tonic_web::GrpcWebCall<tonic::body::Body>;
@@ -66,13 +66,8 @@ fn finals(responses: &[StreamCaptionsResponse]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_web_calls_give_what_grpc_gives() -> TestResult {
     let (script, audio) = two_phrases()?;
-    let path = std::env::temp_dir().join(format!("transcribe-grpcweb-{}.wav", std::process::id()));
-    std::fs::write(&path, wav_bytes(&audio, 16_000))?;
-    let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
-    config.sources = vec![SourceSpec::parse(&format!(
-        "lobby=file:{}",
-        path.display()
-    ))?];
+    let path = temp_wav("grpcweb", &audio)?;
+    let mut config = with_source(FAKE_MODEL, &format!("lobby=file:{}", path.display()))?;
     config.captions = CaptionLimits {
         source_speed: 10.0,
         ..CaptionLimits::default()

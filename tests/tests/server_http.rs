@@ -6,37 +6,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use transcribe_server::ServerConfig;
 use transcribe_tests::{
     FAKE_MODEL, TestResult, TestServer, draining_with_a_held_call, fake_loader, gated_loader,
-    two_phrases, wav_bytes,
+    http_get, http_request, two_phrases, wav_bytes,
 };
-
-/// One HTTP/1.1 request; the status and the body.
-async fn http(server: &TestServer, request: &[u8]) -> TestResult<(u16, String)> {
-    let address = server.url.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(address).await?;
-    socket.write_all(request).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut raw)).await??;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status line in {text:?}"))?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    Ok((status, body))
-}
-
-async fn get(server: &TestServer, path: &str) -> TestResult<(u16, String)> {
-    http(
-        server,
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-}
 
 /// A multipart transcription request with `fields` and a `file` of `bytes`.
 fn multipart(fields: &[(&str, &str)], bytes: &[u8], token: Option<&str>) -> Vec<u8> {
@@ -69,7 +43,7 @@ fn multipart(fields: &[(&str, &str)], bytes: &[u8], token: Option<&str>) -> Vec<
 }
 
 async fn post(server: &TestServer, request: Vec<u8>) -> TestResult<(u16, serde_json::Value)> {
-    let (status, body) = http(server, &request).await?;
+    let (status, body) = http_request(server, &request).await?;
     Ok((
         status,
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
@@ -83,18 +57,21 @@ async fn readyz_is_503_while_loading_and_draining() -> TestResult {
     let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
     config.drain_timeout = Duration::from_secs(60);
     let server = TestServer::start(config, gated_loader(script, audio, wait)).await?;
-    assert_eq!(get(&server, "/readyz").await?.0, 503, "while loading");
-    assert_eq!(get(&server, "/healthz").await?.0, 200);
+    assert_eq!(http_get(&server, "/readyz").await?.0, 503, "while loading");
+    assert_eq!(http_get(&server, "/healthz").await?.0, 200);
     gate.send(())?;
     server
         .wait_until(Duration::from_secs(10), |h| h.is_serving())
         .await?;
-    assert_eq!(get(&server, "/readyz").await?, (200, "ready\n".to_owned()));
+    assert_eq!(
+        http_get(&server, "/readyz").await?,
+        (200, "ready\n".to_owned())
+    );
     server.stop().await?;
 
     // Draining: a held decode keeps the server draining while /readyz is asked.
     let (server, hold, in_flight) = draining_with_a_held_call().await?;
-    let (status, body) = get(&server, "/readyz").await?;
+    let (status, body) = http_get(&server, "/readyz").await?;
     assert_eq!(status, 503, "while draining: {body}");
     assert!(body.contains("draining"), "{body}");
     hold.release();
@@ -140,7 +117,7 @@ async fn rest_transcribes_and_errors_in_openai_shape() -> TestResult {
         (400, Some("response_format"))
     );
     assert_eq!(
-        get(&server, "/healthz").await?.0,
+        http_get(&server, "/healthz").await?.0,
         200,
         "health needs no token"
     );

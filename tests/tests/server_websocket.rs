@@ -13,10 +13,9 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use transcribe_server::ServerConfig;
 use transcribe_server::auth::TokenSet;
-use transcribe_server::config::SourceSpec;
 use transcribe_tests::{
     FAKE_MODEL, TestResult, TestServer, audio_requests, config_request, fake_loader, final_text,
-    linear16, raw_stream, two_phrases, wav_bytes,
+    http_get, linear16, raw_stream, temp_wav, two_phrases, with_source,
 };
 
 type Socket =
@@ -297,13 +296,8 @@ async fn websocket_tokens_come_in_the_header_or_the_query() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caption_source_is_watched_over_websocket_and_the_page_is_served() -> TestResult {
     let (script, audio) = two_phrases()?;
-    let path = std::env::temp_dir().join(format!("transcribe-ws-{}.wav", std::process::id()));
-    std::fs::write(&path, wav_bytes(&audio, 16_000))?;
-    let mut config = ServerConfig::with_models(&[FAKE_MODEL])?;
-    config.sources = vec![SourceSpec::parse(&format!(
-        "lobby=file:{}",
-        path.display()
-    ))?];
+    let path = temp_wav("ws", &audio)?;
+    let config = with_source(FAKE_MODEL, &format!("lobby=file:{}", path.display()))?;
     let server = TestServer::start_ready(config, fake_loader(script, audio)).await?;
 
     let request = r#"{"source": "lobby", "interimResults": false, "historySize": 10}"#;
@@ -329,52 +323,19 @@ async fn a_caption_source_is_watched_over_websocket_and_the_page_is_served() -> 
     .await?;
     assert_eq!(ending.close.as_ref().map(|c| c.0), Some(4005));
 
-    let body = reqwest_get(&server, "/v1/info").await?;
+    let (status, body) = http_get(&server, "/v1/info").await?;
+    assert_eq!(status, 200, "{body}");
     let info: Value = serde_json::from_str(&body)?;
     assert_eq!(info["models"]["defaultModel"], FAKE_MODEL, "{info}");
     assert_eq!(info["sources"][0]["name"], "lobby", "{info}");
     assert!(info["languages"].as_array().is_some_and(|l| l.len() > 90));
-    let page = reqwest_get(&server, "/").await?;
+    let (status, page) = http_get(&server, "/").await?;
+    assert_eq!(status, 200, "{page}");
     assert!(page.to_lowercase().contains("microphone"), "{page}");
     for file in ["/web/app.js", "/web/worklet.js", "/web/style.css"] {
-        assert!(!reqwest_get(&server, file).await?.is_empty(), "{file}");
+        let (status, body) = http_get(&server, file).await?;
+        assert_eq!(status, 200, "{file}");
+        assert!(!body.is_empty(), "{file}");
     }
     server.stop().await
-}
-
-/// A GET over plain HTTP/1.1; the body of a 200.
-async fn reqwest_get(server: &TestServer, path: &str) -> TestResult<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = server.url.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(address).await?;
-    socket
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut raw = Vec::new();
-    socket.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no body")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("GET {path}: {head}").into());
-    }
-    // Chunked transfer (axum streams bodies of unknown length): join the chunks.
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16)?;
-            if size == 0 {
-                break;
-            }
-            out.push_str(after.get(..size).ok_or("short chunk")?);
-            rest = after.get(size + 2..).unwrap_or_default();
-        }
-        return Ok(out);
-    }
-    Ok(body.to_owned())
 }

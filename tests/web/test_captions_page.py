@@ -13,10 +13,10 @@ Needs Debian's `chromium` (or CHROMIUM_BIN) and a venv with tests/web/requiremen
 Environment: TRANSCRIBE_SERVER_BIN (default target/release/transcribe-server), CHROMIUM_BIN.
 Screenshots and server logs go to target/web-artifacts/.
 """
+import importlib.util
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -57,20 +57,18 @@ if not SERVER.exists():
 
 # ---- scoring ---------------------------------------------------------------------------
 
-def words(text):
-    """Lower case, punctuation dropped (apostrophes kept), split on white space."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("\n", " ")).split()
+# core's text normalisation and WER, as bench/bench.py ports them (its tests check the port
+# against core's cases). Loaded by path: bench/ is not a package.
+_spec = importlib.util.spec_from_file_location("bench_orchestrator", ROOT / "bench" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+free_port = bench.free_port
 
 
 def wer(reference, hypothesis):
-    """Word error rate: word-level Levenshtein distance over the reference's length."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diagonal, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
-    return row[-1] / max(1, len(ref))
+    """Word error rate after core's normalisation."""
+    errors, words = bench.wer_counts(reference, hypothesis)
+    return errors / max(1, words)
 
 
 def test_wer_helper():
@@ -89,12 +87,6 @@ def duration(name):
 
 
 # ---- the server ------------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     """transcribe-server on a free loopback port, ready (GET /readyz answers 200)."""

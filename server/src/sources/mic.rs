@@ -12,8 +12,7 @@ pub(super) struct MicInfo {
     pub device: String,
     /// Its native format, before conversion.
     pub format: AudioFormat,
-    pub sample_rate: u32,
-    pub channels: u16,
+    /// cpal's name of the sample format (`i16`, `f32`, ...), for the log.
     pub sample_format: String,
 }
 
@@ -138,8 +137,6 @@ mod with_capture {
             },
             name: info.name,
             device: info.device,
-            sample_rate: info.sample_rate,
-            channels: info.channels,
             sample_format: info.sample_format,
         }
     }
