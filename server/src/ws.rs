@@ -159,7 +159,8 @@ async fn run_stream(
     let mut tx = Some(tx);
     let mut pending: Option<Inbound> = None;
     loop {
-        let sender = tx.clone();
+        // A sender only while a message waits for room (`reserve` then owns it).
+        let sender = pending.as_ref().and(tx.clone());
         tokio::select! {
             response = responses.next() => {
                 if forward(&mut socket, response).await.is_break() {
