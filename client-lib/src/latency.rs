@@ -149,7 +149,9 @@ pub fn word_latencies(reference: &[RefWord], trace: &Trace) -> Vec<Option<f64>> 
                     interim = None;
                 }
             }
-            StreamEvent::Progress { .. } => continue,
+            StreamEvent::Progress { .. }
+            | StreamEvent::Resuming { .. }
+            | StreamEvent::Resumed { .. } => continue,
         }
         let now = trace.offset(*at);
         let heard = reference

@@ -22,20 +22,35 @@
 //! # }
 //! ```
 //!
+//! # Surviving the server
+//! With [`StreamOptions::retry`] set, a stream outlives its server: when the call fails
+//! with UNAVAILABLE (a draining server, a balancer with no backend), RESOURCE_EXHAUSTED
+//! (after the server's RetryInfo), a reset connection, or the server's stream-length limit,
+//! the client waits (exponential backoff with jitter) and opens a new call to the same
+//! address, sending again the audio no final covers yet with `stream_start_offset`, so
+//! times stay on the original clock, utterance indices continue, and no final is reported
+//! twice. It gives up with [`ClientError::GaveUp`] once failures have lasted
+//! [`RetryPolicy::give_up_after`]. Each resume is reported as [`StreamEvent::Resuming`].
+//! [`resume`] has the rules; off by default (a failed call is returned as it is).
+//!
 //! # Layout
-//! - this module: [`Target`], [`connect`], [`stream_samples`], [`StreamEvent`] and the
-//!   results they carry, [`ClientError`].
+//! - this module: [`Target`], [`connect`], [`stream_samples`], [`stream_audio`],
+//!   [`StreamEvent`] and the results they carry, [`ClientError`].
+//! - [`resume`]: what is retried and when, the audio kept for a resume, the seam between
+//!   calls (pure; the driver is [`stream_audio`]).
 //! - [`latency`]: client-side latency measures over a traced stream (word emission,
 //!   interim, finalisation; percentiles), shared by the benchmark and the soak tool.
 #![warn(missing_docs)]
 
 pub mod latency;
+pub mod resume;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -51,6 +66,9 @@ use transcribe_proto::v1::{
 
 use transcribe_proto::auth::{AUTHORIZATION, BEARER, TokenFileError, read_token_file};
 use transcribe_proto::duration::to_std as std_duration;
+
+pub use resume::RetryPolicy;
+use resume::{Backoff, Seam, Tape, Verdict};
 
 /// Requests buffered between the pacing task and the transport. Full-policy: the pacer
 /// waits (HTTP/2 flow control then pushes back on it).
@@ -79,6 +97,9 @@ pub struct StreamOptions {
     pub translate: bool,
     /// A decoder prompt (names, spellings).
     pub prompt: Option<String>,
+    /// Resume the stream when the server or the path to it fails (see the crate doc);
+    /// `None` returns the first failure.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Default for StreamOptions {
@@ -92,6 +113,7 @@ impl Default for StreamOptions {
             language: None,
             translate: false,
             prompt: None,
+            retry: None,
         }
     }
 }
@@ -111,6 +133,24 @@ pub enum StreamEvent {
     },
     /// The settled text of an utterance.
     Final(FinalResult),
+    /// The call failed and the stream will resume on a new one (only with
+    /// [`StreamOptions::retry`]). Interims shown so far are void: their utterance comes
+    /// again.
+    Resuming {
+        /// Why the call ended.
+        error: String,
+        /// The wait before the new call.
+        after: Duration,
+        /// Where the new call's audio starts, seconds from the stream start (everything
+        /// before is final).
+        from: f64,
+    },
+    /// The first answer on a resumed call: results flow again.
+    Resumed {
+        /// From the failure of the previous call to this answer (backoff, reconnecting,
+        /// the server working through the audio sent again).
+        gap: Duration,
+    },
     /// Only progress moved (a heartbeat), or a speech event.
     Progress {
         /// Audio the server has run through the model, in seconds.
@@ -146,8 +186,12 @@ pub struct StreamSummary {
     pub finals: Vec<FinalResult>,
     /// Responses received.
     pub responses: usize,
-    /// Wall time of the whole call.
+    /// Wall time of the whole stream.
     pub elapsed: Duration,
+    /// Calls made (1 unless the stream resumed).
+    pub attempts: u32,
+    /// For each resume: from the failure to the new call's first answer.
+    pub resume_gaps: Vec<Duration>,
 }
 
 impl StreamSummary {
@@ -207,6 +251,18 @@ pub enum ClientError {
     /// RESOURCE_EXHAUSTED and UNAVAILABLE may succeed on retry).
     #[error("server error {:?}: {}", .0.code(), .0.message())]
     Status(tonic::Status),
+    /// The stream kept failing for longer than [`RetryPolicy::give_up_after`] (the last
+    /// failure is the source). Check the server (or balancer) and its health.
+    #[error("gave up after {:.1} s and {attempts} calls", after.as_secs_f64())]
+    GaveUp {
+        /// How long the failures lasted.
+        after: Duration,
+        /// Calls made in all.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Box<ClientError>,
+    },
 }
 
 // Not `#[from]`: that would make the status the error's source, and `{:#}` would print its
@@ -494,67 +550,338 @@ pub fn streaming_config(options: &StreamOptions) -> StreamingRecognizeRequest {
 
 /// Streams `samples` (16 kHz mono, `[-1, 1]`) to the server at `target` and calls `on_event`
 /// for every result as it arrives; returns when the server has sent its last final.
+/// Paced in real time with `options.realtime`; resumed on failures with `options.retry`.
 ///
 /// # Errors
-/// [`ClientError`] when the server cannot be reached or ends the call with an error.
+/// [`ClientError`] when the server cannot be reached or ends the call with an error
+/// ([`ClientError::GaveUp`] when retrying ran out of time).
 pub async fn stream_samples(
     target: impl Into<Target>,
     samples: &[f32],
     options: &StreamOptions,
     on_event: impl FnMut(StreamEvent),
 ) -> Result<StreamSummary, ClientError> {
-    let mut client = connect(target).await?;
-    stream_with(&mut client, samples, options, on_event).await
+    let (feed, feeder) = feed_samples(samples, options);
+    let result = stream_audio(target, feed, options, on_event).await;
+    feeder.abort();
+    result
 }
 
-/// [`stream_samples`] on an existing client.
+/// Streams live audio (16 kHz mono chunks from `feed`, e.g. a microphone) to the server at
+/// `target`; the stream ends (the server sends its last finals) when every sender of the
+/// feed is dropped. Resumed on failures with `options.retry` (the audio not yet covered by
+/// a final is kept meanwhile).
 ///
 /// # Errors
-/// [`ClientError::Status`] when the server ends the call with an error.
+/// As [`stream_samples`].
+pub async fn stream_audio(
+    target: impl Into<Target>,
+    feed: mpsc::Receiver<Vec<f32>>,
+    options: &StreamOptions,
+    on_event: impl FnMut(StreamEvent),
+) -> Result<StreamSummary, ClientError> {
+    drive(Calls::Connect(target.into()), feed, options, on_event).await
+}
+
+/// [`stream_samples`] on an existing client (its calls reuse the client's channel).
+///
+/// # Errors
+/// As [`stream_samples`].
 pub async fn stream_with(
     client: &mut ServiceClient,
     samples: &[f32],
     options: &StreamOptions,
+    on_event: impl FnMut(StreamEvent),
+) -> Result<StreamSummary, ClientError> {
+    let (feed, feeder) = feed_samples(samples, options);
+    let result = drive(Calls::Reuse(client.clone()), feed, options, on_event).await;
+    feeder.abort();
+    result
+}
+
+/// A task that sends `samples` in chunks of `options.chunk`, paced in real time when
+/// `options.realtime`, then closes the feed.
+fn feed_samples(
+    samples: &[f32],
+    options: &StreamOptions,
+) -> (mpsc::Receiver<Vec<f32>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
+    let audio = samples.to_vec();
+    let realtime = options.realtime;
+    let chunk = options.chunk;
+    let chunk_samples = chunk_samples(chunk);
+    let feeder = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(chunk);
+        for piece in audio.chunks(chunk_samples) {
+            if realtime {
+                ticker.tick().await;
+            }
+            if tx.send(piece.to_vec()).await.is_err() {
+                return;
+            }
+        }
+    });
+    (rx, feeder)
+}
+
+fn chunk_samples(chunk: Duration) -> usize {
+    ((chunk.as_secs_f64() * f64::from(SAMPLE_RATE)) as usize).max(1)
+}
+
+fn samples_of(offset: Option<&prost_types::Duration>) -> u64 {
+    (seconds(offset) * f64::from(SAMPLE_RATE)).round() as u64
+}
+
+/// Where each call of a stream goes.
+enum Calls {
+    /// A new connection per call (a balancer may send it elsewhere).
+    Connect(Target),
+    /// Calls on this client's channel.
+    Reuse(ServiceClient),
+}
+
+impl Calls {
+    async fn client(&self) -> Result<ServiceClient, ClientError> {
+        match self {
+            Self::Connect(target) => connect(target).await,
+            Self::Reuse(client) => Ok(client.clone()),
+        }
+    }
+}
+
+/// Runs a stream over as many calls as it takes: each call gets a client from `calls`,
+/// sends the kept audio from the resume point and reports what comes back; a failure is
+/// retried per `options.retry` (see [`resume`]).
+async fn drive(
+    calls: Calls,
+    mut feed: mpsc::Receiver<Vec<f32>>,
+    options: &StreamOptions,
     mut on_event: impl FnMut(StreamEvent),
 ) -> Result<StreamSummary, ClientError> {
     let started = Instant::now();
-    let (sender, requests) = paced_requests(samples, options);
-    let response = client.streaming_recognize(requests).await;
-    let mut inbound = match response {
-        Ok(r) => r.into_inner(),
-        Err(status) => {
-            sender.abort();
-            return Err(status.into());
-        }
-    };
-    let mut summary = StreamSummary::default();
-    let result = loop {
-        match inbound.message().await {
-            Ok(Some(response)) => {
-                summary.responses += 1;
-                if summary.request_id.is_empty() {
-                    summary.request_id.clone_from(&response.request_id);
-                }
-                for event in events_of(&response) {
-                    if let StreamEvent::Final(f) = &event {
-                        summary.finals.push(f.clone());
-                    }
-                    on_event(event);
-                }
+    let tape = Arc::new(watch::Sender::new(Tape::default()));
+    let keeper = tokio::spawn({
+        let tape = Arc::clone(&tape);
+        async move {
+            while let Some(chunk) = feed.recv().await {
+                tape.send_modify(|t| t.push(&chunk));
             }
-            Ok(None) => break Ok(()),
-            Err(status) => break Err(ClientError::Status(status)),
+            tape.send_modify(Tape::end);
         }
+    });
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut backoff = Backoff::new(options.retry.unwrap_or_default(), seed);
+    let mut seam = Seam::default();
+    let mut summary = StreamSummary::default();
+    // When the previous call failed (to time the resume).
+    let mut failed_at: Option<Instant> = None;
+    let result = loop {
+        let from = seam.begin_attempt();
+        let call_started = Instant::now();
+        let mut answered: Option<Instant> = None;
+        let resuming = failed_at;
+        let outcome = match calls.client().await {
+            Ok(mut client) => {
+                one_call(
+                    &mut client,
+                    &tape,
+                    from,
+                    options,
+                    &mut seam,
+                    &mut summary,
+                    &mut answered,
+                    resuming,
+                    &mut on_event,
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        let Err(error) = outcome else {
+            break Ok(());
+        };
+        if answered.is_some() {
+            failed_at = None;
+        }
+        failed_at.get_or_insert_with(Instant::now);
+        if options.retry.is_none() {
+            break Err(error);
+        }
+        let verdict = match &error {
+            ClientError::Status(status) => resume::verdict(status),
+            ClientError::Connect { .. } => Verdict::Retry { hint: None },
+            _ => Verdict::Fail,
+        };
+        if answered.is_some() {
+            backoff.succeeded();
+        }
+        let spent = answered.unwrap_or(call_started).elapsed();
+        let wait = match verdict {
+            Verdict::Fail => break Err(error),
+            Verdict::Continue => Duration::ZERO,
+            Verdict::Retry { hint } => match backoff.failed(spent, hint) {
+                Some(wait) => wait,
+                None => {
+                    break Err(ClientError::GaveUp {
+                        after: backoff.failing_for(),
+                        attempts: seam.attempts(),
+                        last: Box::new(error),
+                    });
+                }
+            },
+        };
+        tracing::info!(
+            message = "Stream interrupted; resuming.",
+            error = %error,
+            wait_seconds = wait.as_secs_f64(),
+            from_seconds = seam.resume_point() as f64 / f64::from(SAMPLE_RATE)
+        );
+        on_event(StreamEvent::Resuming {
+            error: error.to_string(),
+            after: wait,
+            from: seam.resume_point() as f64 / f64::from(SAMPLE_RATE),
+        });
+        tokio::time::sleep(wait).await;
     };
-    sender.abort();
+    keeper.abort();
+    summary.attempts = seam.attempts();
     summary.elapsed = started.elapsed();
     result.map(|()| summary)
+}
+
+/// One call: the config (with `stream_start_offset` = `from`), then the tape's audio from
+/// `from` on as it comes, half-closed at its end; responses reported through `seam` (new
+/// indices, repeats dropped). `answered` is set at each response; `resuming` is when the
+/// previous call failed, reported with the first response.
+#[allow(clippy::too_many_arguments)]
+async fn one_call(
+    client: &mut ServiceClient,
+    tape: &Arc<watch::Sender<Tape>>,
+    from: u64,
+    options: &StreamOptions,
+    seam: &mut Seam,
+    summary: &mut StreamSummary,
+    answered: &mut Option<Instant>,
+    mut resuming: Option<Instant>,
+    on_event: &mut impl FnMut(StreamEvent),
+) -> Result<(), ClientError> {
+    let mut config = streaming_config(options);
+    if let Some(StreamingRequest::StreamingConfig(c)) = config.streaming_request.as_mut() {
+        c.stream_start_offset = (from > 0).then(|| {
+            transcribe_proto::duration::to_proto(Duration::from_nanos(
+                from * 1_000_000_000 / u64::from(SAMPLE_RATE),
+            ))
+        });
+    }
+    let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
+    let sender = tokio::spawn(send_tape(
+        tape.subscribe(),
+        from,
+        chunk_samples(options.chunk),
+        config,
+        tx,
+    ));
+    let result = async {
+        let mut inbound = client
+            .streaming_recognize(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        while let Some(response) = inbound.message().await? {
+            *answered = Some(Instant::now());
+            if let Some(failed) = resuming.take() {
+                let gap = failed.elapsed();
+                summary.resume_gaps.push(gap);
+                on_event(StreamEvent::Resumed { gap });
+            }
+            summary.responses += 1;
+            if summary.request_id.is_empty() {
+                summary.request_id.clone_from(&response.request_id);
+            }
+            if let Some(progress) = &response.progress {
+                seam.on_final_offset(samples_of(progress.final_offset.as_ref()));
+            }
+            for event in events_of(&response) {
+                let event = match event {
+                    StreamEvent::Final(mut f) => {
+                        let end = (f.end * f64::from(SAMPLE_RATE)).round() as u64;
+                        let Some(index) = seam.on_final(f.utterance_index, end) else {
+                            continue;
+                        };
+                        f.utterance_index = index;
+                        summary.finals.push(f.clone());
+                        StreamEvent::Final(f)
+                    }
+                    StreamEvent::Interim {
+                        utterance_index,
+                        stable,
+                        unstable,
+                    } => StreamEvent::Interim {
+                        utterance_index: seam.map_index(utterance_index),
+                        stable,
+                        unstable,
+                    },
+                    other => other,
+                };
+                on_event(event);
+            }
+            // Audio before the resume point will never be sent again.
+            let point = seam.resume_point();
+            tape.send_modify(|t| t.forget_before(point));
+        }
+        Ok::<(), ClientError>(())
+    }
+    .await;
+    sender.abort();
+    result
+}
+
+/// Sends `config`, then the tape's audio from `cursor` in chunks of at most `chunk` as it
+/// arrives, and drops `tx` (half-closing the call) once the tape has ended and all is sent.
+async fn send_tape(
+    mut tape: watch::Receiver<Tape>,
+    mut cursor: u64,
+    chunk: usize,
+    config: StreamingRecognizeRequest,
+    tx: mpsc::Sender<StreamingRecognizeRequest>,
+) {
+    if tx.send(config).await.is_err() {
+        return;
+    }
+    loop {
+        let (piece, done) = {
+            let tape = tape.borrow_and_update();
+            let piece = tape.read(cursor, chunk);
+            let done = piece.is_empty() && tape.is_ended() && cursor >= tape.end_position();
+            (piece, done)
+        };
+        if done {
+            return;
+        }
+        if piece.is_empty() {
+            if tape.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        cursor += piece.len() as u64;
+        let bytes: Vec<u8> = piece.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let request = StreamingRecognizeRequest {
+            streaming_request: Some(StreamingRequest::AudioContent(bytes)),
+        };
+        if tx.send(request).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Spawns the task that sends [`streaming_config`] for `options`, then `samples` (16 kHz
 /// mono) as FLOAT32 chunks of `options.chunk`, paced in real time when `options.realtime`,
 /// and half-closes. Returns the task and the request stream to pass to
 /// `streaming_recognize`; dropping the stream (or aborting the task) stops the sending.
+/// (One call, no resume: for callers that drive the call themselves.)
 pub fn paced_requests(
     samples: &[f32],
     options: &StreamOptions,
@@ -563,7 +890,7 @@ pub fn paced_requests(
     ReceiverStream<StreamingRecognizeRequest>,
 ) {
     let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
-    let chunk_samples = ((options.chunk.as_secs_f64() * f64::from(SAMPLE_RATE)) as usize).max(1);
+    let chunk_samples = chunk_samples(options.chunk);
     let audio: Vec<f32> = samples.to_vec();
     let config = streaming_config(options);
     let realtime = options.realtime;

@@ -3,6 +3,11 @@
 //! rewritten in place and finals scroll above it; otherwise one final per line, so it can
 //! be piped. Source state changes (interrupted, active again) go to stderr. The call ends
 //! with the source (exit 0), on Ctrl-C (exit 0) or with the server's status (exit 2).
+//!
+//! When the call fails in a way worth retrying (the server went away or drains, the
+//! connection broke, the subscriber fell behind), it resubscribes after a backoff (the
+//! client library's rules, `--retry-for`) asking for the history it missed; finals already
+//! shown (same wall-clock end: `capture_start_time` + offset) are not shown again.
 
 use std::io::{IsTerminal, Write};
 
@@ -20,6 +25,14 @@ const RESET: &str = "\x1b[0m";
 /// Recent finals asked for on joining, so a viewer sees what was just said (and a
 /// subscriber that connects a moment after the source starts misses nothing short).
 const JOIN_HISTORY: i32 = 5;
+
+/// Finals asked for on resubscribing (the server keeps up to its history capacity, 100 by
+/// default): what was said while the subscription was down.
+const RESUBSCRIBE_HISTORY: i32 = 100;
+
+/// Finals whose wall-clock ends are this close are the same final (offsets are whole
+/// milliseconds or finer).
+const FINAL_TIME_TOLERANCE: f64 = 1e-3;
 
 /// Width assumed for the partial line when the terminal's is unknown.
 const DEFAULT_WIDTH: usize = 80;
@@ -39,7 +52,7 @@ pub fn run(args: &Args, source: &str) -> anyhow::Result<u8> {
     let live = std::io::stdout().is_terminal();
     runtime.block_on(async {
         tokio::select! {
-            result = subscribe(&target, source, live) => result,
+            result = subscribe(&target, source, live, args.retry()) => result,
             _ = tokio::signal::ctrl_c() => {
                 if live {
                     let mut out = std::io::stdout().lock();
@@ -56,42 +69,95 @@ async fn subscribe(
     target: &transcribe_client::Target,
     source: &str,
     live: bool,
+    retry: Option<transcribe_client::RetryPolicy>,
 ) -> anyhow::Result<u8> {
+    use transcribe_client::resume::{Backoff, Verdict, verdict};
     let url = target.url.as_str();
-    // The client's error names the URL already.
-    let mut client = transcribe_client::connect(target).await?;
-    let request = StreamCaptionsRequest {
-        source: source.to_owned(),
-        interim_results: live,
-        enable_word_time_offsets: false,
-        enable_voice_activity_events: false,
-        history_size: JOIN_HISTORY,
-    };
     let what = if source.is_empty() {
         "the default caption source".to_owned()
     } else {
         format!("caption source {source:?}")
     };
-    let mut stream = client
-        .stream_captions(request)
-        .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))
-        .with_context(|| format!("cannot subscribe to {what} at {url}"))?
-        .into_inner();
     let mut display = Display::new(live);
+    let mut backoff = Backoff::new(retry.unwrap_or_default(), u64::from(std::process::id()));
+    let mut calls = 0u32;
     loop {
-        match stream.message().await {
-            Ok(Some(message)) => display.show(&message)?,
-            Ok(None) => {
-                display.finish()?;
-                return Ok(crate::EXIT_OK);
-            }
-            Err(status) => {
-                display.finish()?;
-                return Err(anyhow::anyhow!("{}", status.message()))
-                    .with_context(|| format!("captions of {what} from {url} stopped"));
-            }
+        calls += 1;
+        let started = std::time::Instant::now();
+        let mut answered = None;
+        let request = StreamCaptionsRequest {
+            source: source.to_owned(),
+            interim_results: live,
+            enable_word_time_offsets: false,
+            enable_voice_activity_events: false,
+            history_size: if calls == 1 {
+                JOIN_HISTORY
+            } else {
+                RESUBSCRIBE_HISTORY
+            },
+        };
+        let error = match transcribe_client::connect(target).await {
+            Ok(mut client) => match client.stream_captions(request).await {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(message)) => {
+                                answered = Some(std::time::Instant::now());
+                                display.show(&message)?;
+                            }
+                            Ok(None) => {
+                                display.finish()?;
+                                return Ok(crate::EXIT_OK);
+                            }
+                            Err(status) => break transcribe_client::ClientError::Status(status),
+                        }
+                    }
+                }
+                Err(status) => transcribe_client::ClientError::Status(status),
+            },
+            Err(error) => error,
+        };
+        let hint = match &error {
+            transcribe_client::ClientError::Status(status) => match verdict(status) {
+                Verdict::Retry { hint } => Some(hint),
+                Verdict::Continue | Verdict::Fail => None,
+            },
+            transcribe_client::ClientError::Connect { .. } => Some(None),
+            _ => None,
+        };
+        let message = match &error {
+            transcribe_client::ClientError::Status(status) => status.message().to_owned(),
+            other => other.to_string(),
+        };
+        let stopped = || {
+            let context = if answered.is_some() || calls > 1 {
+                format!("captions of {what} from {url} stopped")
+            } else {
+                format!("cannot subscribe to {what} at {url}")
+            };
+            Err(anyhow::anyhow!("{message}")).context(context)
+        };
+        let (Some(hint), Some(_)) = (hint, retry) else {
+            display.finish()?;
+            return stopped();
+        };
+        if answered.is_some() {
+            backoff.succeeded();
         }
+        let spent = answered.unwrap_or(started).elapsed();
+        let Some(wait) = backoff.failed(spent, hint) else {
+            display.finish()?;
+            return stopped().with_context(|| {
+                format!(
+                    "gave up after {:.1} s and {calls} calls",
+                    backoff.failing_for().as_secs_f64()
+                )
+            });
+        };
+        display.finish()?;
+        eprintln!("{message}; resubscribing in {:.1} s", wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -103,6 +169,11 @@ struct Display {
     /// The state last reported.
     state: Option<i32>,
     width: usize,
+    /// The source's `capture_start_time` (Unix seconds), when known.
+    capture_start: Option<f64>,
+    /// Wall-clock end (Unix seconds) of the newest final shown: a replay ending at or
+    /// before it was shown already.
+    last_final_end: Option<f64>,
 }
 
 impl Display {
@@ -113,6 +184,8 @@ impl Display {
             partial: false,
             state: None,
             width: width.max(10),
+            capture_start: None,
+            last_final_end: None,
         }
     }
 
@@ -120,14 +193,33 @@ impl Display {
         let mut out = std::io::stdout().lock();
         if let Some(source) = &message.source {
             self.source_changed(source, &mut out)?;
+            self.capture_start = source
+                .capture_start_time
+                .as_ref()
+                .map(|t| t.seconds as f64 + f64::from(t.nanos) * 1e-9);
         }
-        let finals: Vec<&str> = message
-            .results
-            .iter()
-            .filter(|r| r.is_final)
-            .filter_map(|r| r.alternatives.first())
-            .map(|a| a.transcript.trim())
-            .collect();
+        let mut finals: Vec<&str> = Vec::new();
+        for result in message.results.iter().filter(|r| r.is_final) {
+            let end = self.capture_start.map(|start| {
+                start
+                    + result
+                        .result_end_offset
+                        .as_ref()
+                        .and_then(transcribe_proto::duration::to_std)
+                        .map_or(0.0, |d| d.as_secs_f64())
+            });
+            if let (Some(end), Some(last)) = (end, self.last_final_end)
+                && end <= last + FINAL_TIME_TOLERANCE
+            {
+                continue;
+            }
+            if end.is_some() {
+                self.last_final_end = end;
+            }
+            if let Some(alternative) = result.alternatives.first() {
+                finals.push(alternative.transcript.trim());
+            }
+        }
         for text in finals {
             if self.partial {
                 write!(out, "{CLEAR_LINE}")?;

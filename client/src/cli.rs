@@ -140,6 +140,13 @@ pub struct Args {
     #[arg(long, requires = "server")]
     pub realtime: bool,
 
+    /// With --server: when the call fails because the server went away, drains, is full
+    /// or the connection broke, retry (backoff, honouring the server's retry delay) and
+    /// resume where the last final ended, for up to this many seconds of failures in a
+    /// row; then fail. Captions resubscribe and replay what was missed. 0: no retries.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, requires = "server", value_parser = retry_seconds)]
+    pub retry_for: f64,
+
     /// With --server: subscribe to one of the server's caption sources (started there with
     /// --source; without SOURCE, its default source) and print the captions: the partial
     /// line rewritten in place on a terminal, one final per line otherwise.
@@ -188,6 +195,23 @@ pub struct Args {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn retry_seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err("expected seconds from 0 to 86400".into()),
+    }
+}
+
+impl Args {
+    /// `--retry-for` as the client's retry policy (`None` for 0).
+    pub fn retry(&self) -> Option<transcribe_client::RetryPolicy> {
+        (self.retry_for > 0.0).then(|| transcribe_client::RetryPolicy {
+            give_up_after: std::time::Duration::from_secs_f64(self.retry_for),
+            ..Default::default()
+        })
+    }
 }
 
 /// How a file is cut into Whisper windows (`--chunking`).

@@ -14,18 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio_stream::wrappers::ReceiverStream;
 use transcribe_audio::capture::{Capture, CaptureConfig, CaptureEvent, CaptureInfo};
-use transcribe_client::{
-    REQUEST_BUFFER, StreamEvent, StreamOptions, connect, events_of, streaming_config,
-};
+use transcribe_client::{StreamEvent, StreamOptions, stream_audio};
 use transcribe_core::audio::samples_to_seconds;
 use transcribe_core::policy::PolicyConfig;
 use transcribe_core::subtitles::timestamp;
 use transcribe_core::{PolicyEvent, Segment, Transcript, Word};
 use transcribe_engine::WhisperModel;
-use transcribe_proto::v1::StreamingRecognizeRequest;
-use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 
 use crate::cli::{Args, UsageError};
 use crate::format::{Format, Report, render};
@@ -182,17 +177,19 @@ fn run_remote(args: &Args, url: &str) -> anyhow::Result<u8> {
         model: args.model.clone(),
         language: args.language.clone(),
         translate: args.translate,
+        retry: args.retry(),
         ..StreamOptions::default()
     };
     let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let target = crate::remote::target(args)?;
 
     runtime.block_on(async {
-        let mut client = connect(crate::remote::target(args)?).await?;
-        let (audio_tx, mut audio_rx) =
-            tokio::sync::mpsc::channel::<Vec<f32>>(REMOTE_AUDIO_CAPACITY);
+        let (audio_tx, audio_rx) = tokio::sync::mpsc::channel::<Vec<f32>>(REMOTE_AUDIO_CAPACITY);
         let failed = Arc::clone(&failure);
         // The sink owns `audio_tx`: when capture stops (Ctrl-C) or fails, the consumer
-        // thread drops it, the sender task below sees the end and half-closes the call.
+        // thread drops it, the stream sees the end of its audio and half-closes the call.
+        // While a call is being resumed, the client keeps the audio (see
+        // `transcribe_client::stream_audio`), so capture never waits on the server.
         let capture = Capture::start(&capture_config(args), move |event| match event {
             CaptureEvent::Audio(samples) => audio_tx.blocking_send(samples).is_ok(),
             CaptureEvent::Overrun {
@@ -214,25 +211,6 @@ fn run_remote(args: &Args, url: &str) -> anyhow::Result<u8> {
         let stopper = capture.stopper();
         install_interrupt(move || stopper.stop())?;
         announce(capture.info());
-
-        let (req_tx, req_rx) = tokio::sync::mpsc::channel(REQUEST_BUFFER);
-        req_tx
-            .send(streaming_config(&options))
-            .await
-            .map_err(|_| anyhow::anyhow!("the request stream closed before it started"))?;
-        let sender = tokio::spawn(async move {
-            while let Some(chunk) = audio_rx.recv().await {
-                let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
-                let request = StreamingRecognizeRequest {
-                    streaming_request: Some(StreamingRequest::AudioContent(bytes)),
-                };
-                if req_tx.send(request).await.is_err() {
-                    break;
-                }
-            }
-            // Dropping `req_tx` half-closes the request stream: the server finalizes the
-            // open utterance, sends its final and ends the call.
-        });
         let mut display = Display::new(
             args,
             capture.info(),
@@ -240,36 +218,14 @@ fn run_remote(args: &Args, url: &str) -> anyhow::Result<u8> {
                 .clone()
                 .unwrap_or_else(|| format!("server default at {url}")),
         );
-        let response = client
-            .streaming_recognize(ReceiverStream::new(req_rx))
-            .await
-            .map_err(transcribe_client::ClientError::from)
-            .with_context(|| format!("streaming the microphone to {url}"))?;
-        let mut inbound = response.into_inner();
-        let result: anyhow::Result<()> = loop {
-            match inbound.message().await {
-                Ok(Some(response)) => {
-                    let mut shown = Ok(());
-                    for event in events_of(&response) {
-                        shown = display.stream_event(event);
-                        if shown.is_err() {
-                            break;
-                        }
-                    }
-                    if let Err(e) = shown {
-                        break Err(e.into());
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(status) => {
-                    break Err(
-                        anyhow::Error::from(transcribe_client::ClientError::from(status))
-                            .context(format!("streaming the microphone to {url}")),
-                    );
-                }
+        let mut shown: std::io::Result<()> = Ok(());
+        let streamed = stream_audio(&target, audio_rx, &options, |event| {
+            if shown.is_ok() {
+                shown = display.stream_event(event);
             }
-        };
-        sender.abort();
+        })
+        .await
+        .with_context(|| format!("streaming the microphone to {url}"));
         let stats = capture.stop();
         let finished = display.finish();
         if stats.frames_dropped > 0 {
@@ -278,7 +234,8 @@ fn run_remote(args: &Args, url: &str) -> anyhow::Result<u8> {
                 stats.frames_dropped
             );
         }
-        result?;
+        streamed?;
+        shown?;
         finished?;
         if let Some(message) = failure.lock().ok().and_then(|mut s| s.take()) {
             anyhow::bail!("{message}");
@@ -413,6 +370,20 @@ impl Display {
                 words: f.words,
                 language: f.language,
             }),
+            StreamEvent::Resuming { error, after, from } => {
+                if self.partial_visible {
+                    self.partial_visible = false;
+                    let mut out = self.out.lock();
+                    write!(out, "{CLEAR_LINE}")?;
+                    out.flush()?;
+                }
+                eprintln!("{}", crate::remote::resuming_line(&error, after, from));
+                Ok(())
+            }
+            StreamEvent::Resumed { gap } => {
+                eprintln!("{}", crate::remote::resumed_line(gap));
+                Ok(())
+            }
             StreamEvent::Progress { .. } => Ok(()),
         }
     }

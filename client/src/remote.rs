@@ -79,6 +79,19 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     })
 }
 
+/// What the CLI says on stderr when a stream resumes.
+pub fn resuming_line(error: &str, after: std::time::Duration, from: f64) -> String {
+    format!(
+        "{error}; resuming from {from:.1} s in {:.1} s",
+        after.as_secs_f64()
+    )
+}
+
+/// What the CLI says on stderr when results flow again after a resume.
+pub fn resumed_line(gap: std::time::Duration) -> String {
+    format!("resumed after {:.2} s", gap.as_secs_f64())
+}
+
 async fn stream_one(target: &Target, file: &Path, args: &Args) -> anyhow::Result<()> {
     let url = target.url.as_str();
     let started = Instant::now();
@@ -88,6 +101,7 @@ async fn stream_one(target: &Target, file: &Path, args: &Args) -> anyhow::Result
         model: args.model.clone(),
         language: args.language.clone(),
         translate: args.translate,
+        retry: args.retry(),
         ..StreamOptions::default()
     };
     // Live display: only for text on a terminal, and only when printing to stdout.
@@ -111,6 +125,17 @@ async fn stream_one(target: &Target, file: &Path, args: &Args) -> anyhow::Result
                 }
                 StreamEvent::Final(f) if plain_lines && !f.text.is_empty() => {
                     writeln!(out, "{}", f.text).and_then(|()| out.flush())
+                }
+                StreamEvent::Resuming { error, after, from } => {
+                    if live {
+                        let _ = write!(out, "{CLEAR_LINE}");
+                    }
+                    eprintln!("{}", resuming_line(error, *after, *from));
+                    Ok(())
+                }
+                StreamEvent::Resumed { gap } => {
+                    eprintln!("{}", resumed_line(*gap));
+                    Ok(())
                 }
                 _ => Ok(()),
             };
