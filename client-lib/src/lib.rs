@@ -710,12 +710,20 @@ async fn drive(
         if options.retry.is_none() {
             break Err(error);
         }
-        let verdict = match &error {
+        let mut verdict = match &error {
             ClientError::Status(status) => resume::verdict(status),
             ClientError::Connect { .. } => Verdict::Retry { hint: None },
             _ => Verdict::Fail,
         };
-        if answered.is_some() {
+        // A call that reached the length limit without moving the resume point (no final,
+        // no newer final_offset: e.g. silence sent faster than the server reports) would be
+        // made again just as it was, at once and forever: count it as a failure instead, so
+        // that the backoff and `give_up_after` bound it.
+        let stalled = verdict == Verdict::Continue && seam.resume_point() <= from;
+        if stalled {
+            verdict = Verdict::Retry { hint: None };
+        }
+        if answered.is_some() && !stalled {
             backoff.succeeded();
         }
         let spent = answered.unwrap_or(call_started).elapsed();

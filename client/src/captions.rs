@@ -169,11 +169,46 @@ struct Display {
     /// The state last reported.
     state: Option<i32>,
     width: usize,
+    /// Finals already shown, across resubscriptions.
+    seen: SeenFinals,
+}
+
+/// Which finals were shown: by wall-clock end (`capture_start_time` + `result_end_offset`),
+/// so that the history replayed on resubscribing repeats none.
+#[derive(Debug, Default)]
+struct SeenFinals {
     /// The source's `capture_start_time` (Unix seconds), when known.
     capture_start: Option<f64>,
-    /// Wall-clock end (Unix seconds) of the newest final shown: a replay ending at or
-    /// before it was shown already.
-    last_final_end: Option<f64>,
+    /// Wall-clock end (Unix seconds) of the newest final shown.
+    last_end: Option<f64>,
+}
+
+impl SeenFinals {
+    fn source(&mut self, source: &transcribe_proto::v1::CaptionSource) {
+        self.capture_start = source
+            .capture_start_time
+            .as_ref()
+            .map(|t| t.seconds as f64 + f64::from(t.nanos) * 1e-9);
+    }
+
+    /// Whether a final ending at `end_offset` is new (and remembers it).
+    fn admit(&mut self, end_offset: Option<&prost_types::Duration>) -> bool {
+        let Some(start) = self.capture_start else {
+            return true;
+        };
+        let end = start
+            + end_offset
+                .and_then(transcribe_proto::duration::to_std)
+                .map_or(0.0, |d| d.as_secs_f64());
+        if self
+            .last_end
+            .is_some_and(|last| end <= last + FINAL_TIME_TOLERANCE)
+        {
+            return false;
+        }
+        self.last_end = Some(end);
+        true
+    }
 }
 
 impl Display {
@@ -184,8 +219,7 @@ impl Display {
             partial: false,
             state: None,
             width: width.max(10),
-            capture_start: None,
-            last_final_end: None,
+            seen: SeenFinals::default(),
         }
     }
 
@@ -193,28 +227,12 @@ impl Display {
         let mut out = std::io::stdout().lock();
         if let Some(source) = &message.source {
             self.source_changed(source, &mut out)?;
-            self.capture_start = source
-                .capture_start_time
-                .as_ref()
-                .map(|t| t.seconds as f64 + f64::from(t.nanos) * 1e-9);
+            self.seen.source(source);
         }
         let mut finals: Vec<&str> = Vec::new();
         for result in message.results.iter().filter(|r| r.is_final) {
-            let end = self.capture_start.map(|start| {
-                start
-                    + result
-                        .result_end_offset
-                        .as_ref()
-                        .and_then(transcribe_proto::duration::to_std)
-                        .map_or(0.0, |d| d.as_secs_f64())
-            });
-            if let (Some(end), Some(last)) = (end, self.last_final_end)
-                && end <= last + FINAL_TIME_TOLERANCE
-            {
+            if !self.seen.admit(result.result_end_offset.as_ref()) {
                 continue;
-            }
-            if end.is_some() {
-                self.last_final_end = end;
             }
             if let Some(alternative) = result.alternatives.first() {
                 finals.push(alternative.transcript.trim());
@@ -348,6 +366,32 @@ fn fit(stable: &str, unstable: &str, width: usize) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replayed_finals_already_shown_are_skipped() {
+        let source = |seconds| transcribe_proto::v1::CaptionSource {
+            capture_start_time: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            ..Default::default()
+        };
+        let at = |s: i64| prost_types::Duration {
+            seconds: s,
+            nanos: 0,
+        };
+        let mut seen = SeenFinals::default();
+        // Before the source is known nothing can be compared: shown.
+        assert!(seen.admit(Some(&at(1))));
+        seen.source(&source(1_000));
+        assert!(seen.admit(Some(&at(2))));
+        assert!(seen.admit(Some(&at(5))));
+        // Resubscribed: the history replays 2 s and 5 s, then 8 s is new.
+        seen.source(&source(1_000));
+        assert!(!seen.admit(Some(&at(2))));
+        assert!(!seen.admit(Some(&at(5))));
+        assert!(seen.admit(Some(&at(8))));
+        // The source restarted later: its offsets start again, on a later clock.
+        seen.source(&source(2_000));
+        assert!(seen.admit(Some(&at(1))));
+    }
 
     #[test]
     fn interims_split_by_stability() {
