@@ -17,6 +17,7 @@ Binaries: TRANSCRIBE_SERVER_BIN (else target/release/transcribe-server) and the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -384,17 +385,19 @@ def kill_round(fleet: Fleet, wav: Path, reference: str, sig: int, at: float) -> 
     return result
 
 
-def throughput(fleet_folder: Path, replicas: int, wav: Path, seconds: float, streams: int) -> dict:
+def throughput(fleet_folder: Path, replicas: int, wav: Path, seconds: float, streams: int,
+               extra: list[str] | None = None) -> dict:
     """`streams` clients sending `wav` as fast as the servers take it, all at once, through
-    nginx to `replicas` replicas: audio seconds per wall second."""
-    with Fleet(fleet_folder, replicas=replicas, max_streams=streams) as fleet:
+    nginx to `replicas` replicas (started with `extra` flags): audio seconds per wall
+    second."""
+    with Fleet(fleet_folder, replicas=replicas, max_streams=streams, extra=extra) as fleet:
         started = time.monotonic()
         clients = [Client(fleet.url, wav, realtime=False) for _ in range(streams)]
         for c in clients:
             c.wait()
         wall = time.monotonic() - started
     assert all(c.rc == 0 for c in clients), [c.stderr() for c in clients]
-    return {"replicas": replicas, "streams": streams, "wall": wall,
+    return {"replicas": replicas, "flags": extra or [], "streams": streams, "wall": wall,
             "audio_per_wall": streams * seconds / wall}
 
 
@@ -407,14 +410,14 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kills", type=int, default=8, help="SIGKILL rounds (default 8)")
+    parser.add_argument("--kills", type=int, default=8, help="SIGKILL rounds (default 8; 0: throughput only)")
     parser.add_argument("--streams", type=int, default=6, help="streams in the throughput runs")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="transcribe-fleet-"))
     wav, reference, seconds = clip(folder, ["pauses", "dog", "market"], "seam.wav")
     rounds = []
-    with Fleet(folder / "kills") as fleet:
+    with Fleet(folder / "kills") if args.kills else contextlib.nullcontext() as fleet:
         for k in range(args.kills):
             at = 4.0 + (k * 7 % 9)  # 4..12 s in, spread over the clip
             r = kill_round(fleet, wav, reference, signal.SIGKILL, at)
@@ -432,6 +435,8 @@ def main():
     tp_wav, _, tp_seconds = clip(folder, ["pauses"], "tp.wav")
     one = throughput(folder / "one", 1, tp_wav, tp_seconds, args.streams)
     three = throughput(folder / "three", 3, tp_wav, tp_seconds, args.streams)
+    # One replica using both cores, as three replicas of one worker each do together.
+    one_wide = throughput(folder / "one-wide", 1, tp_wav, tp_seconds, args.streams, ["--workers", "2"])
     summary = {
         "kills": len(rounds),
         "resumed_after_kill_p50": percentile(gaps, 0.5), "resumed_after_kill_p95": percentile(gaps, 0.95),
@@ -443,7 +448,9 @@ def main():
         "seam_repeats": sum(c["repeats"] for c in moved),
         "failed_clients": sum(1 for r in rounds for rc in r["rcs"] if rc != 0),
         "throughput_one": one, "throughput_three": three,
+        "throughput_one_two_workers": one_wide,
         "throughput_ratio": three["audio_per_wall"] / one["audio_per_wall"],
+        "throughput_ratio_two_workers": three["audio_per_wall"] / one_wide["audio_per_wall"],
     }
     print(json.dumps(summary, indent=2))
     if args.out:
