@@ -26,8 +26,8 @@
 //! With [`StreamOptions::retry`] set, a stream outlives its server: when the call fails
 //! with UNAVAILABLE (a draining server, a balancer with no backend), RESOURCE_EXHAUSTED
 //! (after the server's RetryInfo), a reset connection, or the server's stream-length limit,
-//! the client waits (exponential backoff with jitter) and opens a new call to the same
-//! address, sending again the audio no final covers yet with `stream_start_offset`, so
+//! (or, once a server was reached, the connection is refused), the client waits
+//! (exponential backoff with jitter) and opens a new call to the same address, sending again the audio no final covers yet with `stream_start_offset`, so
 //! times stay on the original clock, utterance indices continue, and no final is reported
 //! twice. It gives up with [`ClientError::GaveUp`] once failures have lasted
 //! [`RetryPolicy::give_up_after`]. Each resume is reported as [`StreamEvent::Resuming`].
@@ -712,7 +712,12 @@ async fn drive(
         }
         let mut verdict = match &error {
             ClientError::Status(status) => resume::verdict(status),
-            ClientError::Connect { .. } => Verdict::Retry { hint: None },
+            // A server that was never reached is a wrong address or a stopped server: said
+            // at once. Once the stream has reached one, a refused connection is a replica
+            // restarting (or a balancer's address moving): retried.
+            ClientError::Connect { .. } if seam.attempts() > 1 || answered.is_some() => {
+                Verdict::Retry { hint: None }
+            }
             _ => Verdict::Fail,
         };
         // A call that reached the length limit without moving the resume point (no final,

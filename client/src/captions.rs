@@ -123,7 +123,8 @@ async fn subscribe(
                 Verdict::Retry { hint } => Some(hint),
                 Verdict::Continue | Verdict::Fail => None,
             },
-            transcribe_client::ClientError::Connect { .. } => Some(None),
+            // Never reached: a wrong address, said at once (as for streams).
+            transcribe_client::ClientError::Connect { .. } if calls > 1 => Some(None),
             _ => None,
         };
         let message = match &error {

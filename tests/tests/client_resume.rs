@@ -3,7 +3,7 @@
 //! vanishes mid-stream or drains, waits out a full server (honouring RetryInfo), continues
 //! past the server's stream-length limit (and backs off and gives up, rather than repeat
 //! the same call forever, when a call at the limit moved nothing forward), gives up in time
-//! when nothing answers, and does not retry what retrying cannot fix (an unknown model, the
+//! when its server is gone for good (and at once when none was ever reached), and does not retry what retrying cannot fix (an unknown model, the
 //! server's own INTERNAL).
 //!
 //! A resumed stream must read as one stream: the finals' text is the script's, each phrase
@@ -495,24 +495,43 @@ async fn a_full_server_is_waited_out() -> TestResult {
     server.stop().await
 }
 
-/// 4. Nothing listens: the client retries, then gives up after `give_up_after` with the
-///    connection failure as the source.
+/// 4. A server never reached is an error at once (a wrong address should not cost
+///    `give_up_after`); a server reached and then gone for good is retried, then given up
+///    on after `give_up_after` with the refused connection as the source.
 #[tokio::test]
-async fn nothing_listening_gives_up_in_time() -> TestResult {
-    let (_, audio) = two_phrases()?;
-    let url = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        format!("http://{}", listener.local_addr()?)
-    };
+async fn a_server_gone_for_good_is_given_up_on_in_time() -> TestResult {
+    let (script, audio) = two_phrases()?;
     let options = StreamOptions {
+        realtime: true,
         retry: retry(Duration::from_secs(1)),
         ..StreamOptions::default()
     };
+    // A server never reached: a wrong address or a stopped server, said at once.
+    let nowhere = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}", listener.local_addr()?)
+    };
+    let (result, events) = run_stream(&nowhere, &audio, &options).await?;
+    assert!(
+        matches!(result, Err(ClientError::Connect { .. })),
+        "{result:?}"
+    );
+    assert_eq!(resumes(&events), (0, 0), "{events:?}");
+
+    // A server reached, then gone (drained, its port closed): retried, then given up.
+    let server = TestServer::start_ready(config()?, fake_loader(script, audio.clone())).await?;
+    let (task, mut events) = spawn_stream(server.url.clone(), audio, options);
+    let mut seen = Vec::new();
+    wait_for(&mut events, &mut seen, "a final", |e| {
+        matches!(e, StreamEvent::Final(_))
+    })
+    .await?;
     let started = Instant::now();
-    let (result, events) = run_stream(&url, &audio, &options).await?;
+    server.stop().await?;
+    drain_events(&mut events, &mut seen).await?;
     let elapsed = started.elapsed();
-    let Err(error) = result else {
-        return Err("a stream to nowhere succeeded".into());
+    let Err(error) = task.await? else {
+        return Err("a stream to a stopped server succeeded".into());
     };
     let ClientError::GaveUp {
         after,
@@ -528,11 +547,11 @@ async fn nothing_listening_gives_up_in_time() -> TestResult {
     );
     let source = std::error::Error::source(&error).map(ToString::to_string);
     assert_eq!(source, Some(last.to_string()));
-    assert!(*attempts >= 2, "attempts: {attempts}");
+    assert!(*attempts >= 3, "attempts: {attempts}");
     assert!(*after <= Duration::from_secs(1), "gave up after {after:?}");
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
     // Every failed call but the last was followed by a resume; none answered.
-    assert_eq!(resumes(&events), (*attempts as usize - 1, 0), "{events:?}");
+    assert_eq!(resumes(&seen), (*attempts as usize - 1, 0), "{seen:?}");
     Ok(())
 }
 
