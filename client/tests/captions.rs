@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use transcribe_core::text::{explain, wer};
 
 mod support;
-use support::{MIC, Server, VirtualMic, root};
+use support::{MIC, Server, VirtualMic, root, start_server_at};
 
 /// WER threshold for the broadcast finals (docs/DESIGN.md "Tests and fixtures").
 const CAPTIONS_WER: f64 = 0.25;
@@ -78,6 +78,66 @@ fn captions_of_a_file_source_print_one_final_per_line() {
         text.lines().count(),
         score.rate(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn captions_resubscribe_when_the_server_comes_back() {
+    let source = "lobby=file:audio-fixtures/speech/pauses.wav";
+    let first = start_server(source);
+    let listen = first.url.trim_start_matches("http://").to_owned();
+    let reference = std::fs::read_to_string(root().join("audio-fixtures/speech/pauses.txt"))
+        .expect("reference");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_transcribe"))
+        .args(["--server", &first.url, "--captions", "lobby"])
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the transcribe binary runs");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().expect("piped stdout");
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(mut l) = sink.lock() {
+                l.push(line);
+            }
+        }
+    });
+    // The first final, then the server dies (SIGKILL) and comes back on the same address
+    // with the source starting over.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines.lock().map(|l| l.is_empty()).unwrap_or(true) {
+        assert!(
+            Instant::now() < deadline,
+            "no caption from the first server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = lines.lock().map(|l| l.len()).unwrap_or_default();
+    drop(first);
+    let _second = start_server_at(&listen, &["--source", source], &[], "Serving.");
+    let status = child.wait().expect("the subscriber ends");
+    reader.join().expect("reader");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{err}");
+    assert!(err.contains("resubscribing"), "{err}");
+    // After the restart, the restarted source's captions, whole.
+    let after = lines
+        .lock()
+        .map(|l| l[before..].join(" "))
+        .unwrap_or_default();
+    let score = wer(&reference, &after);
+    assert!(
+        score.rate() <= CAPTIONS_WER,
+        "{}",
+        explain(&reference, &after)
     );
 }
 

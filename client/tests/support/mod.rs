@@ -201,19 +201,31 @@ pub fn server_binary() -> PathBuf {
 /// # Panics
 /// When the binary is missing or the server exits before it is ready.
 pub fn start_server(extra: &[&str], env: &[(&str, String)], ready_line: &str) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    start_server_at(&format!("127.0.0.1:{port}"), extra, env, ready_line)
+}
+
+/// [`start_server`] on `listen` (`127.0.0.1:PORT`: to restart a server where it was).
+///
+/// # Panics
+/// As [`start_server`].
+pub fn start_server_at(
+    listen: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+    ready_line: &str,
+) -> Server {
     let bin = server_binary();
     assert!(
         bin.exists(),
         "{} is missing: build the workspace (scripts/test does)",
         bin.display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(bin)
-        .args(["--listen", &listen, "--model", SERVER_MODEL])
+        .args(["--listen", listen, "--model", SERVER_MODEL])
         .args(extra)
         .current_dir(root())
         .env("RUST_LOG", "info")
