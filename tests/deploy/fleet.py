@@ -317,17 +317,26 @@ class Client:
         self.proc = subprocess.Popen(args + [str(wav)], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[tuple[float, str]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._stdout: list[str] = []
+        # One reader per pipe (communicate() would race the stderr reader for lines).
+        self._readers = [threading.Thread(target=self._read_stderr, daemon=True),
+                         threading.Thread(target=self._read_stdout, daemon=True)]
+        for reader in self._readers:
+            reader.start()
         self.out = ""
 
-    def _read(self):
+    def _read_stderr(self):
         for line in self.proc.stderr:
             self.lines.append((time.monotonic(), line.rstrip("\n")))
 
+    def _read_stdout(self):
+        self._stdout.append(self.proc.stdout.read())
+
     def wait(self, timeout: float = 180) -> "Client":
-        self.out, _ = self.proc.communicate(timeout=timeout)
-        self._reader.join(timeout=5)
+        self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        self.out = "".join(self._stdout)
         return self
 
     @property
