@@ -56,6 +56,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use transcribe_core::audio::{samples_to_seconds, seconds_to_samples};
 use transcribe_core::{SAMPLE_RATE, Word};
 use transcribe_proto::v1::streaming_recognize_request::StreamingRequest;
 use transcribe_proto::v1::transcription_service_client::TranscriptionServiceClient;
@@ -68,7 +69,8 @@ use transcribe_proto::auth::{AUTHORIZATION, BEARER, TokenFileError, read_token_f
 use transcribe_proto::duration::to_std as std_duration;
 
 pub use resume::RetryPolicy;
-use resume::{Backoff, Seam, Tape, Verdict};
+pub use resume::Verdict;
+use resume::{Backoff, Seam, Tape};
 
 /// Requests buffered between the pacing task and the transport. Full-policy: the pacer
 /// waits (HTTP/2 flow control then pushes back on it).
@@ -263,6 +265,21 @@ pub enum ClientError {
         #[source]
         last: Box<ClientError>,
     },
+}
+
+impl ClientError {
+    /// Whether a call that failed with this error is worth making again
+    /// ([`resume::verdict`] for statuses). `reached`: a server answered this stream (or
+    /// subscription) before. A server never reached is a wrong address or a stopped server,
+    /// said at once; once one was reached, a refused connection is a replica restarting (or
+    /// a balancer's address moving) and is retried.
+    pub fn verdict(&self, reached: bool) -> Verdict {
+        match self {
+            Self::Status(status) => resume::verdict(status),
+            Self::Connect { .. } if reached => Verdict::Retry { hint: None },
+            _ => Verdict::Fail,
+        }
+    }
 }
 
 // Not `#[from]`: that would make the status the error's source, and `{:#}` would print its
@@ -629,7 +646,7 @@ fn chunk_samples(chunk: Duration) -> usize {
 }
 
 fn samples_of(offset: Option<&prost_types::Duration>) -> u64 {
-    (seconds(offset) * f64::from(SAMPLE_RATE)).round() as u64
+    seconds_to_samples(seconds(offset)) as u64
 }
 
 /// Where each call of a stream goes.
@@ -710,16 +727,8 @@ async fn drive(
         if options.retry.is_none() {
             break Err(error);
         }
-        let mut verdict = match &error {
-            ClientError::Status(status) => resume::verdict(status),
-            // A server that was never reached is a wrong address or a stopped server: said
-            // at once. Once the stream has reached one, a refused connection is a replica
-            // restarting (or a balancer's address moving): retried.
-            ClientError::Connect { .. } if seam.attempts() > 1 || answered.is_some() => {
-                Verdict::Retry { hint: None }
-            }
-            _ => Verdict::Fail,
-        };
+        // Only a first call's connection can fail with no server reached before.
+        let mut verdict = error.verdict(seam.attempts() > 1);
         // A call that reached the length limit without moving the resume point (no final,
         // no newer final_offset: e.g. silence sent faster than the server reports) would be
         // made again just as it was, at once and forever: count it as a failure instead, so
@@ -746,16 +755,17 @@ async fn drive(
                 }
             },
         };
+        let from = samples_to_seconds(seam.resume_point() as usize);
         tracing::info!(
             message = "Stream interrupted; resuming.",
             error = %error,
             wait_seconds = wait.as_secs_f64(),
-            from_seconds = seam.resume_point() as f64 / f64::from(SAMPLE_RATE)
+            from_seconds = from
         );
         on_event(StreamEvent::Resuming {
             error: error.to_string(),
             after: wait,
-            from: seam.resume_point() as f64 / f64::from(SAMPLE_RATE),
+            from,
         });
         tokio::time::sleep(wait).await;
     };
@@ -819,7 +829,7 @@ async fn one_call(
             for event in events_of(&response) {
                 let event = match event {
                     StreamEvent::Final(mut f) => {
-                        let end = (f.end * f64::from(SAMPLE_RATE)).round() as u64;
+                        let end = seconds_to_samples(f.end) as u64;
                         let Some(index) = seam.on_final(f.utterance_index, end) else {
                             continue;
                         };

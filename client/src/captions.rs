@@ -71,7 +71,8 @@ async fn subscribe(
     live: bool,
     retry: Option<transcribe_client::RetryPolicy>,
 ) -> anyhow::Result<u8> {
-    use transcribe_client::resume::{Backoff, Verdict, verdict};
+    use transcribe_client::Verdict;
+    use transcribe_client::resume::Backoff;
     let url = target.url.as_str();
     let what = if source.is_empty() {
         "the default caption source".to_owned()
@@ -118,14 +119,11 @@ async fn subscribe(
             },
             Err(error) => error,
         };
-        let hint = match &error {
-            transcribe_client::ClientError::Status(status) => match verdict(status) {
-                Verdict::Retry { hint } => Some(hint),
-                Verdict::Continue | Verdict::Fail => None,
-            },
-            // Never reached: a wrong address, said at once (as for streams).
-            transcribe_client::ClientError::Connect { .. } if calls > 1 => Some(None),
-            _ => None,
+        // The streams' rules (a server never reached is said at once); the length limit
+        // does not apply to subscriptions.
+        let hint = match error.verdict(calls > 1) {
+            Verdict::Retry { hint } => Some(hint),
+            Verdict::Continue | Verdict::Fail => None,
         };
         let message = match &error {
             transcribe_client::ClientError::Status(status) => status.message().to_owned(),

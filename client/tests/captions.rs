@@ -88,51 +88,25 @@ fn captions_resubscribe_when_the_server_comes_back() {
     let listen = first.url.trim_start_matches("http://").to_owned();
     let reference = std::fs::read_to_string(root().join("audio-fixtures/speech/pauses.txt"))
         .expect("reference");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_transcribe"))
-        .args(["--server", &first.url, "--captions", "lobby"])
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the transcribe binary runs");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = child.stdout.take().expect("piped stdout");
-    let sink = lines.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Ok(mut l) = sink.lock() {
-                l.push(line);
-            }
-        }
-    });
+    let mut subscriber = Subscriber::spawn(&first.url, "lobby");
     // The first final, then the server dies (SIGKILL) and comes back on the same address
     // with the source starting over.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while lines.lock().map(|l| l.is_empty()).unwrap_or(true) {
+    while subscriber.lines().is_empty() {
         assert!(
             Instant::now() < deadline,
             "no caption from the first server"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let before = lines.lock().map(|l| l.len()).unwrap_or_default();
+    let before = subscriber.lines().len();
     drop(first);
     let _second = start_server_at(&listen, &["--source", source], &[], "Serving.");
-    let status = child.wait().expect("the subscriber ends");
-    reader.join().expect("reader");
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    let (status, err) = subscriber.wait();
     assert!(status.success(), "{err}");
     assert!(err.contains("resubscribing"), "{err}");
     // After the restart, the restarted source's captions, whole.
-    let after = lines
-        .lock()
-        .map(|l| l[before..].join(" "))
-        .unwrap_or_default();
+    let after = subscriber.lines()[before..].join(" ");
     let score = wer(&reference, &after);
     assert!(
         score.rate() <= CAPTIONS_WER,
@@ -145,6 +119,10 @@ fn captions_resubscribe_when_the_server_comes_back() {
 struct Subscriber {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread collecting `lines`.
+    stdout: Option<std::thread::JoinHandle<()>>,
+    /// Its stderr (notes, resubscriptions), read to the end by this thread.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Subscriber {
@@ -154,20 +132,45 @@ impl Subscriber {
             .current_dir(root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the transcribe binary runs");
         let out = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let stdout = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Ok(mut l) = sink.lock() {
                     l.push(line);
                 }
             }
         });
-        Self { child, lines }
+        let mut err = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            text
+        });
+        Self {
+            child,
+            lines,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Waits for it to exit (and its output to be read): its status and stderr.
+    fn wait(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("the subscriber ends");
+        if let Some(stdout) = self.stdout.take() {
+            let _ = stdout.join();
+        }
+        let err = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        (status, err)
     }
 
     fn lines(&self) -> Vec<String> {

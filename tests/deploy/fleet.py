@@ -39,7 +39,7 @@ FIXTURES = ROOT / "audio-fixtures" / "speech"
 MODEL = "tiny.en"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_manifests import install_nginx, nginx_binary  # noqa: E402
+from test_manifests import install_nginx, local_listeners, nginx_binary  # noqa: E402
 
 # core's text normalisation and WER, as bench/bench.py ports them.
 _spec = importlib.util.spec_from_file_location("bench_orchestrator", ROOT / "bench" / "bench.py")
@@ -58,12 +58,6 @@ def server_binary() -> Path:
 
 def cli_binary() -> Path:
     return server_binary().parent / "transcribe"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
@@ -169,7 +163,7 @@ def repeats(text: str, reference: str, span: int = 4) -> int:
 class Replica:
     def __init__(self, folder: Path, index: int, max_streams: int, extra: list[str]):
         self.index = index
-        self.port = free_port()
+        self.port = bench.free_port()
         self.max_streams = max_streams
         self.extra = extra
         self.log_path = folder / f"replica{index}.log"
@@ -226,7 +220,7 @@ class Fleet:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.replicas = [Replica(folder, i, max_streams, extra or []) for i in range(replicas)]
-        self.ports = {"tls": free_port(), "h2c": free_port(), "http": free_port()}
+        self.ports = {"tls": bench.free_port(), "h2c": bench.free_port(), "http": bench.free_port()}
         self.nginx: subprocess.Popen | None = None
 
     @property
@@ -236,10 +230,7 @@ class Fleet:
     def _edit(self, name: str, text: str) -> str:
         if name != "transcribe.conf":
             return text
-        text = re.sub(r"^\s*listen \[::\].*\n", "", text, flags=re.M)
-        text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{self.ports['tls']} ssl http2;")
-        text = text.replace("listen 50051 http2;", f"listen 127.0.0.1:{self.ports['h2c']} http2;")
-        text = text.replace("listen 8080;", f"listen 127.0.0.1:{self.ports['http']};")
+        text = local_listeners(text, self.ports)
         # The two documentation addresses of each upstream become the replicas.
         def servers(match):
             options = match.group(2)

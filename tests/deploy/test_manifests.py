@@ -566,6 +566,15 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
+def local_listeners(text: str, ports: dict) -> str:
+    """transcribe.conf's listeners moved to loopback ports: `ports` names them `tls`
+    (443), `h2c` (50051) and `http` (8080); the IPv6 ones are dropped."""
+    text = re.sub(r"^\s*listen \[::\].*\n", "", text, flags=re.M)
+    text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{ports['tls']} ssl http2;")
+    text = text.replace("listen 50051 http2;", f"listen 127.0.0.1:{ports['h2c']} http2;")
+    return text.replace("listen 8080;", f"listen 127.0.0.1:{ports['http']};")
+
+
 def install_nginx(tmp_path: Path, edit=lambda name, text: text, optional: bool = False) -> Path:
     """deploy/nginx as installed (/etc/nginx/transcribe/ and its log in /var/log/nginx/, both
     moved to tmp_path), a test

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from test_manifests import install_nginx, nginx_binary
+from test_manifests import install_nginx, local_listeners, nginx_binary
 
 grpc = pytest.importorskip("grpc")
 
@@ -142,10 +142,7 @@ def running(tmp_path_factory):
     def edit(name: str, text: str) -> str:
         if name != "transcribe.conf":
             return text
-        text = re.sub(r"^\s*listen \[::\].*\n", "", text, flags=re.M)
-        text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{ports['tls']} ssl http2;")
-        text = text.replace("listen 50051 http2;", f"listen 127.0.0.1:{ports['h2c']} http2;")
-        text = text.replace("listen 8080;", f"listen 127.0.0.1:{ports['http']};")
+        text = local_listeners(text, ports)
         grpc_part, http_part = text.split("upstream transcribe_http {", 1)
         grpc_part = grpc_part.replace("192.0.2.11:50051", f"127.0.0.1:{grpc_port}")
         grpc_part = re.sub(r"^\s*server 192\.0\.2\.12:50051.*\n", "", grpc_part, flags=re.M)

@@ -174,16 +174,33 @@ pub const FAKE_MODEL: &str = "fake.en";
 /// # Errors
 /// Never for these constants.
 pub fn two_phrases() -> TestResult<(Script, Vec<f32>)> {
-    let script = Script::from_phrases(
+    phrases(
         &[
             (0.5, "hello there general kenobi"),
             (3.5, "you are a bold one"),
         ],
-        0.3,
-        0.1,
-    )?;
-    let audio = script.render(6.5);
+        6.5,
+    )
+}
+
+/// A fake script of `(start seconds, text)` phrases (0.3 s words, 0.1 s apart) and
+/// `seconds` of its audio.
+///
+/// # Errors
+/// When the phrases overlap or a time is negative.
+pub fn phrases(phrases: &[(f64, &str)], seconds: f64) -> TestResult<(Script, Vec<f32>)> {
+    let script = Script::from_phrases(phrases, 0.3, 0.1)?;
+    let audio = script.render(seconds);
     Ok((script, audio))
+}
+
+/// The `ErrorInfo.reason` of a status, if any.
+pub fn error_reason(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
 }
 
 /// A loader serving [`FAKE_MODEL`] with scripted fakes that hear `script` in `audio`.

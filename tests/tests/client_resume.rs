@@ -23,7 +23,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
 use tonic::Code;
-use tonic_types::StatusExt;
 use transcribe_client::resume::STREAM_DURATION_EXCEEDED;
 use transcribe_client::{
     ClientError, RetryPolicy, StreamEvent, StreamOptions, StreamSummary, stream_samples,
@@ -33,7 +32,8 @@ use transcribe_core::policy::FailureKind;
 use transcribe_server::ServerConfig;
 use transcribe_server::error::OVERLOAD_RETRY_AFTER;
 use transcribe_tests::{
-    FAKE_MODEL, TestResult, TestServer, fake_loader, faulty_loader, two_phrases,
+    FAKE_MODEL, TestResult, TestServer, error_reason, fake_loader, faulty_loader, phrases,
+    two_phrases,
 };
 
 /// Generous bound for a server-side gauge to settle, or an event to arrive.
@@ -51,18 +51,15 @@ fn config() -> TestResult<ServerConfig> {
 
 /// Four phrases over 12.5 s: the stream is cut or drained after the first.
 fn four_phrases() -> TestResult<(Script, Vec<f32>)> {
-    let script = Script::from_phrases(
+    phrases(
         &[
             (0.5, "hello there general kenobi"),
             (3.5, "you are a bold one"),
             (6.5, "back away i will deal with this"),
             (10.5, "so uncivilized"),
         ],
-        0.3,
-        0.1,
-    )?;
-    let audio = script.render(12.5);
-    Ok((script, audio))
+        12.5,
+    )
 }
 
 fn retry(give_up_after: Duration) -> Option<RetryPolicy> {
@@ -70,14 +67,6 @@ fn retry(give_up_after: Duration) -> Option<RetryPolicy> {
         give_up_after,
         ..RetryPolicy::default()
     })
-}
-
-/// The `ErrorInfo.reason` of a status, if any.
-fn reason(status: &tonic::Status) -> Option<String> {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
 }
 
 /// A TCP proxy standing for a balancer: forwards each new connection to the current
@@ -456,7 +445,7 @@ async fn a_full_server_is_waited_out() -> TestResult {
     match result {
         Err(ClientError::Status(status)) => {
             assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-            assert_eq!(reason(&status).as_deref(), Some("TOO_MANY_STREAMS"));
+            assert_eq!(error_reason(&status).as_deref(), Some("TOO_MANY_STREAMS"));
         }
         other => return Err(format!("without retry: {other:?}").into()),
     }
@@ -624,18 +613,15 @@ async fn request_and_server_errors_are_not_retried() -> TestResult {
 /// pause after phrase k + 1. (A cut inside a word loses that word: the server ends the
 /// utterance there and the next call starts at the cut.)
 fn phrases_between_cuts() -> TestResult<(Script, Vec<f32>)> {
-    let script = Script::from_phrases(
+    phrases(
         &[
             (0.5, "hello there general kenobi"),
             (3.5, "you are so bold"),
             (6.5, "back away i will"),
             (9.5, "so uncivilized"),
         ],
-        0.3,
-        0.1,
-    )?;
-    let audio = script.render(10.5);
-    Ok((script, audio))
+        10.5,
+    )
 }
 
 /// 6. A stream longer than the server's stream-length limit: with retry it continues on a
@@ -653,7 +639,10 @@ async fn the_stream_length_limit_is_crossed_seamlessly() -> TestResult {
     match result {
         Err(ClientError::Status(status)) => {
             assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-            assert_eq!(reason(&status).as_deref(), Some(STREAM_DURATION_EXCEEDED));
+            assert_eq!(
+                error_reason(&status).as_deref(),
+                Some(STREAM_DURATION_EXCEEDED)
+            );
         }
         other => return Err(format!("without retry: {other:?}").into()),
     }
@@ -692,8 +681,7 @@ async fn the_stream_length_limit_is_crossed_seamlessly() -> TestResult {
 ///    failure: the client backs off and gives up after `give_up_after`.
 #[tokio::test]
 async fn a_length_limit_that_allows_no_progress_gives_up() -> TestResult {
-    let script = Script::from_phrases(&[(4.5, "hello there")], 0.3, 0.1)?;
-    let audio = script.render(6.0);
+    let (script, audio) = phrases(&[(4.5, "hello there")], 6.0)?;
     let mut config = config()?;
     config.max_stream_duration = Duration::from_secs(1);
     let server = TestServer::start_ready(config, fake_loader(script, audio.clone())).await?;
@@ -711,7 +699,10 @@ async fn a_length_limit_that_allows_no_progress_gives_up() -> TestResult {
         return Err(format!("last failure: {last:?}").into());
     };
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(status).as_deref(), Some(STREAM_DURATION_EXCEEDED));
+    assert_eq!(
+        error_reason(status).as_deref(),
+        Some(STREAM_DURATION_EXCEEDED)
+    );
     // Backed off between calls: a handful of calls, not one after another without pause
     // (which made thousands in the same time).
     assert!(*attempts >= 2 && *attempts < 50, "attempts: {attempts}");

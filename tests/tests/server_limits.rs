@@ -23,8 +23,8 @@ use transcribe_server::config::SourceSpec;
 use transcribe_server::{ServerArgs, ServerConfig};
 use transcribe_tests::{
     FAKE_MODEL, Hold, TestResult, TestServer, audio_request, audio_requests, config_request,
-    fake_loader, faults_loader, final_text, held_loader, linear16, paced_stream, raw_stream,
-    two_phrases, wav_bytes,
+    error_reason, fake_loader, faults_loader, final_text, held_loader, linear16, paced_stream,
+    raw_stream, two_phrases, wav_bytes,
 };
 
 /// 100 ms of 16 kHz audio per message.
@@ -35,14 +35,6 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 fn config() -> TestResult<ServerConfig> {
     Ok(ServerConfig::with_models(&[FAKE_MODEL])?)
-}
-
-/// The `ErrorInfo.reason` of a status, if any.
-fn reason(status: &Status) -> Option<String> {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
 }
 
 /// The error status of a call that must fail.
@@ -213,7 +205,7 @@ async fn stream_and_queue_limits_refuse_with_their_reasons() -> TestResult {
     let (_, status) = raw_stream(&mut client, requests.clone()).await;
     let status = refused(status, "a stream while the queue is full")?;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("QUEUE_FULL"));
+    assert_eq!(error_reason(&status).as_deref(), Some("QUEUE_FULL"));
     assert!(
         status.get_error_details().retry_info().is_some(),
         "RetryInfo"
@@ -238,7 +230,7 @@ async fn stream_and_queue_limits_refuse_with_their_reasons() -> TestResult {
     let (_, status) = raw_stream(&mut client, requests).await;
     let status = refused(status, "a stream over the stream limit")?;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("TOO_MANY_STREAMS"));
+    assert_eq!(error_reason(&status).as_deref(), Some("TOO_MANY_STREAMS"));
     assert!(
         status.get_error_details().retry_info().is_some(),
         "RetryInfo"
@@ -270,7 +262,10 @@ async fn stream_duration_limit_flushes_finals_then_out_of_range() -> TestResult 
     let (responses, status) = raw_stream(&mut client, requests).await;
     let status = refused(status, "a stream over the duration limit")?;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("STREAM_DURATION_EXCEEDED"));
+    assert_eq!(
+        error_reason(&status).as_deref(),
+        Some("STREAM_DURATION_EXCEEDED")
+    );
     let metadata = status
         .get_error_details()
         .error_info()
@@ -297,7 +292,7 @@ async fn idle_timeout_before_config_and_mid_utterance() -> TestResult {
     let (_, status) = collect(&mut silent.inbound).await;
     let status = refused(status, "a stream without config")?;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("AUDIO_TIMEOUT"));
+    assert_eq!(error_reason(&status).as_deref(), Some("AUDIO_TIMEOUT"));
 
     // Audio stops in the middle of the first phrase (1.5 s of 0.5-2.0 s).
     let mut stalled =
@@ -305,7 +300,7 @@ async fn idle_timeout_before_config_and_mid_utterance() -> TestResult {
     let (responses, status) = collect(&mut stalled.inbound).await;
     let status = refused(status, "a stalled stream")?;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("AUDIO_TIMEOUT"));
+    assert_eq!(error_reason(&status).as_deref(), Some("AUDIO_TIMEOUT"));
     let heard = final_text(&responses);
     assert!(
         !heard.is_empty() && script.text().starts_with(&heard),
@@ -327,7 +322,7 @@ async fn idle_timeout_before_config_and_mid_utterance() -> TestResult {
     let (_, status) = collect(&mut hollow.inbound).await;
     let status = refused(status, "a stream of empty messages")?;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("AUDIO_TIMEOUT"));
+    assert_eq!(error_reason(&status).as_deref(), Some("AUDIO_TIMEOUT"));
     drop((silent.tx, stalled.tx));
     all_released(&server).await?;
     server.stop().await
@@ -352,7 +347,7 @@ async fn message_and_chunk_size_limits() -> TestResult {
     .await;
     let status = refused(status, "a message over --max-message-bytes")?;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("MESSAGE_TOO_LARGE"));
+    assert_eq!(error_reason(&status).as_deref(), Some("MESSAGE_TOO_LARGE"));
 
     // Within the message limit but over the chunk limit: a field violation.
     let big = linear16(&audio[..5_000]); // 10 000 bytes
@@ -408,7 +403,10 @@ async fn unary_audio_limit() -> TestResult {
         "6.5 s of unary audio",
     )?;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("UNARY_AUDIO_TOO_LONG"));
+    assert_eq!(
+        error_reason(&status).as_deref(),
+        Some("UNARY_AUDIO_TOO_LONG")
+    );
     assert!(
         status.message().contains("StreamingRecognize"),
         "{status:?}"
@@ -456,7 +454,10 @@ async fn caption_subscriber_limit() -> TestResult {
         "a third subscriber",
     )?;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(reason(&status).as_deref(), Some("TOO_MANY_SUBSCRIBERS"));
+    assert_eq!(
+        error_reason(&status).as_deref(),
+        Some("TOO_MANY_SUBSCRIBERS")
+    );
     // One leaves: a place is free again.
     drop(first);
     server
