@@ -143,7 +143,8 @@ pub struct Args {
     /// With --server: when the call fails because the server went away, drains, is full
     /// or the connection broke, retry (backoff, honouring the server's retry delay) and
     /// resume where the last final ended, for up to this many seconds of failures in a
-    /// row; then fail. Captions resubscribe and replay what was missed. 0: no retries.
+    /// row; then fail. A server never reached is an error at once. Captions resubscribe
+    /// and replay what was missed. 0: no retries.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, requires = "server", value_parser = retry_seconds)]
     pub retry_for: f64,
 
