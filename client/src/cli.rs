@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use transcribe_flags::EngineArgs;
+use transcribe_flags::{DecodeArgs, EngineArgs};
 
 use crate::format::Format;
 
@@ -99,14 +99,9 @@ pub struct Args {
     #[arg(long)]
     pub parallel: Option<usize>,
 
-    /// Upper bound on text tokens per segment (whisper's max_tokens; default: no bound).
-    #[arg(long)]
-    pub max_tokens: Option<u32>,
-
-    /// Turn off whisper's temperature fallback (re-decoding a window at higher temperature
-    /// when the text looks degenerate): fixed work per window, e.g. for timing.
-    #[arg(long)]
-    pub no_fallback: bool,
+    /// Bounds on each decode (shared with `transcribe-server`).
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value = "txt")]

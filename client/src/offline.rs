@@ -71,8 +71,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let options = DecodeOptions {
         language: args.language.clone(),
         translate: args.translate,
-        max_tokens: args.max_tokens,
-        temperature_fallback: !args.no_fallback,
+        max_tokens: args.decode.max_tokens,
+        temperature_fallback: !args.decode.no_fallback,
         ..DecodeOptions::default()
     };
     let mut failed = 0usize;

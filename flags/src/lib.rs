@@ -1,6 +1,6 @@
 //! Command-line flags that both binaries take, defined once: where and how Whisper runs
-//! ([`EngineArgs`], flattened into `transcribe` and `transcribe-server`) and the on/off
-//! switch type ([`OnOff`]). Each flag has a `TRANSCRIBE_*` environment equivalent; the flag
+//! ([`EngineArgs`], flattened into `transcribe` and `transcribe-server`), bounds on each
+//! decode ([`DecodeArgs`], likewise) and the on/off switch type ([`OnOff`]). Each flag has a `TRANSCRIBE_*` environment equivalent; the flag
 //! wins when both are given.
 #![warn(missing_docs)]
 
@@ -39,6 +39,20 @@ impl EngineArgs {
     pub fn flash_attn(&self, use_gpu: bool) -> bool {
         self.flash_attn.map_or(use_gpu, OnOff::is_on)
     }
+}
+
+/// Bounds on the work of one decode: fixed work per decode, for timing (random-weight
+/// models decode garbage of any length) and capacity measurements.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct DecodeArgs {
+    /// Upper bound on text tokens per segment (whisper's max_tokens) [default: no bound].
+    #[arg(long, env = "TRANSCRIBE_MAX_TOKENS")]
+    pub max_tokens: Option<u32>,
+
+    /// Turn off whisper's temperature fallback (re-decoding at a higher temperature when the
+    /// text looks degenerate): fixed work per decode, e.g. for timing.
+    #[arg(long, env = "TRANSCRIBE_NO_FALLBACK")]
+    pub no_fallback: bool,
 }
 
 /// An on/off switch (`true`/`false` and `1`/`0` are accepted too).

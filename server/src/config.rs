@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use transcribe_core::audio::seconds_to_samples;
 use transcribe_core::policy::{FinalContext, PolicyConfig};
-use transcribe_flags::EngineArgs;
+use transcribe_flags::{DecodeArgs, EngineArgs};
 use transcribe_proto::v1::SourceKind;
 
 /// Default listen address: loopback only, gRPC's customary port.
@@ -168,6 +168,17 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
 
+    /// Bounds on each decode, for every door (shared with `transcribe`).
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+
+    /// Refuse new calls (RESOURCE_EXHAUSTED, reason DECODES_BEHIND) while decodes wait
+    /// longer than this for a worker: the 95th percentile over the last 10 s, or the job
+    /// queued longest. The open streams keep real time instead of all falling behind.
+    /// 0 turns it off.
+    #[arg(long, env = "TRANSCRIBE_ADMISSION_WAIT", default_value = "2s", value_parser = parse_duration)]
+    pub admission_wait: Duration,
+
     /// A server-side caption source for StreamCaptions: `file:PATH[:loop]` (paced in real
     /// time) or `mic[:DEVICE]`, optionally named with a `NAME=` prefix (`room=mic:hw:0,0`;
     /// default names: `mic`, or the file's stem). Repeat for several; the first is the
@@ -268,6 +279,12 @@ pub struct ServerConfig {
     pub max_utterance: Option<Duration>,
     /// Characters of previous finals used as the decoder prompt.
     pub prompt_history: usize,
+    /// Upper bound on text tokens per segment, every decode.
+    pub max_tokens: Option<u32>,
+    /// Whisper's temperature fallback on finals and files.
+    pub temperature_fallback: bool,
+    /// Queue wait over which new calls are refused (zero: never).
+    pub admission_wait: Duration,
     /// Use the GPU backend when the binary has one.
     pub use_gpu: bool,
     /// GPU device index (with `use_gpu`).
@@ -310,7 +327,7 @@ impl ServerConfig {
     }
 
     /// Applies the server's streaming flags (`--step`, `--final-context`,
-    /// `--endpoint-silence`, `--max-utterance`) to `policy`; the same for client streams and
+    /// `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`) to `policy`; the same for client streams and
     /// caption sources.
     pub fn apply_policy_flags(&self, policy: &mut PolicyConfig) {
         if let Some(step) = self.step {
@@ -324,6 +341,8 @@ impl ServerConfig {
         if let Some(max) = self.max_utterance {
             policy.max_utterance_samples = seconds_to_samples(max.as_secs_f64());
         }
+        policy.max_tokens = self.max_tokens;
+        policy.temperature_fallback = self.temperature_fallback;
     }
 }
 
@@ -545,6 +564,9 @@ impl ServerArgs {
             endpoint_silence: self.endpoint_silence,
             max_utterance: self.max_utterance,
             prompt_history: self.prompt_history,
+            max_tokens: self.decode.max_tokens,
+            temperature_fallback: !self.decode.no_fallback,
+            admission_wait: self.admission_wait,
             use_gpu: gpu,
             gpu_device: self.engine.gpu_device,
             flash_attn: self.engine.flash_attn(gpu),

@@ -158,6 +158,8 @@ pub enum Capacity {
     Streams,
     /// `--queue-depth` decodes wait for a worker.
     Queue,
+    /// Decodes wait longer than `--admission-wait` for a worker.
+    Compute,
     /// `--max-subscribers` subscribers follow the caption source.
     Subscribers,
 }
@@ -168,6 +170,7 @@ impl Capacity {
         match self {
             Self::Streams => "TOO_MANY_STREAMS",
             Self::Queue => "QUEUE_FULL",
+            Self::Compute => "DECODES_BEHIND",
             Self::Subscribers => "TOO_MANY_SUBSCRIBERS",
         }
     }

@@ -112,6 +112,7 @@ mod pipeline;
 pub mod pool;
 mod recognition;
 mod rest;
+mod schedule;
 mod service;
 mod session;
 pub mod sources;
@@ -285,6 +286,7 @@ impl Server {
                 workers: config.workers,
                 max_streams: config.max_streams,
                 queue_depth: config.queue_depth,
+                admission_wait: config.admission_wait,
             };
             let pool = EnginePool::start(factories, limits).map_err(ServerError::Worker)?;
             Ok(Ready { pool, models })

@@ -92,6 +92,12 @@ pub struct Metrics {
     pub decode_seconds: HistogramFamily<DecodeLabels>,
     /// Decode time over the audio it covered, by kind.
     pub real_time_factor: HistogramFamily<DecodeLabels>,
+    /// Time a decode waited for a worker, by kind.
+    pub queue_wait_seconds: HistogramFamily<DecodeLabels>,
+    /// The workers' busy fraction over the last 10 s (read when scraped).
+    pub worker_busy_ratio: Gauge<f64, AtomicU64>,
+    /// The 95th percentile of queue waits over the last 10 s (read when scraped).
+    pub recent_queue_wait_p95: Gauge<f64, AtomicU64>,
     /// Audio received and recognized, in seconds, by door.
     pub audio_seconds: Family<OpenLabels, AudioCounter>,
     /// From a stream's first audio arriving to its first result (interim or final).
@@ -147,6 +153,25 @@ impl Metrics {
             "decode_real_time_factor",
             "Decode time over the audio it covered, by kind",
             real_time_factor.clone(),
+        );
+        let queue_wait_seconds: HistogramFamily<DecodeLabels> =
+            Family::new_with_constructor(seconds_buckets);
+        registry.register(
+            "queue_wait_seconds",
+            "Time a decode waited for a worker, by kind",
+            queue_wait_seconds.clone(),
+        );
+        let worker_busy_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "worker_busy_ratio",
+            "Fraction of the inference workers' time spent decoding over the last 10 s",
+            worker_busy_ratio.clone(),
+        );
+        let recent_queue_wait_p95 = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "recent_queue_wait_p95_seconds",
+            "95th percentile of the time decodes waited for a worker over the last 10 s",
+            recent_queue_wait_p95.clone(),
         );
         let audio_seconds = Family::<OpenLabels, AudioCounter>::default();
         registry.register(
@@ -208,6 +233,9 @@ impl Metrics {
             refusals,
             decode_seconds,
             real_time_factor,
+            queue_wait_seconds,
+            worker_busy_ratio,
+            recent_queue_wait_p95,
             audio_seconds,
             first_result_seconds,
             final_seconds,
@@ -227,9 +255,19 @@ impl Metrics {
         out
     }
 
-    /// Counts one decode of `kind` that took `inference` for `audio_seconds` of audio.
-    pub fn decoded(&self, kind: &'static str, inference: Duration, audio_seconds: f64) {
+    /// Counts one decode of `kind` that waited `queued` for a worker and took `inference`
+    /// for `audio_seconds` of audio.
+    pub fn decoded(
+        &self,
+        kind: &'static str,
+        queued: Duration,
+        inference: Duration,
+        audio_seconds: f64,
+    ) {
         let labels = DecodeLabels { kind };
+        self.queue_wait_seconds
+            .get_or_create(&labels)
+            .observe(queued.as_secs_f64());
         let seconds = inference.as_secs_f64();
         self.decode_seconds.get_or_create(&labels).observe(seconds);
         if audio_seconds > 0.0 {
@@ -332,7 +370,12 @@ mod tests {
         }
         drop(metrics.call("grpc", "stream"));
         metrics.audio("rest", "unary", 1.5);
-        metrics.decoded("file", Duration::from_millis(300), 3.0);
+        metrics.decoded(
+            "file",
+            Duration::from_millis(20),
+            Duration::from_millis(300),
+            3.0,
+        );
         let text = metrics.encode();
         for line in [
             "transcribe_calls_total{door=\"rest\",kind=\"unary\",result=\"resource_exhausted\"} 1",
@@ -340,6 +383,7 @@ mod tests {
             "transcribe_open_calls{door=\"rest\",kind=\"unary\"} 0",
             "transcribe_audio_seconds_total{door=\"rest\",kind=\"unary\"} 1.5",
             "transcribe_decode_seconds_count{kind=\"file\"} 1",
+            "transcribe_queue_wait_seconds_count{kind=\"file\"} 1",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

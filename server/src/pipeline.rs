@@ -32,7 +32,7 @@ use crate::convert::{
 use crate::delivery::Delivery;
 use crate::error::RequestError;
 use crate::metrics::{AudioCounter, Metrics};
-use crate::pool::{Job, JobOutput, StreamLease};
+use crate::pool::{Job, JobOutput, Priority, StreamLease};
 
 /// Arrival times kept for processing-latency reports: about 7 minutes of 100 ms chunks.
 /// Full-policy: the oldest mark is dropped (latency then reads from a later mark).
@@ -243,6 +243,10 @@ impl Pipeline {
                 model: self.config.model,
                 samples: job.samples,
                 options: job.options,
+                priority: match job.kind {
+                    JobKind::Final => Priority::Final,
+                    JobKind::Partial => Priority::Partial,
+                },
                 tag: job.id,
             });
             self.in_flight = Some(InFlight {
@@ -293,14 +297,17 @@ impl Pipeline {
             JobKind::Final => "final",
         };
         let audio = output.samples as f64 / f64::from(SAMPLE_RATE);
-        self.metrics.decoded(kind, output.inference, audio);
+        self.metrics
+            .decoded(kind, output.queued, output.inference, audio);
+        // One line per decode: `bench/capacity.py` reads these (RUST_LOG=...pipeline=debug).
         tracing::debug!(
             message = "Decode done.",
             job = output.tag,
-            kind = ?flight.kind,
+            kind = kind,
             audio_seconds = audio,
-            queued_ms = output.queued.as_millis() as u64,
-            inference_ms = output.inference.as_millis() as u64,
+            queued_ms = output.queued.as_secs_f64() * 1e3,
+            inference_ms = output.inference.as_secs_f64() * 1e3,
+            lag_ms = timing.arrived.map(|t| t.elapsed().as_secs_f64() * 1e3),
         );
         // The policy reports failures as events, except a cancelled decode (it only drops
         // the utterance): one can only come from the pool's shutdown here.

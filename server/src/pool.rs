@@ -2,8 +2,11 @@
 //! own decoding state per model, fed by one bounded queue, with admission control.
 //!
 //! - Streams are admitted with [`EnginePool::admit`], which refuses (the caller answers
-//!   RESOURCE_EXHAUSTED) when `max_streams` streams are open or `queue_depth` jobs already wait
-//!   for a worker: admitted streams keep their latency instead of everyone slowing down.
+//!   RESOURCE_EXHAUSTED) when `max_streams` streams are open, `queue_depth` jobs already wait
+//!   for a worker, or decodes already wait too long ([`crate::schedule::AdmissionRule`]):
+//!   admitted streams keep their latency instead of everyone slowing down.
+//! - A free worker takes the next job by [`crate::schedule::next`]: finals before partials,
+//!   the longest-waiting stream first, partials aged into the finals' rank after a second.
 //! - A stream has at most one decode in flight: [`StreamLease::submit`] while a job of the
 //!   same stream is still queued replaces that stale job in place (it keeps its queue position
 //!   and is returned to the caller); while one is running, the new job waits beside the
@@ -26,6 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use transcribe_core::{DecodeOptions, EngineError, Transcript};
 
+pub use crate::schedule::Priority;
+use crate::schedule::{self, AdmissionRule, Load, LoadWindow};
+
 pub use transcribe_core::{CancelHandle, Decoder, DecoderFactory, Uninterruptible};
 
 /// Limits of a pool.
@@ -37,6 +43,9 @@ pub struct PoolLimits {
     pub max_streams: usize,
     /// Jobs waiting for a worker above which new streams are refused.
     pub queue_depth: usize,
+    /// Queue wait (p95 over the last 10 s, or of the oldest job waiting) over which new
+    /// streams are refused; zero turns this rule off.
+    pub admission_wait: Duration,
 }
 
 /// One decode request of a stream.
@@ -48,6 +57,8 @@ pub struct Job {
     pub samples: Vec<f32>,
     /// Decode options.
     pub options: DecodeOptions,
+    /// How urgent it is (finals run before partials).
+    pub priority: Priority,
     /// The caller's id for this job, echoed in [`JobOutput::tag`].
     pub tag: u64,
 }
@@ -79,19 +90,50 @@ struct Slot {
     pending: Option<Pending>,
     /// Whether the stream's id is in the queue now.
     queued: bool,
+    /// When the stream took its queue place (a replaced job keeps it).
+    queued_since: Instant,
     /// Whether a worker is decoding this stream's job now.
     running: bool,
     cancel: CancelHandle,
 }
 
-#[derive(Default)]
 struct State {
-    /// Stream ids with a pending job, oldest first.
+    /// Stream ids with a pending job, in arrival order (workers pick by
+    /// [`schedule::next`]).
     queue: VecDeque<u64>,
     slots: HashMap<u64, Slot>,
     next_id: u64,
     busy_workers: usize,
     closed: bool,
+    /// Decodes finished lately, for admission and the load gauges.
+    load: LoadWindow,
+}
+
+impl State {
+    /// Removes and returns the stream id a free worker should serve next.
+    fn pick(&mut self, now: Instant) -> Option<u64> {
+        let slots = &self.slots;
+        // Withdraw and drop keep the queue clean; this only guards the invariant.
+        self.queue
+            .retain(|id| slots.get(id).is_some_and(|slot| slot.pending.is_some()));
+        let waiting = self.queue.iter().filter_map(|id| {
+            let slot = slots.get(id)?;
+            Some((slot.pending.as_ref()?.job.priority, slot.queued_since))
+        });
+        let index = schedule::next(waiting, now, schedule::PARTIAL_AGING)?;
+        self.queue.remove(index)
+    }
+
+    /// How long the job queued longest has waited (zero when none waits).
+    fn oldest_waiting(&self, now: Instant) -> Duration {
+        self.queue
+            .iter()
+            .filter_map(|id| self.slots.get(id))
+            .filter(|slot| slot.pending.is_some())
+            .map(|slot| now.saturating_duration_since(slot.queued_since))
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 struct Shared {
@@ -110,7 +152,7 @@ impl Shared {
 }
 
 /// Counters and gauges of a pool (a snapshot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolStats {
     /// Streams admitted and not yet finished.
     pub active_streams: usize,
@@ -124,6 +166,8 @@ pub struct PoolStats {
     pub refused_streams: u64,
     /// Streams that ended with a decode still queued or running.
     pub cancelled_streams: u64,
+    /// Decodes and waits over the last 10 s.
+    pub load: Load,
 }
 
 /// Why [`EnginePool::admit`] refused a stream.
@@ -141,6 +185,9 @@ pub enum AdmitError {
         /// The queue limit.
         depth: usize,
     },
+    /// Decodes already wait too long for a worker. Retry later.
+    #[error("{0}")]
+    Behind(String),
     /// The pool is shutting down.
     #[error("the engine pool is shut down")]
     Closed,
@@ -164,7 +211,14 @@ impl EnginePool {
         limits: PoolLimits,
     ) -> Result<Self, String> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                slots: HashMap::new(),
+                next_id: 0,
+                busy_workers: 0,
+                closed: false,
+                load: LoadWindow::new(schedule::LOAD_WINDOW, limits.workers),
+            }),
             wake: Condvar::new(),
             limits,
             completed: AtomicU64::new(0),
@@ -214,7 +268,14 @@ impl EnginePool {
                 depth: limits.queue_depth,
             })
         } else {
-            None
+            let now = Instant::now();
+            let rule = AdmissionRule {
+                max_wait: limits.admission_wait,
+                min_decodes: schedule::MIN_DECODES_FOR_ADMISSION,
+            };
+            let oldest = state.oldest_waiting(now);
+            let load = state.load.load(now);
+            rule.refuses(&load, oldest).map(AdmitError::Behind)
         };
         if let Some(refusal) = refusal {
             drop(state);
@@ -229,6 +290,7 @@ impl EnginePool {
             Slot {
                 pending: None,
                 queued: false,
+                queued_since: Instant::now(),
                 running: false,
                 cancel: cancel.clone(),
             },
@@ -242,7 +304,8 @@ impl EnginePool {
 
     /// A snapshot of the pool's gauges and counters.
     pub fn stats(&self) -> PoolStats {
-        let state = self.shared.lock();
+        let mut state = self.shared.lock();
+        let load = state.load.load(Instant::now());
         PoolStats {
             active_streams: state.slots.len(),
             queued_jobs: state.queue.len(),
@@ -250,6 +313,7 @@ impl EnginePool {
             completed_jobs: self.shared.completed.load(Ordering::Relaxed),
             refused_streams: self.shared.refused.load(Ordering::Relaxed),
             cancelled_streams: self.shared.cancelled.load(Ordering::Relaxed),
+            load,
         }
     }
 
@@ -341,6 +405,7 @@ impl StreamLease {
         let enqueue = !slot.queued && !slot.running;
         if enqueue {
             slot.queued = true;
+            slot.queued_since = Instant::now();
             state.queue.push_back(self.id);
         }
         drop(state);
@@ -405,6 +470,10 @@ impl Worker {
             let result = self.decode(&job, &cancel);
             let inference = started.elapsed();
             self.shared.completed.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .lock()
+                .load
+                .record(Instant::now(), queued, inference);
             // A failed send means the stream is gone; nothing to do.
             let _ = reply.send(JobOutput {
                 tag: job.tag,
@@ -424,7 +493,7 @@ impl Worker {
             if state.closed {
                 return None;
             }
-            while let Some(id) = state.queue.pop_front() {
+            while let Some(id) = state.pick(Instant::now()) {
                 let Some(slot) = state.slots.get_mut(&id) else {
                     continue;
                 };
@@ -458,6 +527,9 @@ impl Worker {
             }
         }
         if requeue {
+            if let Some(slot) = state.slots.get_mut(&id) {
+                slot.queued_since = Instant::now();
+            }
             state.queue.push_back(id);
             drop(state);
             self.shared.wake.notify_one();
@@ -552,6 +624,7 @@ mod tests {
             model: 0,
             samples: vec![0.0; len],
             options: DecodeOptions::default(),
+            priority: Priority::Partial,
             tag,
         }
     }
@@ -560,6 +633,7 @@ mod tests {
         workers: 1,
         max_streams: 2,
         queue_depth: 1,
+        admission_wait: Duration::ZERO,
     };
 
     #[test]
@@ -568,6 +642,7 @@ mod tests {
             workers: 1,
             max_streams: 3,
             queue_depth: 1,
+            admission_wait: Duration::ZERO,
         };
         let (pool, started, go) = gate_pool(limits)?;
         let a = pool.admit()?;
@@ -595,6 +670,7 @@ mod tests {
             workers: 1,
             max_streams: 4,
             queue_depth: 4,
+            admission_wait: Duration::ZERO,
         };
         let (pool, started, go) = gate_pool(limits)?;
         let busy = pool.admit()?;
@@ -654,11 +730,76 @@ mod tests {
     }
 
     #[test]
+    fn a_final_runs_before_an_older_partial() -> Result<(), Box<dyn std::error::Error>> {
+        let (pool, started, go) = gate_pool(PoolLimits {
+            workers: 1,
+            max_streams: 3,
+            queue_depth: 3,
+            admission_wait: Duration::ZERO,
+        })?;
+        let busy = pool.admit()?;
+        let _busy = busy.submit(job(1, 0));
+        started.recv_timeout(Duration::from_secs(5))?;
+        let p = pool.admit()?;
+        let _partial = p.submit(job(2, 1));
+        let f = pool.admit()?;
+        let mut last = job(3, 2);
+        last.priority = Priority::Final;
+        let _final = f.submit(last);
+        go.send(())?;
+        assert_eq!(
+            started.recv_timeout(Duration::from_secs(5))?,
+            3,
+            "the final"
+        );
+        go.send(())?;
+        assert_eq!(
+            started.recv_timeout(Duration::from_secs(5))?,
+            2,
+            "then the partial"
+        );
+        go.send(())?;
+        pool.shutdown();
+        Ok(())
+    }
+
+    #[test]
+    fn a_stream_is_refused_while_a_decode_waits_too_long() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let (pool, started, go) = gate_pool(PoolLimits {
+            workers: 1,
+            max_streams: 4,
+            queue_depth: 4,
+            admission_wait: Duration::from_millis(50),
+        })?;
+        let busy = pool.admit()?;
+        let _busy = busy.submit(job(1, 0));
+        started.recv_timeout(Duration::from_secs(5))?;
+        let waiting = pool.admit()?;
+        let _waiting = waiting.submit(job(2, 1));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(matches!(pool.admit(), Err(AdmitError::Behind(_))));
+        go.send(())?;
+        started.recv_timeout(Duration::from_secs(5))?;
+        go.send(())?;
+        // Nothing waits now, and two decodes are too few for the percentile rule.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.stats().busy_workers > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(pool.admit().is_ok());
+        assert_eq!(pool.stats().load.decodes, 2);
+        pool.shutdown();
+        Ok(())
+    }
+
+    #[test]
     fn a_queued_job_can_be_withdrawn() -> Result<(), Box<dyn std::error::Error>> {
         let (pool, started, go) = gate_pool(PoolLimits {
             workers: 1,
             max_streams: 2,
             queue_depth: 2,
+            admission_wait: Duration::ZERO,
         })?;
         let busy = pool.admit()?;
         let _busy = busy.submit(job(1, 0));

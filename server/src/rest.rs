@@ -119,6 +119,10 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         let stats = ready.pool.stats();
         metrics.queue_depth.set(stats.queued_jobs as i64);
         metrics.pool_streams.set(stats.active_streams as i64);
+        metrics.worker_busy_ratio.set(stats.load.busy);
+        metrics
+            .recent_queue_wait_p95
+            .set(stats.load.queue_wait_p95.as_secs_f64());
     }
     for hub in state.captions.hubs() {
         let labels = crate::metrics::SourceLabels {

@@ -118,6 +118,10 @@ impl AppState {
                 capacity: Capacity::Queue,
                 reason: e.to_string(),
             },
+            AdmitError::Behind(_) => RequestError::Overloaded {
+                capacity: Capacity::Compute,
+                reason: e.to_string(),
+            },
         })
     }
 }

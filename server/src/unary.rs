@@ -9,7 +9,7 @@ use transcribe_core::policy::{DEFAULT_LOGPROB_THRESHOLD, DEFAULT_NO_SPEECH_THRES
 use transcribe_core::{DecodeOptions, SAMPLE_RATE, Segment, Transcript};
 
 use crate::error::RequestError;
-use crate::pool::Job;
+use crate::pool::{Job, Priority};
 use crate::recognition::Recognition;
 use crate::state::AppState;
 
@@ -56,14 +56,15 @@ pub(crate) async fn recognize(
         prompt: recognition.prompt.clone(),
         audio_ctx: None,
         word_timestamps: recognition.words.any(),
-        temperature_fallback: true,
-        max_tokens: None,
+        temperature_fallback: state.config.temperature_fallback,
+        max_tokens: state.config.max_tokens,
         single_segment: false,
     };
     let submitted = lease.submit(Job {
         model: recognition.model,
         samples,
         options,
+        priority: Priority::Final,
         tag: 0,
     });
     // A drain lets the decode finish; only the pool's shutdown at the drain's deadline
@@ -78,7 +79,7 @@ pub(crate) async fn recognize(
         .unwrap_or(DEFAULT_NO_SPEECH_THRESHOLD);
     state
         .metrics
-        .decoded("file", output.inference, audio_seconds);
+        .decoded("file", output.queued, output.inference, audio_seconds);
     tracing::info!(
         message = "Recognized.",
         audio_seconds,

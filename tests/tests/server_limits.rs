@@ -251,6 +251,63 @@ async fn stream_and_queue_limits_refuse_with_their_reasons() -> TestResult {
 }
 
 #[tokio::test]
+async fn streams_are_refused_while_decodes_fall_behind() -> TestResult {
+    let (script, audio) = two_phrases()?;
+    let hold = Hold::new();
+    let mut config = config()?;
+    config.workers = 1;
+    config.max_streams = 4;
+    config.queue_depth = 4;
+    config.admission_wait = Duration::from_millis(300);
+    let server = TestServer::start_ready(
+        config,
+        held_loader(script.clone(), audio.clone(), hold.clone()),
+    )
+    .await?;
+    let mut client = server.client().await?;
+    // Stream a's decode holds the only worker; stream b's decode waits behind it, longer
+    // than the admission limit: the workers are not keeping up.
+    let a = OpenStream::open(&mut client, Some(config_request("", true)), &audio, 20).await?;
+    server
+        .wait_until(SETTLE, |h| {
+            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
+        })
+        .await?;
+    let b = OpenStream::open(&mut client, Some(config_request("", true)), &audio, 20).await?;
+    server
+        .wait_until(SETTLE, |h| {
+            h.pool_stats().is_some_and(|s| s.queued_jobs == 1)
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut requests = vec![config_request("", true)];
+    requests.extend(audio_requests(&audio, CHUNK));
+    let (_, status) = raw_stream(&mut client, requests.clone()).await;
+    let status = refused(status, "a stream while decodes fall behind")?;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(error_reason(&status).as_deref(), Some("DECODES_BEHIND"));
+    assert!(status.message().contains("waited"), "{}", status.message());
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "RetryInfo"
+    );
+
+    // Once the workers catch up, streams are admitted again, and the admitted ones lost
+    // nothing.
+    hold.release();
+    for stream in [a, b] {
+        let (responses, status) = stream.finish(&audio, 20).await;
+        status?;
+        assert_eq!(final_text(&responses), script.text());
+    }
+    let (responses, status) = raw_stream(&mut client, requests).await;
+    status?;
+    assert_eq!(final_text(&responses), script.text());
+    all_released(&server).await?;
+    server.stop().await
+}
+
+#[tokio::test]
 async fn stream_duration_limit_flushes_finals_then_out_of_range() -> TestResult {
     let (script, audio) = two_phrases()?;
     let mut config = config()?;

@@ -231,6 +231,10 @@ pub struct PolicyConfig {
     pub logprob_threshold: f32,
     /// Encoder context of finals. Default [`FinalContext::Full`].
     pub final_context: FinalContext,
+    /// Upper bound on text tokens per decode (`None`: the model's). Default none.
+    pub max_tokens: Option<u32>,
+    /// Whisper's temperature fallback on finals (never on partials). Default on.
+    pub temperature_fallback: bool,
 }
 
 impl Default for PolicyConfig {
@@ -252,6 +256,8 @@ impl Default for PolicyConfig {
             no_speech_threshold: DEFAULT_NO_SPEECH_THRESHOLD,
             logprob_threshold: DEFAULT_LOGPROB_THRESHOLD,
             final_context: FinalContext::Full,
+            max_tokens: None,
+            temperature_fallback: true,
         }
     }
 }
@@ -727,6 +733,7 @@ impl StreamingPolicy {
         let translate = self.config.translate;
         let (margin, floor) = (self.config.audio_ctx_margin, self.config.audio_ctx_floor);
         let final_context = self.config.final_context;
+        let (max_tokens, fallback) = (self.config.max_tokens, self.config.temperature_fallback);
         let word_timestamps = kind == JobKind::Final || self.config.partial_word_timestamps;
         let u = self.utterance_mut(seq)?;
         let index = *u.index.get_or_insert(next_index);
@@ -746,8 +753,8 @@ impl StreamingPolicy {
                 )),
             },
             word_timestamps,
-            temperature_fallback: kind == JobKind::Final,
-            max_tokens: None,
+            temperature_fallback: kind == JobKind::Final && fallback,
+            max_tokens,
             single_segment: kind == JobKind::Partial,
         };
         if kind == JobKind::Partial {

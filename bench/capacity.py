@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Compute capacity of one `transcribe-server`: N live streams of real speech at once.
+
+For each stream count N it starts the server, streams N copies of a speech track in real
+time through N `transcribe --server URL --realtime` clients (the real CLI), and reads the
+server's own per-decode log lines ("Decode done.": kind, queue wait, decode time, lag behind
+the audio) over the steady part of the run. It reports, per N:
+
+- decodes per second (partials and finals) that the streaming policy asked for and got;
+- queue wait p50/p95 (from submission to a worker starting the decode);
+- worker busy fraction (decode time over wall time times workers) and, where `nvidia-smi`
+  answers, the GPU's busy fraction (its utilization.gpu, sampled every 200 ms);
+- final lag p95: from an utterance's last audio arriving to its final decode done;
+- keeps up: queue wait p95 under the target (0.5 s by default).
+
+The schedule is the streaming policy's own (VAD endpoints, a partial every step of new
+audio), driven by real speech timing: the track is the speech fixtures joined with pauses,
+and stream i starts i/N of the way into it, so utterance ends do not line up across streams.
+
+With a random-weight model (`transcribe models synth`), pass `--max-tokens 64 --no-fallback`
+to the server (after `--`): every decode then does bounded work, and no two decodes need to
+agree, so the number measures compute, not luck. With real weights it measures the same
+thing for the real text.
+
+    python3 bench/capacity.py --server-bin target/release/transcribe-server \\
+        --client-bin target/release/transcribe --model tiny.en --streams 1,2,4 \\
+        --workers 1 --seconds 40 [--out capacity.jsonl] [-- --max-tokens 64 --no-fallback]
+
+Prints a markdown table and appends one JSON line per N to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "audio-fixtures" / "speech"
+RATE = 16_000
+# Seconds of silence between the joined clips: a pause that ends an utterance.
+PAUSE_SECONDS = 0.8
+# The first seconds of a run (streams starting, first utterances) are not measured.
+WARMUP_SECONDS = 5.0
+
+LINE = re.compile(r"^(\S+)\s+DEBUG\s.*Decode done\.(.*)$")
+FIELD = re.compile(r"(\w+)=(\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_wav(path: Path) -> array.array:
+    with wave.open(str(path)) as w:
+        if w.getframerate() != RATE or w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise SystemExit(f"{path}: want 16 kHz mono 16-bit")
+        samples = array.array("h")
+        samples.frombytes(w.readframes(w.getnframes()))
+        return samples
+
+
+def speech_track(clips: list[Path], seconds: float) -> array.array:
+    """The clips joined with pauses, repeated up to `seconds`."""
+    pause = array.array("h", [0] * int(PAUSE_SECONDS * RATE))
+    one = array.array("h")
+    for clip in clips:
+        one.extend(read_wav(clip))
+        one.extend(pause)
+    track = array.array("h")
+    while len(track) < seconds * RATE:
+        track.extend(one)
+    return track[: int(seconds * RATE)]
+
+
+def write_wav(path: Path, samples: array.array) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(samples.tobytes())
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    rank = max(1, min(len(values), int(-(-q * len(values) // 1))))
+    return values[rank - 1]
+
+
+def parse_time(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def decodes(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        fields = {k: v.strip('"') for k, v in FIELD.findall(m.group(2))}
+        try:
+            out.append(
+                {
+                    "at": parse_time(m.group(1)),
+                    "kind": fields.get("kind", "?"),
+                    "queued_ms": float(fields["queued_ms"]),
+                    "inference_ms": float(fields["inference_ms"]),
+                    "lag_ms": float(fields["lag_ms"]) if "lag_ms" in fields else None,
+                }
+            )
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
+class GpuSampler:
+    """utilization.gpu every 200 ms, with wall-clock times; nothing without nvidia-smi."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.proc = None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 "-lms", "200"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.samples.append((time.time(), float(line.strip().split(",")[0])))
+            except ValueError:
+                pass
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+
+    def busy(self, start: float, end: float) -> float | None:
+        inside = [u for t, u in self.samples if start <= t <= end]
+        return statistics.fmean(inside) / 100 if inside else None
+
+
+def wait_ready(port: int, server: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode} while loading")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server did not become ready")
+
+
+def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict:
+    port = free_port()
+    log = tmp / f"server-{n}.log"
+    env = dict(os.environ, RUST_LOG="info,transcribe_server::pipeline=debug", NO_COLOR="1")
+    server_cmd = [args.server_bin, "--listen", f"127.0.0.1:{port}", "--model", args.model,
+                  "--workers", str(args.workers), "--max-streams", str(max(n, 1) + 4),
+                  "--admission-wait", str(args.admission_wait), *args.server_args]
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(server_cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_ready(port, server)
+        files = []
+        for i in range(n):
+            shift = int(len(track) * i / n)
+            f = tmp / f"stream-{n}-{i}.wav"
+            write_wav(f, track[shift:] + track[:shift])
+            files.append(f)
+        gpu = GpuSampler()
+        started = time.time()
+        clients = [
+            subprocess.Popen([args.client_bin, "--server", f"http://127.0.0.1:{port}",
+                              "--realtime", "-l", args.language, "--format", "json",
+                              "--retry-for", "0", str(f)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for f in files
+        ]
+        failures = []
+        first_end = None
+        for c in clients:
+            try:
+                _, err = c.communicate(timeout=args.seconds * 3 + 120)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                _, err = c.communicate()
+            first_end = first_end or time.time()
+            if c.returncode != 0:
+                failures.append(err.strip().splitlines()[-1:] if err else ["?"])
+        ended = time.time()
+        gpu.stop()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    # Steady state: after the warm-up, until the shortest client's audio ran out.
+    start, end = started + WARMUP_SECONDS, started + args.seconds
+    window = [d for d in decodes(log) if start <= d["at"] <= end]
+    span = end - start
+    by_kind = {k: [d for d in window if d["kind"] == k] for k in ("partial", "final")}
+    waits = [d["queued_ms"] / 1e3 for d in window]
+    wait_p95 = percentile(waits, 0.95)
+    final_lags = [d["lag_ms"] / 1e3 for d in by_kind["final"] if d["lag_ms"] is not None]
+    row = {
+        "step": "capacity",
+        "model": Path(args.model).name,
+        "streams": n,
+        "workers": args.workers,
+        "server_args": " ".join(args.server_args),
+        "seconds_measured": round(span, 1),
+        "decodes": len(window),
+        "decodes_per_s": round(len(window) / span, 2),
+        "partials_per_s": round(len(by_kind["partial"]) / span, 2),
+        "finals_per_s": round(len(by_kind["final"]) / span, 2),
+        "queue_wait_p50_s": percentile(waits, 0.5),
+        "queue_wait_p95_s": wait_p95,
+        "partial_ms_p50": percentile([d["inference_ms"] for d in by_kind["partial"]], 0.5),
+        "final_ms_p50": percentile([d["inference_ms"] for d in by_kind["final"]], 0.5),
+        "worker_busy": round(sum(d["inference_ms"] for d in window) / 1e3
+                             / (span * args.workers), 3),
+        "gpu_busy": gpu.busy(start, end),
+        "final_lag_p95_s": percentile(final_lags, 0.95),
+        "client_failures": len(failures),
+        "failure_examples": failures[:3],
+        "wall_s": round(ended - started, 1),
+    }
+    row["keeps_up"] = (wait_p95 is not None and wait_p95 <= args.target and not failures)
+    return row
+
+
+def fmt(v, digits=2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    server_args: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, server_args = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server-bin", default=str(ROOT / "target/release/transcribe-server"))
+    p.add_argument("--client-bin", default=str(ROOT / "target/release/transcribe"))
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--streams", default="1,2,4")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=40.0,
+                   help="audio per stream (the measured part starts after 5 s)")
+    p.add_argument("--language", default="en")
+    p.add_argument("--target", type=float, default=0.5, help="queue wait p95 that keeps up")
+    p.add_argument("--admission-wait", default="0",
+                   help="the server's --admission-wait during the run (0: admit every stream)")
+    p.add_argument("--until-fail", action="store_true",
+                   help="stop at the first stream count that does not keep up")
+    p.add_argument("--clips", default="",
+                   help="comma-separated WAV files [default: the speech fixtures]")
+    p.add_argument("--out", help="append one JSON line per stream count here")
+    args = p.parse_args(argv)
+    args.server_args = server_args
+    clips = ([Path(c) for c in args.clips.split(",") if c] or
+             sorted(FIXTURES.glob("*.wav")))
+    track = speech_track(clips, args.seconds)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
+        for n in [int(x) for x in args.streams.split(",")]:
+            row = run(args, n, track, Path(tmp))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if args.until_fail and not row["keeps_up"]:
+                break
+    print()
+    print("| streams | workers | decodes/s (partial + final) | queue wait p50 / p95 (s) "
+          "| decode ms p50 partial / final | worker busy | GPU busy | final lag p95 (s) "
+          "| keeps up |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|:--:|")
+    for r in rows:
+        print(f"| {r['streams']} | {r['workers']} | {fmt(r['decodes_per_s'])} "
+              f"({fmt(r['partials_per_s'])} + {fmt(r['finals_per_s'])}) "
+              f"| {fmt(r['queue_wait_p50_s'])} / {fmt(r['queue_wait_p95_s'])} "
+              f"| {fmt(r['partial_ms_p50'], 0)} / {fmt(r['final_ms_p50'], 0)} "
+              f"| {fmt(r['worker_busy'])} | {fmt(r['gpu_busy'])} | {fmt(r['final_lag_p95_s'])} "
+              f"| {'yes' if r['keeps_up'] else 'no'}"
+              f"{'' if not r['client_failures'] else ' (' + str(r['client_failures']) + ' failed)'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
