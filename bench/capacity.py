@@ -34,12 +34,12 @@ from __future__ import annotations
 import argparse
 import array
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +51,10 @@ import wave
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# bench.py by path (`import bench` would find this folder): its free_port.
+_spec = importlib.util.spec_from_file_location("bench_orchestrator", ROOT / "bench" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
 FIXTURES = ROOT / "audio-fixtures" / "speech"
 RATE = 16_000
 # Seconds of silence between the joined clips: a pause that ends an utterance.
@@ -60,12 +64,6 @@ WARMUP_SECONDS = 5.0
 
 LINE = re.compile(r"^(\S+)\s+DEBUG\s.*Decode done\.(.*)$")
 FIELD = re.compile(r"(\w+)=(\S+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_wav(path: Path) -> array.array:
@@ -178,7 +176,7 @@ def wait_ready(port: int, server: subprocess.Popen, timeout: float = 300) -> Non
 
 
 def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict:
-    port = free_port()
+    port = bench.free_port()
     log = tmp / f"server-{n}.log"
     env = dict(os.environ, RUST_LOG="info,transcribe_server::pipeline=debug", NO_COLOR="1")
     server_cmd = [args.server_bin, "--listen", f"127.0.0.1:{port}", "--model", args.model,

@@ -24,6 +24,44 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
+_cap_spec = importlib.util.spec_from_file_location("capacity", Path(__file__).resolve().parent / "capacity.py")
+capacity = importlib.util.module_from_spec(_cap_spec)
+_cap_spec.loader.exec_module(capacity)
+
+
+class Capacity(unittest.TestCase):
+    def test_reads_the_servers_decode_lines(self):
+        log = "\n".join([
+            "2026-12-04T00:42:01.500000Z  INFO transcribe_server: Listening. addr=127.0.0.1:1",
+            "2026-12-04T00:42:02.250000Z DEBUG transcribe_server::pipeline: Decode done. job=3 "
+            'kind="partial" audio_seconds=1.5 queued_ms=0.05 inference_ms=216.9 lag_ms=230.1',
+            "2026-12-04T00:42:03.000000Z DEBUG transcribe_server::pipeline: Decode done. job=4 "
+            'kind="final" audio_seconds=2.5 queued_ms=120.5 inference_ms=1339.8',
+        ])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "server.log"
+            path.write_text(log)
+            rows = capacity.decodes(path)
+        self.assertEqual([r["kind"] for r in rows], ["partial", "final"])
+        self.assertAlmostEqual(rows[1]["at"] - rows[0]["at"], 0.75)
+        self.assertEqual((rows[0]["queued_ms"], rows[0]["lag_ms"]), (0.05, 230.1))
+        self.assertIsNone(rows[1]["lag_ms"])
+
+    def test_nearest_rank_percentiles(self):
+        values = [0.01 * i for i in range(1, 21)]
+        self.assertAlmostEqual(capacity.percentile(values, 0.5), 0.10)
+        self.assertAlmostEqual(capacity.percentile(values, 0.95), 0.19)
+        self.assertIsNone(capacity.percentile([], 0.5))
+
+    def test_speech_track_joins_clips_with_pauses(self):
+        clip = sorted(capacity.FIXTURES.glob("*.wav"))[0]
+        one = len(capacity.read_wav(clip))
+        track = capacity.speech_track([clip], 2 * (one / capacity.RATE + capacity.PAUSE_SECONDS))
+        pause = int(capacity.PAUSE_SECONDS * capacity.RATE)
+        self.assertEqual(len(track), 2 * (one + pause))
+        self.assertEqual(set(track[one:one + pause]), {0})
+
+
 class Text(unittest.TestCase):
     def test_normalize_matches_core(self):
         # The same cases as core/src/text.rs's tests.

@@ -394,7 +394,7 @@ impl RequestError {
     }
 
     /// The reason a refused call is counted under (`TOO_MANY_STREAMS`, `QUEUE_FULL`,
-    /// `TOO_MANY_SUBSCRIBERS`, `LOADING`, `DRAINING`, `UNAUTHENTICATED`), or `None` for an
+    /// `DECODES_BEHIND`, `TOO_MANY_SUBSCRIBERS`, `LOADING`, `DRAINING`, `UNAUTHENTICATED`), or `None` for an
     /// error that is not a refusal.
     pub fn refusal_reason(&self) -> Option<&'static str> {
         match self {
