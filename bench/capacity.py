@@ -11,7 +11,8 @@ the audio) over the steady part of the run. It reports, per N:
 - worker busy fraction (decode time over wall time times workers) and, where `nvidia-smi`
   answers, the GPU's busy fraction (its utilization.gpu, sampled every 200 ms);
 - final lag p95: from an utterance's last audio arriving to its final decode done;
-- keeps up: queue wait p95 under the target (0.5 s by default).
+- keeps up: queue wait p95 under the target (0.5 s by default), no client failed, and the
+  schedule kept (partials per stream per second within 10% of the lightest run's).
 
 The schedule is the streaming policy's own (VAD endpoints, a partial every step of new
 audio), driven by real speech timing: the track is the speech fixtures joined with pauses,
@@ -253,8 +254,17 @@ def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict
         "failure_examples": failures[:3],
         "wall_s": round(ended - started, 1),
     }
-    row["keeps_up"] = (wait_p95 is not None and wait_p95 <= args.target and not failures)
     return row
+
+
+def keeps_up(row: dict, reference: dict, target: float) -> bool:
+    """Queue wait p95 within `target`, no client failed, and the policy's schedule kept:
+    partials per stream per second within 10% of the lightest run's (`reference`; the policy
+    widens its step when decodes come back late, so a falling rate means falling behind)."""
+    wait = row["queue_wait_p95_s"]
+    rate, ref = row["partials_per_stream_s"], reference["partials_per_stream_s"]
+    return (wait is not None and wait <= target and not row["client_failures"]
+            and rate >= 0.9 * ref)
 
 
 def fmt(v, digits=2) -> str:
@@ -297,6 +307,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
         for n in [int(x) for x in args.streams.split(",")]:
             row = run(args, n, track, Path(tmp))
+            row["keeps_up"] = keeps_up(row, rows[0] if rows else row, args.target)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.out:

@@ -53,6 +53,14 @@ class Capacity(unittest.TestCase):
         self.assertAlmostEqual(capacity.percentile(values, 0.95), 0.19)
         self.assertIsNone(capacity.percentile([], 0.5))
 
+    def test_keeps_up_needs_short_waits_and_the_schedule(self):
+        ref = {"queue_wait_p95_s": 0.0, "partials_per_stream_s": 1.8, "client_failures": 0}
+        ok = dict(ref, queue_wait_p95_s=0.4, partials_per_stream_s=1.65)
+        self.assertTrue(capacity.keeps_up(ok, ref, 0.5))
+        self.assertFalse(capacity.keeps_up(dict(ok, queue_wait_p95_s=0.6), ref, 0.5))
+        self.assertFalse(capacity.keeps_up(dict(ok, partials_per_stream_s=1.3), ref, 0.5))
+        self.assertFalse(capacity.keeps_up(dict(ok, client_failures=1), ref, 0.5))
+
     def test_speech_track_joins_clips_with_pauses(self):
         clip = sorted(capacity.FIXTURES.glob("*.wav"))[0]
         one = len(capacity.read_wav(clip))

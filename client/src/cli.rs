@@ -39,11 +39,12 @@ fn long_version() -> &'static str {
     };
     Box::leak(
         format!(
-            "{}\nbackend: {}{}\ndefault model: {}\n{}",
+            "{}\nbackend: {}{}\ndefault model: {} (live streams: {})\n{}",
             env!("CARGO_PKG_VERSION"),
             transcribe_engine::backend(),
             devices,
             transcribe_engine::default_model(),
+            transcribe_engine::default_streaming_model(),
             transcribe_engine::system_info()
         )
         .into_boxed_str(),
@@ -73,7 +74,7 @@ pub struct Args {
     /// Model name (see `transcribe models list`; a name followed by -q8_0, -q5_1, -q5_0,
     /// -q4_1 or -q4_0, e.g. base-q8_0, is that model quantized by ggml, made once into the
     /// cache) or path to a ggml model file.
-    /// [default: large-v3 on GPU builds, tiny.en on CPU builds]
+    /// [default: large-v3 on GPU builds (large-v3-turbo for --mic), tiny.en on CPU builds]
     #[arg(short, long, env = "TRANSCRIBE_MODEL")]
     pub model: Option<String>,
 
@@ -95,7 +96,8 @@ pub struct Args {
     pub chunking: Chunking,
 
     /// Chunks decoded at once, each by its own decoding state with threads / N threads
-    /// [default: the thread count, at most 4, on CPU builds; 1 on GPU builds].
+    /// [default: the thread count, at most 4, on CPU builds; on GPU builds 8 when chunking,
+    /// else 1].
     #[arg(long)]
     pub parallel: Option<usize>,
 

@@ -92,8 +92,12 @@ fn run_local(args: &Args) -> anyhow::Result<u8> {
         .into());
     }
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
-    let model_path =
-        crate::offline::resolve_model(args.model.as_deref(), args.offline, show_progress)?;
+    let model_path = crate::offline::resolve_model(
+        args.model.as_deref(),
+        transcribe_engine::default_streaming_model(),
+        args.offline,
+        show_progress,
+    )?;
     let engine = crate::offline::engine_config(&args.engine)?;
     let model = WhisperModel::load(&model_path, &engine)?;
     let multilingual = model.is_multilingual();
@@ -147,7 +151,7 @@ fn run_local(args: &Args) -> anyhow::Result<u8> {
     let label = args
         .model
         .clone()
-        .unwrap_or_else(|| transcribe_engine::default_model().to_string());
+        .unwrap_or_else(|| transcribe_engine::default_streaming_model().to_string());
     let mut display = Display::new(args, capture.info(), label);
     let result = live::run(session, policy, rx, |event| display.policy_event(event));
     let stats = capture.stop();

@@ -20,9 +20,14 @@ use crate::format::{Report, render};
 /// Files shorter than this get no progress bar (they finish in about a second).
 const PROGRESS_MIN_SECONDS: f64 = 30.0;
 
-/// Resolves `--model` (or the default) to a file, fetching it when needed.
-pub fn resolve_model(spec: Option<&str>, offline: bool, progress: bool) -> anyhow::Result<PathBuf> {
-    let spec = spec.unwrap_or(transcribe_engine::default_model());
+/// Resolves `--model` (or `default`) to a file, fetching it when needed.
+pub fn resolve_model(
+    spec: Option<&str>,
+    default: &str,
+    offline: bool,
+    progress: bool,
+) -> anyhow::Result<PathBuf> {
+    let spec = spec.unwrap_or(default);
     let spec = transcribe_models::ModelSpec::parse(spec).map_err(|e| UsageError(format!("{e}")))?;
     let options = transcribe_models::FetchOptions {
         offline,
@@ -48,13 +53,21 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot create output folder {}", dir.display()))?;
     }
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
-    let model_path = resolve_model(args.model.as_deref(), args.offline, show_progress)?;
+    let model_path = resolve_model(
+        args.model.as_deref(),
+        transcribe_engine::default_model(),
+        args.offline,
+        show_progress,
+    )?;
     let config = engine_config(&args.engine)?;
     let model = WhisperModel::load(&model_path, &config)?;
     let parallel = match args.parallel {
         Some(0) => return Err(UsageError("--parallel must be at least 1".into()).into()),
         Some(n) => n,
-        None if config.use_gpu && transcribe_engine::has_gpu_backend() => 1,
+        None if config.use_gpu && transcribe_engine::has_gpu_backend() => match args.chunking {
+            Chunking::Window | Chunking::Fit => GPU_DEFAULT_PARALLEL,
+            Chunking::Off => 1,
+        },
         None => config.threads.min(MAX_DEFAULT_PARALLEL),
     };
     let mut sessions = (0..parallel)
@@ -73,6 +86,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         translate: args.translate,
         max_tokens: args.decode.max_tokens,
         temperature_fallback: !args.decode.no_fallback,
+        no_timestamps: args.decode.no_timestamps,
         ..DecodeOptions::default()
     };
     let mut failed = 0usize;
@@ -125,6 +139,12 @@ pub(crate) fn engine_config(args: &EngineArgs) -> anyhow::Result<EngineConfig> {
     config.gpu_device = i32::from(args.gpu_device);
     Ok(config)
 }
+
+/// `--parallel` on a GPU with `--chunking window|fit`: 8 sessions took a 10-minute file from 49x
+/// to 78x real time with large-v3 shapes and from 76x to 294x with large-v3-turbo's on an
+/// H200 (16 were no faster; BENCHMARKS.md "GPU capacity"). Without chunking a file is one
+/// decode, so one session.
+const GPU_DEFAULT_PARALLEL: usize = 8;
 
 /// Default cap of `--parallel`: each decoding state holds its own buffers (large-v3's are
 /// hundreds of MB), and 4 already keep a small CPU's cores busy.

@@ -30,6 +30,10 @@ pub struct DecodeOptions {
     pub max_tokens: Option<u32>,
     /// Treat the whole buffer as one segment (streaming does; files do not).
     pub single_segment: bool,
+    /// No timestamp tokens (whisper's `no_timestamps`): with a random-weight model, a
+    /// random timestamp past the audio's end no longer stops the decode, so `max_tokens`
+    /// becomes its length (fixed work, for capacity measurements).
+    pub no_timestamps: bool,
 }
 
 impl Default for DecodeOptions {
@@ -43,6 +47,7 @@ impl Default for DecodeOptions {
             temperature_fallback: true,
             max_tokens: None,
             single_segment: false,
+            no_timestamps: false,
         }
     }
 }

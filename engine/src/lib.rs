@@ -59,13 +59,27 @@ pub fn backend() -> &'static str {
     }
 }
 
-/// The model used when none is given: large-v3 on GPU builds; on CPU builds the model
-/// that keeps streaming real-time on a 2-core machine (README "Choosing the default model").
+/// The model files are transcribed with when none is given: large-v3 on GPU builds; on CPU
+/// builds the model that keeps streaming real-time on a 2-core machine (README "Choosing the
+/// default model").
 pub fn default_model() -> &'static str {
-    if has_gpu_backend() {
-        "large-v3"
-    } else {
-        DEFAULT_CPU_MODEL
+    default_model_for(has_gpu_backend(), false)
+}
+
+/// The model live streams (the server, `transcribe --mic`) use when none is given: on GPU
+/// builds large-v3-turbo, which keeps about 4 times as many real-time streams on one card
+/// as large-v3 (BENCHMARKS.md "GPU capacity"); on CPU builds the same as [`default_model`].
+pub fn default_streaming_model() -> &'static str {
+    default_model_for(has_gpu_backend(), true)
+}
+
+/// [`default_model`] (`streaming` false) and [`default_streaming_model`] for a build with
+/// or without a GPU backend.
+pub fn default_model_for(gpu: bool, streaming: bool) -> &'static str {
+    match (gpu, streaming) {
+        (true, false) => "large-v3",
+        (true, true) => "large-v3-turbo",
+        (false, _) => DEFAULT_CPU_MODEL,
     }
 }
 
@@ -79,9 +93,10 @@ pub const DEFAULT_CPU_MODEL: &str = "tiny.en";
 pub fn build_summary() -> String {
     if has_gpu_backend() {
         format!(
-            "This build: backend {}; default model {}. `--version` lists the GPUs; --cpu runs on the CPU.",
+            "This build: backend {}; default model {} for files, {} for live streams. `--version` lists the GPUs; --cpu runs on the CPU.",
             backend(),
-            default_model()
+            default_model(),
+            default_streaming_model()
         )
     } else {
         format!(
@@ -295,5 +310,20 @@ mod tests {
             assert_eq!(whisper_rs::get_lang_str(id), Some(*code));
         }
         assert_eq!(whisper_rs::get_lang_id("xx"), None);
+    }
+
+    #[test]
+    fn gpu_builds_stream_with_turbo_and_transcribe_files_with_large_v3() {
+        use super::{DEFAULT_CPU_MODEL, default_model_for};
+        assert_eq!(default_model_for(true, false), "large-v3");
+        assert_eq!(default_model_for(true, true), "large-v3-turbo");
+        assert_eq!(default_model_for(false, false), DEFAULT_CPU_MODEL);
+        assert_eq!(default_model_for(false, true), DEFAULT_CPU_MODEL);
+        for name in ["large-v3", "large-v3-turbo"] {
+            assert!(
+                name.parse::<transcribe_models::ModelName>().is_ok(),
+                "{name}"
+            );
+        }
     }
 }

@@ -209,6 +209,7 @@ impl Transcriber for WhisperSession {
         let mut params = self.base_params(options.language.as_deref(), options.translate);
         params.set_n_threads(threads as i32);
         params.set_single_segment(options.single_segment);
+        params.set_no_timestamps(options.no_timestamps);
         params.set_token_timestamps(options.word_timestamps);
         params.set_audio_ctx(options.audio_ctx.map_or(0, |c| c as i32));
         params.set_max_tokens(options.max_tokens.map_or(0, |m| m as i32));

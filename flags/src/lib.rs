@@ -53,6 +53,12 @@ pub struct DecodeArgs {
     /// text looks degenerate): fixed work per decode, e.g. for timing.
     #[arg(long, env = "TRANSCRIBE_NO_FALLBACK")]
     pub no_fallback: bool,
+
+    /// Decode without timestamp tokens (one segment per decode). With a random-weight model
+    /// (`transcribe models synth`) this makes every decode run to --max-tokens: a random
+    /// timestamp past the audio's end would otherwise stop it after a few tokens.
+    #[arg(long, env = "TRANSCRIBE_NO_TIMESTAMPS")]
+    pub no_timestamps: bool,
 }
 
 /// An on/off switch (`true`/`false` and `1`/`0` are accepted too).

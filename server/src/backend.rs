@@ -13,7 +13,7 @@ pub fn has_gpu() -> bool {
 /// The model served when `--model` is not given.
 pub fn default_model() -> &'static str {
     #[cfg(feature = "whisper")]
-    return transcribe_engine::default_model();
+    return transcribe_engine::default_streaming_model();
     #[cfg(not(feature = "whisper"))]
     "tiny.en"
 }

@@ -68,8 +68,10 @@ pub const DEFAULT_PROMPT_HISTORY: usize = 0;
 /// Largest prompt history accepted (the policy's own limit).
 const MAX_PROMPT_HISTORY: usize = 1_000;
 
-/// Workers on a GPU build: a GPU overlaps several decodes.
-const DEFAULT_GPU_WORKERS: usize = 4;
+/// Workers on a GPU build: a GPU overlaps several decodes. Measured on an H200 with
+/// large-v3-turbo shapes: one worker keeps 4 real-time streams, 8 workers 24, 16 workers
+/// 24 to 32 (BENCHMARKS.md "GPU capacity").
+const DEFAULT_GPU_WORKERS: usize = 8;
 
 /// Most threads per decode by default (ggml scales poorly beyond this for small models).
 const MAX_DEFAULT_THREADS: usize = 4;
@@ -95,7 +97,7 @@ pub struct ServerArgs {
     #[arg(long = "model", env = "TRANSCRIBE_MODEL", value_delimiter = ',')]
     pub models: Vec<String>,
 
-    /// Inference worker threads (concurrent decodes). [default: 1 on CPU, 4 on GPU]
+    /// Inference worker threads (concurrent decodes). [default: 1 on CPU, 8 on GPU]
     #[arg(long, env = "TRANSCRIBE_WORKERS")]
     pub workers: Option<usize>,
 
@@ -283,6 +285,8 @@ pub struct ServerConfig {
     pub max_tokens: Option<u32>,
     /// Whisper's temperature fallback on finals and files.
     pub temperature_fallback: bool,
+    /// Decode without timestamp tokens, every decode.
+    pub no_timestamps: bool,
     /// Queue wait over which new calls are refused (zero: never).
     pub admission_wait: Duration,
     /// Use the GPU backend when the binary has one.
@@ -327,7 +331,8 @@ impl ServerConfig {
     }
 
     /// Applies the server's streaming flags (`--step`, `--final-context`,
-    /// `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`) to `policy`; the same for client streams and
+    /// `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`,
+    /// `--no-timestamps`) to `policy`; the same for client streams and
     /// caption sources.
     pub fn apply_policy_flags(&self, policy: &mut PolicyConfig) {
         if let Some(step) = self.step {
@@ -343,6 +348,7 @@ impl ServerConfig {
         }
         policy.max_tokens = self.max_tokens;
         policy.temperature_fallback = self.temperature_fallback;
+        policy.no_timestamps = self.no_timestamps;
     }
 }
 
@@ -566,6 +572,7 @@ impl ServerArgs {
             prompt_history: self.prompt_history,
             max_tokens: self.decode.max_tokens,
             temperature_fallback: !self.decode.no_fallback,
+            no_timestamps: self.decode.no_timestamps,
             admission_wait: self.admission_wait,
             use_gpu: gpu,
             gpu_device: self.engine.gpu_device,

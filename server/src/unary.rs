@@ -59,6 +59,7 @@ pub(crate) async fn recognize(
         temperature_fallback: state.config.temperature_fallback,
         max_tokens: state.config.max_tokens,
         single_segment: false,
+        no_timestamps: state.config.no_timestamps,
     };
     let submitted = lease.submit(Job {
         model: recognition.model,

@@ -235,6 +235,8 @@ pub struct PolicyConfig {
     pub max_tokens: Option<u32>,
     /// Whisper's temperature fallback on finals (never on partials). Default on.
     pub temperature_fallback: bool,
+    /// Decode without timestamp tokens (see `DecodeOptions::no_timestamps`). Default off.
+    pub no_timestamps: bool,
 }
 
 impl Default for PolicyConfig {
@@ -258,6 +260,7 @@ impl Default for PolicyConfig {
             final_context: FinalContext::Full,
             max_tokens: None,
             temperature_fallback: true,
+            no_timestamps: false,
         }
     }
 }
@@ -734,6 +737,7 @@ impl StreamingPolicy {
         let (margin, floor) = (self.config.audio_ctx_margin, self.config.audio_ctx_floor);
         let final_context = self.config.final_context;
         let (max_tokens, fallback) = (self.config.max_tokens, self.config.temperature_fallback);
+        let no_timestamps = self.config.no_timestamps;
         let word_timestamps = kind == JobKind::Final || self.config.partial_word_timestamps;
         let u = self.utterance_mut(seq)?;
         let index = *u.index.get_or_insert(next_index);
@@ -756,6 +760,7 @@ impl StreamingPolicy {
             temperature_fallback: kind == JobKind::Final && fallback,
             max_tokens,
             single_segment: kind == JobKind::Partial,
+            no_timestamps,
         };
         if kind == JobKind::Partial {
             u.decoded_len = u.audio.len();
