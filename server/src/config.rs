@@ -68,6 +68,13 @@ pub const DEFAULT_PROMPT_HISTORY: usize = 0;
 /// Largest prompt history accepted (the policy's own limit).
 const MAX_PROMPT_HISTORY: usize = 1_000;
 
+/// `--admission-wait` on a GPU: the streaming step (a partial every 0.5 s). On an H200,
+/// partials came back within it where the card kept the schedule and past it where it did
+/// not (BENCHMARKS.md "GPU capacity").
+const DEFAULT_GPU_ADMISSION_WAIT: Duration = Duration::from_millis(500);
+/// `--admission-wait` on the CPU: a final decode there takes a second or more.
+const DEFAULT_CPU_ADMISSION_WAIT: Duration = Duration::from_secs(2);
+
 /// Workers on a GPU build: a GPU overlaps several decodes. Measured on an H200 with
 /// large-v3-turbo shapes: one worker keeps 4 real-time streams, 8 workers 24, 16 workers
 /// 24 to 32 (BENCHMARKS.md "GPU capacity").
@@ -174,12 +181,13 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub decode: DecodeArgs,
 
-    /// Refuse new calls (RESOURCE_EXHAUSTED, reason DECODES_BEHIND) while decodes wait
-    /// longer than this for a worker: the 95th percentile over the last 10 s, or the job
-    /// queued longest. The open streams keep real time instead of all falling behind.
-    /// 0 turns it off.
-    #[arg(long, env = "TRANSCRIBE_ADMISSION_WAIT", default_value = "2s", value_parser = parse_duration)]
-    pub admission_wait: Duration,
+    /// Refuse new calls (RESOURCE_EXHAUSTED, reason DECODES_BEHIND) while decodes come back
+    /// later than this: a decode's wait for a worker, or a partial's wait plus decode time,
+    /// at the 95th percentile over the last 10 s, or the job queued longest. The open streams
+    /// keep real time instead of all falling behind. 0 turns it off. [default: 0.5s on a
+    /// GPU (the streaming step), 2s on the CPU (a final decode there takes a second or more)]
+    #[arg(long, env = "TRANSCRIBE_ADMISSION_WAIT", value_parser = parse_duration)]
+    pub admission_wait: Option<Duration>,
 
     /// A server-side caption source for StreamCaptions: `file:PATH[:loop]` (paced in real
     /// time) or `mic[:DEVICE]`, optionally named with a `NAME=` prefix (`room=mic:hw:0,0`;
@@ -287,7 +295,7 @@ pub struct ServerConfig {
     pub temperature_fallback: bool,
     /// Decode without timestamp tokens, every decode.
     pub no_timestamps: bool,
-    /// Queue wait over which new calls are refused (zero: never).
+    /// How late decodes may come back before new calls are refused (zero: never).
     pub admission_wait: Duration,
     /// Use the GPU backend when the binary has one.
     pub use_gpu: bool,
@@ -573,7 +581,11 @@ impl ServerArgs {
             max_tokens: self.decode.max_tokens,
             temperature_fallback: !self.decode.no_fallback,
             no_timestamps: self.decode.no_timestamps,
-            admission_wait: self.admission_wait,
+            admission_wait: self.admission_wait.unwrap_or(if gpu {
+                DEFAULT_GPU_ADMISSION_WAIT
+            } else {
+                DEFAULT_CPU_ADMISSION_WAIT
+            }),
             use_gpu: gpu,
             gpu_device: self.engine.gpu_device,
             flash_attn: self.engine.flash_attn(gpu),

@@ -98,6 +98,9 @@ pub struct Metrics {
     pub worker_busy_ratio: Gauge<f64, AtomicU64>,
     /// The 95th percentile of queue waits over the last 10 s (read when scraped).
     pub recent_queue_wait_p95: Gauge<f64, AtomicU64>,
+    /// The 95th percentile of partials' wait plus decode time over the last 10 s (read when
+    /// scraped).
+    pub recent_partial_round_trip_p95: Gauge<f64, AtomicU64>,
     /// Audio received and recognized, in seconds, by door.
     pub audio_seconds: Family<OpenLabels, AudioCounter>,
     /// From a stream's first audio arriving to its first result (interim or final).
@@ -173,6 +176,12 @@ impl Metrics {
             "95th percentile of the time decodes waited for a worker over the last 10 s",
             recent_queue_wait_p95.clone(),
         );
+        let recent_partial_round_trip_p95 = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "recent_partial_round_trip_p95_seconds",
+            "95th percentile of partial decodes' wait plus decode time over the last 10 s",
+            recent_partial_round_trip_p95.clone(),
+        );
         let audio_seconds = Family::<OpenLabels, AudioCounter>::default();
         registry.register(
             "audio_seconds",
@@ -236,6 +245,7 @@ impl Metrics {
             queue_wait_seconds,
             worker_busy_ratio,
             recent_queue_wait_p95,
+            recent_partial_round_trip_p95,
             audio_seconds,
             first_result_seconds,
             final_seconds,

@@ -3,7 +3,7 @@
 //!
 //! - Streams are admitted with [`EnginePool::admit`], which refuses (the caller answers
 //!   RESOURCE_EXHAUSTED) when `max_streams` streams are open, `queue_depth` jobs already wait
-//!   for a worker, or decodes already wait too long ([`crate::schedule::AdmissionRule`]):
+//!   for a worker, or decodes already come back too late ([`crate::schedule::AdmissionRule`]):
 //!   admitted streams keep their latency instead of everyone slowing down.
 //! - A free worker takes the next job by [`crate::schedule::next`]: finals before partials,
 //!   the longest-waiting stream first, partials aged into the finals' rank after a second.
@@ -43,8 +43,9 @@ pub struct PoolLimits {
     pub max_streams: usize,
     /// Jobs waiting for a worker above which new streams are refused.
     pub queue_depth: usize,
-    /// Queue wait (p95 over the last 10 s, or of the oldest job waiting) over which new
-    /// streams are refused; zero turns this rule off.
+    /// How late decodes may come back before new streams are refused (queue wait or a
+    /// partial's wait plus decode time at p95 over the last 10 s, or the oldest job's wait:
+    /// [`AdmissionRule`]); zero turns this rule off.
     pub admission_wait: Duration,
 }
 
@@ -185,7 +186,7 @@ pub enum AdmitError {
         /// The queue limit.
         depth: usize,
     },
-    /// Decodes already wait too long for a worker. Retry later.
+    /// Decodes already come back too late ([`AdmissionRule`]). Retry later.
     #[error("{0}")]
     Behind(String),
     /// The pool is shutting down.
@@ -473,7 +474,7 @@ impl Worker {
             self.shared
                 .lock()
                 .load
-                .record(Instant::now(), queued, inference);
+                .record(Instant::now(), job.priority, queued, inference);
             // A failed send means the stream is gone; nothing to do.
             let _ = reply.send(JobOutput {
                 tag: job.tag,

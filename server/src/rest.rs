@@ -123,6 +123,9 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         metrics
             .recent_queue_wait_p95
             .set(stats.load.queue_wait_p95.as_secs_f64());
+        metrics
+            .recent_partial_round_trip_p95
+            .set(stats.load.partial_round_trip_p95.as_secs_f64());
     }
     for hub in state.captions.hubs() {
         let labels = crate::metrics::SourceLabels {

@@ -10,10 +10,13 @@
 //! - **Load** ([`LoadWindow`]): every finished decode's queue wait and decode time over the
 //!   last [`LOAD_WINDOW`]; [`Load`] summarises them (decodes per second, queue wait p50/p95,
 //!   worker busy fraction).
-//! - **Admission** ([`AdmissionRule::refuses`]): refuse a new stream while the recent p95
-//!   queue wait, or the wait of the oldest job still queued, is over the limit: then the
-//!   workers already cannot keep the open streams real-time, and one more stream would make
-//!   every stream later rather than get served.
+//! - **Admission** ([`AdmissionRule::refuses`]): refuse a new stream while decodes come back
+//!   later than the limit: the recent p95 queue wait, the recent p95 of a partial's wait plus
+//!   decode time, or the wait of the oldest job still queued. Then the workers already cannot
+//!   keep the open streams real-time, and one more stream would make every stream later
+//!   rather than get served. The partials' round trip is what catches a saturated GPU: with
+//!   as many workers as streams nothing queues, but every decode slows down (an H200 with
+//!   large-v3 shapes: partials from 0.31 s at 4 streams to 0.50 s at 8, queue wait 0).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -56,6 +59,7 @@ pub fn next(
 #[derive(Debug, Clone, Copy)]
 struct Done {
     finished: Instant,
+    priority: Priority,
     queued: Duration,
     inference: Duration,
 }
@@ -79,6 +83,8 @@ pub struct Load {
     pub queue_wait_p50: Duration,
     /// 95th percentile of the same.
     pub queue_wait_p95: Duration,
+    /// 95th percentile of a partial decode's wait plus decode time (zero without partials).
+    pub partial_round_trip_p95: Duration,
     /// Fraction of the workers' time spent decoding (0..=1).
     pub busy: f64,
 }
@@ -93,11 +99,18 @@ impl LoadWindow {
         }
     }
 
-    /// Records a decode that finished at `finished` after waiting `queued` and running
-    /// `inference`.
-    pub fn record(&mut self, finished: Instant, queued: Duration, inference: Duration) {
+    /// Records a decode of `priority` that finished at `finished` after waiting `queued` and
+    /// running `inference`.
+    pub fn record(
+        &mut self,
+        finished: Instant,
+        priority: Priority,
+        queued: Duration,
+        inference: Duration,
+    ) {
         self.done.push_back(Done {
             finished,
+            priority,
             queued,
             inference,
         });
@@ -123,6 +136,13 @@ impl LoadWindow {
         }
         let mut waits: Vec<Duration> = self.done.iter().map(|d| d.queued).collect();
         waits.sort_unstable();
+        let mut round_trips: Vec<Duration> = self
+            .done
+            .iter()
+            .filter(|d| d.priority == Priority::Partial)
+            .map(|d| d.queued + d.inference)
+            .collect();
+        round_trips.sort_unstable();
         let window_start = now.checked_sub(self.window);
         // Decode time inside the window (a decode that began before it counts its part).
         let busy: Duration = self
@@ -144,6 +164,11 @@ impl LoadWindow {
             decodes_per_second: decodes as f64 / seconds,
             queue_wait_p50: nearest_rank(&waits, 0.50),
             queue_wait_p95: nearest_rank(&waits, 0.95),
+            partial_round_trip_p95: if round_trips.is_empty() {
+                Duration::ZERO
+            } else {
+                nearest_rank(&round_trips, 0.95)
+            },
             busy: (busy.as_secs_f64() / (seconds * self.workers as f64)).min(1.0),
         }
     }
@@ -172,12 +197,19 @@ impl AdmissionRule {
             return None;
         }
         let limit = self.max_wait.as_secs_f64();
+        let window = LOAD_WINDOW.as_secs();
         if load.decodes >= self.min_decodes && load.queue_wait_p95 > self.max_wait {
             return Some(format!(
                 "decodes are falling behind: they waited {:.2}s for a worker at the 95th \
-                 percentile over the last {}s (the server's limit is {limit}s)",
+                 percentile over the last {window}s (the server's limit is {limit}s)",
                 load.queue_wait_p95.as_secs_f64(),
-                LOAD_WINDOW.as_secs()
+            ));
+        }
+        if load.decodes >= self.min_decodes && load.partial_round_trip_p95 > self.max_wait {
+            return Some(format!(
+                "decodes are falling behind: partial results took {:.2}s (wait and decode) at \
+                 the 95th percentile over the last {window}s (the server's limit is {limit}s)",
+                load.partial_round_trip_p95.as_secs_f64(),
             ));
         }
         if oldest_waiting > self.max_wait {
@@ -266,13 +298,20 @@ mod tests {
         assert_eq!(w.load(t0), Load::default());
         // 20 decodes of 500 ms over 10 s on 2 workers: half busy.
         for i in 1..=20u32 {
-            w.record(t0 + i * 500 * MS, i * 10 * MS, 500 * MS);
+            let priority = if i % 2 == 0 {
+                Priority::Partial
+            } else {
+                Priority::Final
+            };
+            w.record(t0 + i * 500 * MS, priority, i * 10 * MS, 500 * MS);
         }
         let load = w.load(t0 + 10_000 * MS);
         assert_eq!(load.decodes, 20);
         assert!((load.decodes_per_second - 2.0).abs() < 1e-9);
         assert_eq!(load.queue_wait_p50, 100 * MS);
         assert_eq!(load.queue_wait_p95, 190 * MS);
+        // Partials (even i): waits 20..200 ms, each plus 500 ms of decoding.
+        assert_eq!(load.partial_round_trip_p95, 700 * MS);
         assert!((load.busy - 0.5).abs() < 1e-9, "{}", load.busy);
         // Five seconds later the first ten (finished at 0.5..5 s) have left the window.
         let load = w.load(t0 + 15_000 * MS);
@@ -284,7 +323,7 @@ mod tests {
     fn a_decode_straddling_the_window_counts_its_part() {
         let t0 = Instant::now();
         let mut w = LoadWindow::new(Duration::from_secs(10), 1);
-        w.record(t0 + 12_000 * MS, Duration::ZERO, 4_000 * MS);
+        w.record(t0 + 12_000 * MS, Priority::Final, Duration::ZERO, 4_000 * MS);
         let load = w.load(t0 + 20_000 * MS);
         // It ran 8..12 s; the window is 10..20 s: 2 s of 10.
         assert!((load.busy - 0.2).abs() < 1e-9, "{}", load.busy);
@@ -303,6 +342,15 @@ mod tests {
         };
         let reason = rule.refuses(&behind, Duration::ZERO).expect("refused");
         assert!(reason.contains("0.80s"), "{reason}");
+        // Nothing queues (as many workers as streams), but partials come back late: a
+        // saturated GPU.
+        let slow = Load {
+            queue_wait_p95: Duration::ZERO,
+            partial_round_trip_p95: 520 * MS,
+            ..behind
+        };
+        let reason = rule.refuses(&slow, Duration::ZERO).expect("refused");
+        assert!(reason.contains("partial results took 0.52s"), "{reason}");
         let few = Load {
             decodes: 5,
             ..behind
@@ -311,6 +359,7 @@ mod tests {
         assert!(rule.refuses(&few, 600 * MS).is_some(), "one job stuck");
         let fine = Load {
             queue_wait_p95: 400 * MS,
+            partial_round_trip_p95: 450 * MS,
             ..behind
         };
         assert_eq!(rule.refuses(&fine, 100 * MS), None);
