@@ -323,7 +323,12 @@ mod tests {
     fn a_decode_straddling_the_window_counts_its_part() {
         let t0 = Instant::now();
         let mut w = LoadWindow::new(Duration::from_secs(10), 1);
-        w.record(t0 + 12_000 * MS, Priority::Final, Duration::ZERO, 4_000 * MS);
+        w.record(
+            t0 + 12_000 * MS,
+            Priority::Final,
+            Duration::ZERO,
+            4_000 * MS,
+        );
         let load = w.load(t0 + 20_000 * MS);
         // It ran 8..12 s; the window is 10..20 s: 2 s of 10.
         assert!((load.busy - 0.2).abs() < 1e-9, "{}", load.busy);
