@@ -148,9 +148,22 @@ fn limit_flags_reach_the_config() -> TestResult {
         "7",
         "--drain-timeout",
         "3s",
+        "--admission-wait",
+        "750ms",
+        "--max-tokens",
+        "32",
+        "--no-fallback",
+        "--no-timestamps",
     ])?
     .validate()?;
     assert_eq!((config.max_streams, config.queue_depth), (3, 2));
+    assert_eq!(config.admission_wait, Duration::from_millis(750));
+    assert_eq!(config.max_tokens, Some(32));
+    assert!(!config.temperature_fallback && config.no_timestamps);
+    let mut policy = transcribe_core::policy::PolicyConfig::default();
+    config.apply_policy_flags(&mut policy);
+    assert_eq!(policy.max_tokens, Some(32));
+    assert!(!policy.temperature_fallback && policy.no_timestamps);
     assert_eq!(config.max_stream_duration, Duration::from_secs(90));
     assert_eq!(config.idle_timeout, Duration::from_secs(5));
     assert_eq!(
@@ -170,6 +183,10 @@ fn limit_flags_reach_the_config() -> TestResult {
     ])?
     .validate();
     assert!(too_small.is_err(), "message limit below the chunk limit");
+    // Without the flag: 2 s on a CPU build (this one), 0.5 s on a GPU build.
+    let default =
+        <ServerArgs as clap::Parser>::try_parse_from(["transcribe-server"])?.validate()?;
+    assert_eq!(default.admission_wait, Duration::from_secs(2));
     Ok(())
 }
 

@@ -105,8 +105,12 @@ async fn a_websocket_stream_gives_the_finals_grpc_gives() -> TestResult {
 
     let mut socket = connect(&server, "/v1/stream").await?;
     socket.send(Message::text(config_json())).await?;
+    // A little pacing, so a partial is decoded and sent before the audio ends: sent all at
+    // once, the utterance could close first and its partial be withdrawn (8 in 30 runs
+    // failed on a loaded machine).
     for chunk in audio.chunks(1_600) {
         socket.send(Message::binary(linear16(chunk))).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     socket.send(Message::text(r#"{"type": "end"}"#)).await?;
     let ending = read_until_closed(&mut socket).await?;
