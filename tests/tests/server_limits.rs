@@ -190,6 +190,28 @@ fn limit_flags_reach_the_config() -> TestResult {
     Ok(())
 }
 
+/// Opens stream a, whose decode takes the only worker (held), then stream b, whose decode
+/// waits in the queue behind it.
+async fn one_running_one_queued(
+    server: &TestServer,
+    client: &mut TranscriptionServiceClient<Channel>,
+    audio: &[f32],
+) -> TestResult<(OpenStream, OpenStream)> {
+    let a = OpenStream::open(client, Some(config_request("", true)), audio, 20).await?;
+    server
+        .wait_until(SETTLE, |h| {
+            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
+        })
+        .await?;
+    let b = OpenStream::open(client, Some(config_request("", true)), audio, 20).await?;
+    server
+        .wait_until(SETTLE, |h| {
+            h.pool_stats().is_some_and(|s| s.queued_jobs == 1)
+        })
+        .await?;
+    Ok((a, b))
+}
+
 #[tokio::test]
 async fn stream_and_queue_limits_refuse_with_their_reasons() -> TestResult {
     let (script, audio) = two_phrases()?;
@@ -205,18 +227,7 @@ async fn stream_and_queue_limits_refuse_with_their_reasons() -> TestResult {
     .await?;
     let mut client = server.client().await?;
     // Stream a's decode holds the only worker; stream b's decode waits in the queue.
-    let a = OpenStream::open(&mut client, Some(config_request("", true)), &audio, 20).await?;
-    server
-        .wait_until(SETTLE, |h| {
-            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
-        })
-        .await?;
-    let b = OpenStream::open(&mut client, Some(config_request("", true)), &audio, 20).await?;
-    server
-        .wait_until(SETTLE, |h| {
-            h.pool_stats().is_some_and(|s| s.queued_jobs == 1)
-        })
-        .await?;
+    let (a, b) = one_running_one_queued(&server, &mut client, &audio).await?;
     let mut requests = vec![config_request("", true)];
     requests.extend(audio_requests(&audio, CHUNK));
     let (_, status) = raw_stream(&mut client, requests.clone()).await;
@@ -284,18 +295,7 @@ async fn streams_are_refused_while_decodes_fall_behind() -> TestResult {
     let mut client = server.client().await?;
     // Stream a's decode holds the only worker; stream b's decode waits behind it, longer
     // than the admission limit: the workers are not keeping up.
-    let a = OpenStream::open(&mut client, Some(config_request("", true)), &audio, 20).await?;
-    server
-        .wait_until(SETTLE, |h| {
-            h.pool_stats().is_some_and(|s| s.busy_workers == 1)
-        })
-        .await?;
-    let b = OpenStream::open(&mut client, Some(config_request("", true)), &audio, 20).await?;
-    server
-        .wait_until(SETTLE, |h| {
-            h.pool_stats().is_some_and(|s| s.queued_jobs == 1)
-        })
-        .await?;
+    let (a, b) = one_running_one_queued(&server, &mut client, &audio).await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut requests = vec![config_request("", true)];
     requests.extend(audio_requests(&audio, CHUNK));
