@@ -119,7 +119,7 @@ fn run_local(args: &Args) -> anyhow::Result<u8> {
             .or_else(|| (!multilingual).then(|| "en".to_owned())),
         translate: args.translate,
         prompt_max_chars: PROMPT_HISTORY_CHARS,
-        ..PolicyConfig::default()
+        ..PolicyConfig::for_device(engine.use_gpu)
     };
 
     let (sink, rx) = live::channel();

@@ -5,12 +5,15 @@
 //! cargo run --release -p transcribe-engine --example stream_sim -- MODEL_PATH WAV \
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
-//!     [--final-context full|fit]
+//!     [--final-context full|fit] [--speed F]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
 //! widest step and the audio before the first partial (the server's `--step` is the first);
 //! `bench/stream_sweep.py` steps them to find the lowest emission latency that keeps up.
+//! `--speed F` charges each decode its measured time divided by F on the sample clock: a
+//! model of a device F times faster than this one (a GPU), to choose its policy settings
+//! here before confirming them there. Compute load and decode times are reported as charged.
 //!
 //! `scripts/bench` runs it per clip for the streaming WER of its accuracy section
 //! (`--no-offline`: the offline text comes from `transcribe` there).
@@ -101,12 +104,14 @@ struct Args {
     min_partial_ms: Option<u32>,
     /// Fit finals' encoder context (`FinalContext::Fit`) instead of the full window.
     final_fit: bool,
+    /// Decode times are divided by this on the sample clock (a faster device). Default 1.
+    speed: f64,
 }
 
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
-                     [--final-context full|fit]";
+                     [--final-context full|fit] [--speed F]";
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut positional = Vec::new();
@@ -124,6 +129,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         max_step_ms: None,
         min_partial_ms: None,
         final_fit: false,
+        speed: 1.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -142,6 +148,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--step-ms" => args.step_ms = Some(value()?.parse()?),
             "--max-step-ms" => args.max_step_ms = Some(value()?.parse()?),
             "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
+            "--speed" => args.speed = value()?.parse()?,
             "--final-context" => {
                 args.final_fit = match value()?.as_str() {
                     "full" => false,
@@ -159,6 +166,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
     let [model, wav] = <[PathBuf; 2]>::try_from(positional).map_err(|_| USAGE)?;
     if args.threads == 0 || args.chunk_ms == 0 {
         return Err("--threads and --chunk-ms must be at least 1".into());
+    }
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        return Err("--speed must be a positive number".into());
     }
     args.model = model;
     args.wav = wav;
@@ -300,10 +310,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     let run = {
         let stash = Arc::clone(&stash);
         let costs = &mut costs;
+        let speed = args.speed;
         let mut cost = |job: &transcribe_core::DecodeJob| -> u64 {
             let t = Instant::now();
             let result = session.transcribe(&job.samples, &job.options);
-            let wall_s = t.elapsed().as_secs_f64();
+            let wall_s = t.elapsed().as_secs_f64() / speed;
             stash
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -457,6 +468,15 @@ fn main() -> Result<(), Box<dyn Error>> {
                     let n = c.len();
                     let mut all = c;
                     all.extend(normalize(tail).split_whitespace().map(str::to_owned));
+                    if args.verbose {
+                        eprintln!(
+                            "interim {u} at {:.2} s (audio to {:.2} s): {} | {}",
+                            to_s(at),
+                            to_s(*audio_end_samples),
+                            all[..n].join(" "),
+                            all[n..].join(" ")
+                        );
+                    }
                     Some((at, all, n))
                 }
                 _ => None,
@@ -550,6 +570,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("max_step_s", max_step_s),
         ("min_partial_s", min_partial_s),
         ("final_context_fit", f64::from(u8::from(args.final_fit))),
+        ("speed", args.speed),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),
         ("compute_load", decode_total_s / audio_s),

@@ -153,6 +153,12 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_STEP", value_parser = parse_duration)]
     pub step: Option<Duration>,
 
+    /// Utterance audio before its first partial (e.g. 1s). Shorter shows an utterance's
+    /// first words sooner, with more decodes of little audio. [default: the streaming
+    /// policy's]
+    #[arg(long, env = "TRANSCRIBE_MIN_PARTIAL", value_parser = parse_duration)]
+    pub min_partial: Option<Duration>,
+
     /// Encoder context of final decodes: `full` (the 30 s window Whisper was trained on) or
     /// `fit` (fitted to the utterance with a 5 s margin: finals about 1 s sooner for base on
     /// two cores, about 1 WER point worse; BENCHMARKS.md "Streaming efficiency").
@@ -281,6 +287,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Decode step override.
     pub step: Option<Duration>,
+    /// Override of the utterance audio before the first partial.
+    pub min_partial: Option<Duration>,
     /// Encoder context of finals.
     pub final_context: FinalContext,
     /// Endpoint silence override.
@@ -338,7 +346,7 @@ impl ServerConfig {
         args.validate()
     }
 
-    /// Applies the server's streaming flags (`--step`, `--final-context`,
+    /// Applies the server's streaming flags (`--step`, `--min-partial`, `--final-context`,
     /// `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`,
     /// `--no-timestamps`) to `policy`; the same for client streams and
     /// caption sources.
@@ -346,6 +354,9 @@ impl ServerConfig {
         if let Some(step) = self.step {
             policy.step_samples = seconds_to_samples(step.as_secs_f64());
             policy.max_step_samples = policy.max_step_samples.max(policy.step_samples);
+        }
+        if let Some(m) = self.min_partial {
+            policy.min_partial_samples = seconds_to_samples(m.as_secs_f64());
         }
         policy.final_context = self.final_context;
         if let Some(silence) = self.endpoint_silence {
@@ -487,6 +498,11 @@ impl ServerArgs {
         {
             return Err(invalid("--step", "must be between 100ms and 10s"));
         }
+        if let Some(m) = self.min_partial
+            && (m < Duration::from_millis(100) || m > Duration::from_secs(10))
+        {
+            return Err(invalid("--min-partial", "must be between 100ms and 10s"));
+        }
         if let Some(s) = self.endpoint_silence
             && (s < Duration::from_millis(100) || s > Duration::from_secs(10))
         {
@@ -574,6 +590,7 @@ impl ServerArgs {
             idle_timeout: self.idle_timeout,
             drain_timeout: self.drain_timeout,
             step: self.step,
+            min_partial: self.min_partial,
             final_context: self.final_context.into(),
             endpoint_silence: self.endpoint_silence,
             max_utterance: self.max_utterance,
@@ -885,6 +902,8 @@ mod tests {
         let config = args(&[
             "--step",
             "4s",
+            "--min-partial",
+            "600ms",
             "--final-context",
             "FIT",
             "--endpoint-silence",
@@ -899,6 +918,7 @@ mod tests {
             policy.max_step_samples, 64_000,
             "widest step at least the step"
         );
+        assert_eq!(policy.min_partial_samples, 9_600);
         assert_eq!(policy.final_context, FinalContext::Fit);
         assert_eq!(policy.vad.end_silence_samples, 12_800);
         assert_eq!(policy.max_utterance_samples, 192_000);
@@ -922,6 +942,7 @@ mod tests {
             (&["--idle-timeout", "0s"], "--idle-timeout"),
             (&["--max-utterance", "40s"], "--max-utterance"),
             (&["--step", "10ms"], "--step"),
+            (&["--min-partial", "20s"], "--min-partial"),
             (&["--model", "a", "--model", "a"], "--model"),
             (&["--source", "speaker"], "--source"),
             (&["--source", "file:/nonexistent/x.wav"], "--source"),

@@ -202,7 +202,7 @@ pub(crate) fn stream_setup(
         translate: recognition.translate,
         initial_prompt: recognition.prompt.clone(),
         interim_results: config.interim_results,
-        ..PolicyConfig::default()
+        ..PolicyConfig::for_device(server.use_gpu)
     };
     server.apply_policy_flags(&mut policy);
     policy.prompt_max_chars = match recognition.condition_on_previous_text {
@@ -326,7 +326,7 @@ pub(crate) fn source_setup(
         language: recognition.language.clone(),
         translate: recognition.translate,
         interim_results: true,
-        ..PolicyConfig::default()
+        ..PolicyConfig::for_device(server.use_gpu)
     };
     server.apply_policy_flags(&mut policy);
     policy.prompt_max_chars = server.prompt_history;

@@ -108,6 +108,15 @@ pub const DEFAULT_MAX_STEP_SAMPLES: usize = 48_000;
 /// `--min-chunk-size 1.0`; Whisper guesses wildly on shorter buffers).
 pub const DEFAULT_MIN_PARTIAL_SAMPLES: usize = 16_000;
 
+/// Decode step on a GPU: 0.25 s. A partial decode there takes tens of milliseconds, so
+/// decoding twice as often shows words sooner at little cost (BENCHMARKS.md "GPU capacity",
+/// real weights).
+pub const GPU_STEP_SAMPLES: usize = 4_000;
+
+/// Audio before an utterance's first partial on a GPU: 0.5 s. With 1 s, an utterance's
+/// first words wait for the first partial (BENCHMARKS.md "GPU capacity", real weights).
+pub const GPU_MIN_PARTIAL_SAMPLES: usize = 8_000;
+
 /// Default maximum utterance: 20 s, well inside Whisper's 30 s window so the decode in
 /// flight when it is reached still fits (docs/DESIGN.md, "Streaming policy").
 pub const DEFAULT_MAX_UTTERANCE_SAMPLES: usize = 320_000;
@@ -266,6 +275,23 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// The defaults for a device: [`PolicyConfig::default`] on the CPU; on a GPU, the
+    /// shorter step and first partial its decode speed affords ([`GPU_STEP_SAMPLES`],
+    /// [`GPU_MIN_PARTIAL_SAMPLES`]).
+    #[must_use]
+    pub fn for_device(gpu: bool) -> Self {
+        let defaults = Self::default();
+        if gpu {
+            Self {
+                step_samples: GPU_STEP_SAMPLES,
+                min_partial_samples: GPU_MIN_PARTIAL_SAMPLES,
+                ..defaults
+            }
+        } else {
+            defaults
+        }
+    }
+
     /// Checks every field (the VAD's too).
     ///
     /// # Errors

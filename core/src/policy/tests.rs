@@ -1124,3 +1124,36 @@ fn prompt_tail_starts_at_a_word_boundary() {
         assert_eq!(tail_chars(text, max), want, "{text:?} {max}");
     }
 }
+
+#[test]
+fn a_gpu_decodes_sooner_and_more_often_than_the_cpu() -> TestResult {
+    assert_eq!(PolicyConfig::for_device(false), PolicyConfig::default());
+    let gpu = PolicyConfig::for_device(true);
+    gpu.validate()?;
+    assert_eq!(
+        PolicyConfig {
+            step_samples: DEFAULT_STEP_SAMPLES,
+            min_partial_samples: DEFAULT_MIN_PARTIAL_SAMPLES,
+            ..gpu.clone()
+        },
+        PolicyConfig::default(),
+        "only the step and the first partial differ"
+    );
+    // On the same speech, the GPU settings give the first partial sooner and more of them.
+    let (fake, audio) = fake_for(&[(0.5, "one two three four five six seven eight")], 5.0)?;
+    let partials = |config: PolicyConfig| -> Result<Vec<u64>, ConfigError> {
+        let run = run_stream_timed(&mut fake.clone(), &audio, 1_600, config, &mut |_| 0)?;
+        Ok(run
+            .events
+            .iter()
+            .filter(|e| matches!(e.event, PolicyEvent::Interim { .. }))
+            .map(|e| e.at_samples)
+            .collect())
+    };
+    let cpu = partials(PolicyConfig::default())?;
+    let gpu = partials(gpu)?;
+    assert!(!cpu.is_empty());
+    assert!(gpu[0] < cpu[0], "first partial at {} vs {}", gpu[0], cpu[0]);
+    assert!(gpu.len() > cpu.len(), "partials {} vs {}", gpu.len(), cpu.len());
+    Ok(())
+}
