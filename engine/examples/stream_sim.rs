@@ -5,7 +5,7 @@
 //! cargo run --release -p transcribe-engine --example stream_sim -- MODEL_PATH WAV \
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
-//!     [--final-context full|fit] [--speed F]
+//!     [--final-context full|fit] [--partial-context fit|full] [--speed F]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
@@ -46,7 +46,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
-use transcribe_core::policy::{EndReason, FinalContext, JobKind, PolicyConfig, PolicyEvent};
+use transcribe_core::policy::{
+    EndReason, FinalContext, JobKind, MAX_AUDIO_CTX, PolicyConfig, PolicyEvent,
+};
 use transcribe_core::stream::run_stream_timed;
 use transcribe_core::text::{normalize, wer};
 use transcribe_core::{DecodeOptions, EngineError, Transcriber, Transcript};
@@ -104,6 +106,8 @@ struct Args {
     min_partial_ms: Option<u32>,
     /// Fit finals' encoder context (`FinalContext::Fit`) instead of the full window.
     final_fit: bool,
+    /// Partials with the full 30 s window (the server's `--partial-context full`).
+    partial_full: bool,
     /// Decode times are divided by this on the sample clock (a faster device). Default 1.
     speed: f64,
 }
@@ -111,7 +115,7 @@ struct Args {
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
-                     [--final-context full|fit] [--speed F]";
+                     [--final-context full|fit] [--partial-context fit|full] [--speed F]";
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut positional = Vec::new();
@@ -129,6 +133,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         max_step_ms: None,
         min_partial_ms: None,
         final_fit: false,
+        partial_full: false,
         speed: 1.0,
     };
     let mut it = std::env::args().skip(1);
@@ -149,6 +154,15 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--max-step-ms" => args.max_step_ms = Some(value()?.parse()?),
             "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
             "--speed" => args.speed = value()?.parse()?,
+            "--partial-context" => {
+                args.partial_full = match value()?.as_str() {
+                    "fit" => false,
+                    "full" => true,
+                    other => {
+                        return Err(format!("--partial-context: fit or full, not {other}").into());
+                    }
+                }
+            }
             "--final-context" => {
                 args.final_fit = match value()?.as_str() {
                     "full" => false,
@@ -295,6 +309,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         step_samples: args.step_ms.map_or(defaults.step_samples, ms),
         max_step_samples: args.max_step_ms.map_or(defaults.max_step_samples, ms),
         min_partial_samples: args.min_partial_ms.map_or(defaults.min_partial_samples, ms),
+        audio_ctx_floor: if args.partial_full {
+            MAX_AUDIO_CTX
+        } else {
+            defaults.audio_ctx_floor
+        },
         final_context: if args.final_fit {
             FinalContext::Fit
         } else {
@@ -570,6 +589,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("max_step_s", max_step_s),
         ("min_partial_s", min_partial_s),
         ("final_context_fit", f64::from(u8::from(args.final_fit))),
+        ("partial_context_full", f64::from(u8::from(args.partial_full))),
         ("speed", args.speed),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use transcribe_core::audio::seconds_to_samples;
-use transcribe_core::policy::{FinalContext, PolicyConfig};
+use transcribe_core::policy::{
+    DEFAULT_AUDIO_CTX_FLOOR, FinalContext, MAX_AUDIO_CTX, PolicyConfig,
+};
 use transcribe_flags::{DecodeArgs, EngineArgs};
 use transcribe_proto::v1::SourceKind;
 
@@ -165,6 +167,12 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_FINAL_CONTEXT", value_enum, ignore_case = true, default_value_t = FinalContextFlag::Full)]
     pub final_context: FinalContextFlag,
 
+    /// Encoder context of partial decodes: `fit` (the audio so far plus 1.3 s, at least
+    /// 2.6 s: cheap) or `full` (the 30 s window finals use: each partial costs a full encoder
+    /// pass, affordable on a GPU). [default: fit]
+    #[arg(long, env = "TRANSCRIBE_PARTIAL_CONTEXT", value_enum, ignore_case = true)]
+    pub partial_context: Option<PartialContextFlag>,
+
     /// Trailing silence that ends an utterance (e.g. 500ms). [default: the policy's]
     #[arg(long, env = "TRANSCRIBE_ENDPOINT_SILENCE", value_parser = parse_duration)]
     pub endpoint_silence: Option<Duration>,
@@ -291,6 +299,8 @@ pub struct ServerConfig {
     pub min_partial: Option<Duration>,
     /// Encoder context of finals.
     pub final_context: FinalContext,
+    /// Encoder context of partials, when set.
+    pub partial_context: Option<PartialContextFlag>,
     /// Endpoint silence override.
     pub endpoint_silence: Option<Duration>,
     /// Maximum utterance override.
@@ -347,6 +357,7 @@ impl ServerConfig {
     }
 
     /// Applies the server's streaming flags (`--step`, `--min-partial`, `--final-context`,
+    /// `--partial-context`,
     /// `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`,
     /// `--no-timestamps`) to `policy`; the same for client streams and
     /// caption sources.
@@ -359,6 +370,11 @@ impl ServerConfig {
             policy.min_partial_samples = seconds_to_samples(m.as_secs_f64());
         }
         policy.final_context = self.final_context;
+        match self.partial_context {
+            Some(PartialContextFlag::Fit) => policy.audio_ctx_floor = DEFAULT_AUDIO_CTX_FLOOR,
+            Some(PartialContextFlag::Full) => policy.audio_ctx_floor = MAX_AUDIO_CTX,
+            None => {}
+        }
         if let Some(silence) = self.endpoint_silence {
             policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
         }
@@ -387,6 +403,15 @@ impl From<FinalContextFlag> for FinalContext {
             FinalContextFlag::Fit => Self::Fit,
         }
     }
+}
+
+/// `--partial-context`: the encoder context of partial decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PartialContextFlag {
+    /// The audio so far with the policy's small margin and floor.
+    Fit,
+    /// The 30 s window, as finals.
+    Full,
 }
 
 /// A flag value that cannot work. Exit with usage status (64) and the message.
@@ -592,6 +617,7 @@ impl ServerArgs {
             step: self.step,
             min_partial: self.min_partial,
             final_context: self.final_context.into(),
+            partial_context: self.partial_context,
             endpoint_silence: self.endpoint_silence,
             max_utterance: self.max_utterance,
             prompt_history: self.prompt_history,
@@ -906,6 +932,8 @@ mod tests {
             "600ms",
             "--final-context",
             "FIT",
+            "--partial-context",
+            "full",
             "--endpoint-silence",
             "800ms",
             "--max-utterance",
@@ -920,6 +948,7 @@ mod tests {
         );
         assert_eq!(policy.min_partial_samples, 9_600);
         assert_eq!(policy.final_context, FinalContext::Fit);
+        assert_eq!(policy.audio_ctx_floor, MAX_AUDIO_CTX, "full-window partials");
         assert_eq!(policy.vad.end_silence_samples, 12_800);
         assert_eq!(policy.max_utterance_samples, 192_000);
         assert!(
