@@ -9,11 +9,15 @@
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
-//! widest step and the audio before the first partial (the server's `--step` is the first);
-//! `bench/stream_sweep.py` steps them to find the lowest emission latency that keeps up.
+//! widest step and the audio before the first partial (the server's `--step` and
+//! `--min-partial`); `scripts/bench`'s `sweep` section steps the first to find the lowest
+//! emission latency that keeps up. `--partial-context full` gives partials the 30 s window.
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
-//! model of a device F times faster than this one (a GPU), to choose its policy settings
-//! here before confirming them there. Compute load and decode times are reported as charged.
+//! model of a device F times faster than this one (a GPU), to try its policy settings here
+//! before measuring them there. Compute load and decode times are reported as charged.
+//! The emission measure is strict (a word counts at its final position only), so a partial
+//! missing one early word makes every later word of it count as unseen; `stream_bench`
+//! aligns the words instead, and is the measure to report.
 //!
 //! `scripts/bench` runs it per clip for the streaming WER of its accuracy section
 //! (`--no-offline`: the offline text comes from `transcribe` there).
