@@ -70,9 +70,9 @@ pub const DEFAULT_PROMPT_HISTORY: usize = 0;
 /// Largest prompt history accepted (the policy's own limit).
 const MAX_PROMPT_HISTORY: usize = 1_000;
 
-/// `--admission-wait` on a GPU: the streaming step (a partial every 0.5 s). On an H200,
-/// partials came back within it where the card kept the schedule and past it where it did
-/// not (BENCHMARKS.md "GPU capacity").
+/// `--admission-wait` on a GPU: 0.5 s, two of its streaming steps. On an H200, partials came
+/// back within it where the card kept the schedule and past it where it did not
+/// (BENCHMARKS.md "GPU capacity").
 const DEFAULT_GPU_ADMISSION_WAIT: Duration = Duration::from_millis(500);
 /// `--admission-wait` on the CPU: a final decode there takes a second or more.
 const DEFAULT_CPU_ADMISSION_WAIT: Duration = Duration::from_secs(2);
@@ -151,13 +151,13 @@ pub struct ServerArgs {
     pub drain_timeout: Duration,
 
     /// New audio between decodes of the open utterance (e.g. 500ms). Widens automatically
-    /// when inference falls behind. [default: the streaming policy's]
+    /// when inference falls behind. [default: 250ms on a GPU, 500ms on the CPU]
     #[arg(long, env = "TRANSCRIBE_STEP", value_parser = parse_duration)]
     pub step: Option<Duration>,
 
     /// Utterance audio before its first partial (e.g. 1s). Shorter shows an utterance's
-    /// first words sooner, with more decodes of little audio. [default: the streaming
-    /// policy's]
+    /// first words sooner, with more decodes of little audio. [default: 500ms on a GPU, 1s
+    /// on the CPU]
     #[arg(long, env = "TRANSCRIBE_MIN_PARTIAL", value_parser = parse_duration)]
     pub min_partial: Option<Duration>,
 
@@ -199,7 +199,7 @@ pub struct ServerArgs {
     /// later than this: a decode's wait for a worker, or a partial's wait plus decode time,
     /// at the 95th percentile over the last 10 s, or the job queued longest. The open streams
     /// keep real time instead of all falling behind. 0 turns it off. [default: 0.5s on a
-    /// GPU (the streaming step), 2s on the CPU (a final decode there takes a second or more)]
+    /// GPU (two streaming steps), 2s on the CPU (a final decode there takes a second or more)]
     #[arg(long, env = "TRANSCRIBE_ADMISSION_WAIT", value_parser = parse_duration)]
     pub admission_wait: Option<Duration>,
 
