@@ -593,7 +593,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("max_step_s", max_step_s),
         ("min_partial_s", min_partial_s),
         ("final_context_fit", f64::from(u8::from(args.final_fit))),
-        ("partial_context_full", f64::from(u8::from(args.partial_full))),
+        (
+            "partial_context_full",
+            f64::from(u8::from(args.partial_full)),
+        ),
         ("speed", args.speed),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use transcribe_core::audio::seconds_to_samples;
-use transcribe_core::policy::{
-    DEFAULT_AUDIO_CTX_FLOOR, FinalContext, MAX_AUDIO_CTX, PolicyConfig,
-};
+use transcribe_core::policy::{DEFAULT_AUDIO_CTX_FLOOR, FinalContext, MAX_AUDIO_CTX, PolicyConfig};
 use transcribe_flags::{DecodeArgs, EngineArgs};
 use transcribe_proto::v1::SourceKind;
 
@@ -170,7 +168,12 @@ pub struct ServerArgs {
     /// Encoder context of partial decodes: `fit` (the audio so far plus 1.3 s, at least
     /// 2.6 s: cheap) or `full` (the 30 s window finals use: each partial costs a full encoder
     /// pass, affordable on a GPU). [default: fit]
-    #[arg(long, env = "TRANSCRIBE_PARTIAL_CONTEXT", value_enum, ignore_case = true)]
+    #[arg(
+        long,
+        env = "TRANSCRIBE_PARTIAL_CONTEXT",
+        value_enum,
+        ignore_case = true
+    )]
     pub partial_context: Option<PartialContextFlag>,
 
     /// Trailing silence that ends an utterance (e.g. 500ms). [default: the policy's]
@@ -948,7 +951,10 @@ mod tests {
         );
         assert_eq!(policy.min_partial_samples, 9_600);
         assert_eq!(policy.final_context, FinalContext::Fit);
-        assert_eq!(policy.audio_ctx_floor, MAX_AUDIO_CTX, "full-window partials");
+        assert_eq!(
+            policy.audio_ctx_floor, MAX_AUDIO_CTX,
+            "full-window partials"
+        );
         assert_eq!(policy.vad.end_silence_samples, 12_800);
         assert_eq!(policy.max_utterance_samples, 192_000);
         assert!(

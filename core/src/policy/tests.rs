@@ -1154,6 +1154,11 @@ fn a_gpu_decodes_sooner_and_more_often_than_the_cpu() -> TestResult {
     let gpu = partials(gpu)?;
     assert!(!cpu.is_empty());
     assert!(gpu[0] < cpu[0], "first partial at {} vs {}", gpu[0], cpu[0]);
-    assert!(gpu.len() > cpu.len(), "partials {} vs {}", gpu.len(), cpu.len());
+    assert!(
+        gpu.len() > cpu.len(),
+        "partials {} vs {}",
+        gpu.len(),
+        cpu.len()
+    );
     Ok(())
 }
