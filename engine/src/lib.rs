@@ -14,6 +14,8 @@
 //! - [`chunked`]: [`chunked::transcribe_chunks`], a file's VAD chunks on several sessions at
 //!   once.
 //! - [`bench`]: [`bench::time_kernels`], encoder and per-token decoder timings.
+//! - [`greedy`]: [`greedy::GreedyDecoder`], greedy decoding after a forced prefix (measured,
+//!   not yet used by streaming).
 //! - [`quantize`]: ggml's block quantizer, for `transcribe_models::quantize_ggml`.
 //! - `words` (private): assembling words with times and probabilities from tokens.
 //!
@@ -32,6 +34,7 @@
 pub mod bench;
 pub mod chunked;
 pub mod devices;
+pub mod greedy;
 pub mod quantize;
 mod session;
 mod words;

@@ -1,0 +1,90 @@
+//! Greedy decoding with a forced prefix ([`transcribe_engine::greedy`]) against whisper.cpp's
+//! own `whisper_full`, with the real tiny.en on the speech fixtures (skips, with a note, when
+//! tiny.en cannot be resolved here):
+//! - without a prefix, the text is `whisper_full`'s for the same settings (greedy,
+//!   `single_segment`, `no_timestamps`, no fallback, the full encoder window);
+//! - with the first half of its own tokens as the prefix, the decode continues with the same
+//!   tokens to the same text, and makes as many fewer decoder calls as the prefix is long.
+
+use std::path::PathBuf;
+
+use transcribe_core::{DecodeOptions, Transcriber};
+use transcribe_engine::greedy::GreedyDecoder;
+use transcribe_engine::{EngineConfig, WhisperModel};
+
+fn tiny_en() -> Option<PathBuf> {
+    let spec = transcribe_models::ModelSpec::parse("tiny.en").ok()?;
+    match transcribe_models::resolve(&spec, &transcribe_models::FetchOptions::default()) {
+        Ok(path) => Some(path),
+        Err(error) => {
+            eprintln!("note: skipping: tiny.en is not available here: {error}");
+            None
+        }
+    }
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../audio-fixtures/speech");
+    let mut wavs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    wavs.retain(|p| p.extension().is_some_and(|e| e == "wav"));
+    wavs.sort();
+    wavs
+}
+
+#[test]
+fn a_prefix_of_its_own_tokens_gives_whisper_fulls_text_with_fewer_decoder_calls()
+-> Result<(), Box<dyn std::error::Error>> {
+    let Some(path) = tiny_en() else {
+        return Ok(());
+    };
+    let config = EngineConfig {
+        use_gpu: false,
+        ..EngineConfig::default()
+    };
+    let model = WhisperModel::load(&path, &config)?;
+    let mut session = model.session()?;
+    let mut greedy = GreedyDecoder::new(&model)?;
+    let options = DecodeOptions {
+        language: Some("en".into()),
+        single_segment: true,
+        no_timestamps: true,
+        temperature_fallback: false,
+        word_timestamps: false,
+        audio_ctx: None,
+        ..DecodeOptions::default()
+    };
+    let wavs = fixtures();
+    assert!(wavs.len() >= 5, "speech fixtures: {wavs:?}");
+    let mut continued_fixtures = 0;
+    for wav in &wavs {
+        let mut samples = transcribe_audio::decode_file(wav)?.samples;
+        // One window: longer fixtures are cut, for both decoders alike.
+        samples.truncate(30 * 16_000);
+        let reference = session.transcribe(&samples, &options)?.text();
+        let whole = greedy.decode(&samples, Some("en"), &[], 0)?;
+        assert_eq!(whole.text, reference.trim(), "{}", wav.display());
+        // The task tokens in one call, then one per generated token and one for the end.
+        assert_eq!(whole.decoder_calls, whole.generated.len() + 2);
+        if whole.generated.len() < 4 {
+            continue;
+        }
+        let half = whole.generated.len() / 2;
+        let continued = greedy.decode(&samples, Some("en"), &whole.generated[..half], 0)?;
+        assert_eq!(continued.text, whole.text, "{}", wav.display());
+        assert_eq!(continued.generated, whole.generated[half..], "{}", wav.display());
+        assert_eq!(
+            continued.decoder_calls,
+            whole.decoder_calls - half,
+            "{}",
+            wav.display()
+        );
+        continued_fixtures += 1;
+    }
+    assert!(
+        continued_fixtures >= 5,
+        "only {continued_fixtures} fixtures had text to continue"
+    );
+    Ok(())
+}
