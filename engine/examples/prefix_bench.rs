@@ -3,8 +3,8 @@
 //! makes them: the audio so far, every `--step-ms` (500) from `--min-ms` (1000). Each is
 //! decoded twice with [`GreedyDecoder`]: whole (as today: every token generated again), and
 //! after a prefix of the tokens the two previous whole decodes agreed on (LocalAgreement-2,
-//! what the policy commits). Reports decoder calls, decode time and how often the two texts
-//! are the same.
+//! what the policy commits). Reports decoder calls, decoder time (the mel and encoder pass,
+//! the same for both, apart) and how often the two texts are the same.
 //!
 //! ```text
 //! cargo run --release -p transcribe-engine --example prefix_bench -- MODEL_PATH WAV... \
@@ -13,7 +13,6 @@
 
 use std::error::Error;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use transcribe_engine::greedy::GreedyDecoder;
 use transcribe_engine::{EngineConfig, WhisperModel};
@@ -26,6 +25,7 @@ struct Totals {
     calls_prefixed: usize,
     ms_whole: f64,
     ms_prefixed: f64,
+    encoder_ms: f64,
     prefix_tokens: usize,
 }
 
@@ -58,8 +58,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let model = WhisperModel::load(&positional[0], &config)?;
     let mut greedy = GreedyDecoder::new(&model)?;
     let mut all = Totals::default();
-    println!("| file | partials | same text | decoder calls whole / prefixed | decode ms whole / prefixed | prefix tokens, mean |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| file | partials | same text | decoder calls whole / prefixed | decoder ms whole / prefixed | encoder ms | prefix tokens, mean |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for wav in &positional[1..] {
         let mut samples = transcribe_audio::decode_file(wav)?.samples;
         samples.truncate(30 * 16_000);
@@ -68,9 +70,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut end = min_ms * 16;
         while end <= samples.len() {
             let audio = &samples[..end];
-            let start = Instant::now();
             let whole = greedy.decode(audio, Some(&language), &[], 0)?;
-            let ms_whole = start.elapsed().as_secs_f64() * 1e3;
+            let ms_whole = whole.decode_time.as_secs_f64() * 1e3;
             // LocalAgreement-2: the tokens the two previous decodes agree on.
             let prefix: Vec<i32> = match history.as_slice() {
                 [.., a, b] => a
@@ -81,9 +82,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                     .collect(),
                 _ => Vec::new(),
             };
-            let start = Instant::now();
             let prefixed = greedy.decode(audio, Some(&language), &prefix, 0)?;
-            let ms_prefixed = start.elapsed().as_secs_f64() * 1e3;
+            let ms_prefixed = prefixed.decode_time.as_secs_f64() * 1e3;
+            t.encoder_ms += (whole.encode_time + prefixed.encode_time).as_secs_f64() * 1e3 / 2.0;
             t.partials += 1;
             t.same_text += usize::from(prefixed.text == whole.text);
             t.calls_whole += whole.decoder_calls;
@@ -102,10 +103,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         all.ms_whole += t.ms_whole;
         all.ms_prefixed += t.ms_prefixed;
         all.prefix_tokens += t.prefix_tokens;
+        all.encoder_ms += t.encoder_ms;
     }
     row("**all**", &all);
     println!(
-        "decoder calls {:.2}x fewer, decode time {:.2}x less with the prefix ({} threads, step {step_ms} ms)",
+        "decoder calls {:.2}x fewer, decoder time {:.2}x less with the prefix ({} threads, step {step_ms} ms)",
         all.calls_whole as f64 / all.calls_prefixed.max(1) as f64,
         all.ms_whole / all.ms_prefixed.max(1e-9),
         threads
@@ -115,13 +117,14 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 fn row(name: &str, t: &Totals) {
     println!(
-        "| {name} | {} | {} | {} / {} | {:.0} / {:.0} | {:.1} |",
+        "| {name} | {} | {} | {} / {} | {:.0} / {:.0} | {:.0} | {:.1} |",
         t.partials,
         t.same_text,
         t.calls_whole,
         t.calls_prefixed,
         t.ms_whole,
         t.ms_prefixed,
+        t.encoder_ms,
         t.prefix_tokens as f64 / t.partials.max(1) as f64
     );
 }

@@ -18,6 +18,7 @@
 //! policy's partials use. What it saves is measured in BENCHMARKS.md "Prefix decoding".
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use whisper_rs::{WhisperContext, WhisperState};
 
@@ -49,6 +50,10 @@ pub struct GreedyOutput {
     /// Decoder calls made: one batched call for the task tokens and prefix, then one per
     /// generated token (the end token's included).
     pub decoder_calls: usize,
+    /// Time in the mel spectrogram and the encoder.
+    pub encode_time: Duration,
+    /// Time in the decoder calls and picking tokens.
+    pub decode_time: Duration,
 }
 
 /// A greedy decoder with its own whisper.cpp state (KV cache and buffers).
@@ -165,12 +170,15 @@ impl GreedyDecoder {
         };
 
         let threads = self.threads;
+        let start = Instant::now();
         self.state
             .pcm_to_mel(samples, threads)
             .map_err(|e| failed("mel", e))?;
         self.state
             .encode(0, threads)
             .map_err(|e| failed("encoder", e))?;
+        let encode_time = start.elapsed();
+        let start = Instant::now();
         // The task tokens and the prefix in one call. whisper-rs hands back the logits of a
         // call's first token only, so the last one goes in a call of its own.
         let (head, last) = prompt.split_at(prompt.len() - 1);
@@ -201,6 +209,7 @@ impl GreedyDecoder {
             generated.push(token);
             next = token;
         }
+        let decode_time = start.elapsed();
         let mut bytes = Vec::new();
         for &t in prompt[task_len..].iter().chain(&generated) {
             if let Ok(b) = ctx.token_to_bytes(t) {
@@ -212,6 +221,8 @@ impl GreedyDecoder {
             prefix: prefix.to_vec(),
             generated,
             decoder_calls: calls,
+            encode_time,
+            decode_time,
         })
     }
 
