@@ -46,9 +46,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     if positional.len() < 2 || threads == 0 || step_ms == 0 {
-        return Err("usage: prefix_bench MODEL_PATH WAV... [--threads N] [--step-ms MS] \
+        return Err(
+            "usage: prefix_bench MODEL_PATH WAV... [--threads N] [--step-ms MS] \
                     [--min-ms MS] [--language CODE]"
-            .into());
+                .into(),
+        );
     }
     let config = EngineConfig {
         threads,

@@ -29,10 +29,60 @@ use crate::{LoadError, WhisperModel};
 /// Symbols whisper.cpp suppresses as non-speech (`non_speech_tokens`, from openai/whisper's
 /// tokenizer), each also with a leading space.
 const NON_SPEECH: &[&str] = &[
-    "\"", "#", "(", ")", "*", "+", "/", ":", ";", "<", "=", ">", "@", "[", "\\", "]", "^", "_",
-    "`", "{", "|", "}", "~", "「", "」", "『", "』", "<<", ">>", "<<<", ">>>", "--", "---", "-(",
-    "-[", "('", "(\"", "((", "))", "(((", ")))", "[[", "]]", "{{", "}}", "♪♪", "♪♪♪", "♩", "♪",
-    "♫", "♬", "♭", "♮", "♯",
+    "\"",
+    "#",
+    "(",
+    ")",
+    "*",
+    "+",
+    "/",
+    ":",
+    ";",
+    "<",
+    "=",
+    ">",
+    "@",
+    "[",
+    "\\",
+    "]",
+    "^",
+    "_",
+    "`",
+    "{",
+    "|",
+    "}",
+    "~",
+    "「",
+    "」",
+    "『",
+    "』",
+    "<<",
+    ">>",
+    "<<<",
+    ">>>",
+    "--",
+    "---",
+    "-(",
+    "-[",
+    "('",
+    "(\"",
+    "((",
+    "))",
+    "(((",
+    ")))",
+    "[[",
+    "]]",
+    "{{",
+    "}}",
+    "♪♪",
+    "♪♪♪",
+    "♩",
+    "♪",
+    "♫",
+    "♬",
+    "♭",
+    "♮",
+    "♯",
 ];
 
 /// Tokens suppressed only at the start of a word (whisper.cpp allows them between words).
@@ -151,9 +201,8 @@ impl GreedyDecoder {
         let mut prompt = vec![ctx.token_sot()];
         if self.model.is_multilingual() {
             let lang = language.unwrap_or("en");
-            let id = whisper_rs::get_lang_id(lang).ok_or_else(|| {
-                EngineError::InvalidOptions(format!("unknown language {lang:?}"))
-            })?;
+            let id = whisper_rs::get_lang_id(lang)
+                .ok_or_else(|| EngineError::InvalidOptions(format!("unknown language {lang:?}")))?;
             prompt.push(ctx.token_lang(id));
             prompt.push(ctx.token_transcribe());
         }

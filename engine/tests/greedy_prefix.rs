@@ -73,7 +73,12 @@ fn a_prefix_of_its_own_tokens_gives_whisper_fulls_text_with_fewer_decoder_calls(
         let half = whole.generated.len() / 2;
         let continued = greedy.decode(&samples, Some("en"), &whole.generated[..half], 0)?;
         assert_eq!(continued.text, whole.text, "{}", wav.display());
-        assert_eq!(continued.generated, whole.generated[half..], "{}", wav.display());
+        assert_eq!(
+            continued.generated,
+            whole.generated[half..],
+            "{}",
+            wav.display()
+        );
         assert_eq!(
             continued.decoder_calls,
             whole.decoder_calls - half,
