@@ -12,7 +12,7 @@
 //! leading space, plus " -" and " '") never come out; the first generated token is neither a
 //! blank nor the end. Without a prefix the result is whisper.cpp's `whisper_full` text for
 //! the same audio and settings (`single_segment`, `no_timestamps`, no fallback, the full 30 s
-//! encoder window): `tests/tests/greedy_prefix.rs` checks that on the speech fixtures.
+//! encoder window): `engine/tests/greedy_prefix.rs` checks that on the speech fixtures.
 //!
 //! Not wired into streaming yet: it gives no word times or no-speech probability, which the
 //! policy's partials use. What it saves is measured in BENCHMARKS.md "Prefix decoding".
@@ -24,65 +24,17 @@ use whisper_rs::{WhisperContext, WhisperState};
 
 use transcribe_core::EngineError;
 
+use crate::session::at_least_min_decode;
 use crate::{LoadError, WhisperModel};
 
 /// Symbols whisper.cpp suppresses as non-speech (`non_speech_tokens`, from openai/whisper's
 /// tokenizer), each also with a leading space.
+#[rustfmt::skip]
 const NON_SPEECH: &[&str] = &[
-    "\"",
-    "#",
-    "(",
-    ")",
-    "*",
-    "+",
-    "/",
-    ":",
-    ";",
-    "<",
-    "=",
-    ">",
-    "@",
-    "[",
-    "\\",
-    "]",
-    "^",
-    "_",
-    "`",
-    "{",
-    "|",
-    "}",
-    "~",
-    "「",
-    "」",
-    "『",
-    "』",
-    "<<",
-    ">>",
-    "<<<",
-    ">>>",
-    "--",
-    "---",
-    "-(",
-    "-[",
-    "('",
-    "(\"",
-    "((",
-    "))",
-    "(((",
-    ")))",
-    "[[",
-    "]]",
-    "{{",
-    "}}",
-    "♪♪",
-    "♪♪♪",
-    "♩",
-    "♪",
-    "♫",
-    "♬",
-    "♭",
-    "♮",
-    "♯",
+    "\"", "#", "(", ")", "*", "+", "/", ":", ";", "<", "=", ">", "@", "[", "\\", "]", "^", "_",
+    "`", "{", "|", "}", "~", "「", "」", "『", "』", "<<", ">>", "<<<", ">>>", "--", "---", "-(",
+    "-[", "('", "(\"", "((", "))", "(((", ")))", "[[", "]]", "{{", "}}", "♪♪", "♪♪♪", "♩", "♪",
+    "♫", "♬", "♭", "♮", "♯",
 ];
 
 /// Tokens suppressed only at the start of a word (whisper.cpp allows them between words).
@@ -219,9 +171,11 @@ impl GreedyDecoder {
         };
 
         let threads = self.threads;
+        // Short input is padded as every other decode's is (whisper.cpp misreads a few samples).
+        let samples = at_least_min_decode(samples);
         let start = Instant::now();
         self.state
-            .pcm_to_mel(samples, threads)
+            .pcm_to_mel(&samples, threads)
             .map_err(|e| failed("mel", e))?;
         self.state
             .encode(0, threads)

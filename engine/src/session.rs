@@ -6,6 +6,7 @@
 //! `AtomicBool` through the user-data pointer.
 #![allow(unsafe_code)]
 
+use std::borrow::Cow;
 use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,13 +185,8 @@ impl Transcriber for WhisperSession {
             });
         }
         let duration = samples.len() as f64 / f64::from(transcribe_core::SAMPLE_RATE);
-        let padded;
-        let samples = if samples.len() < MIN_DECODE_SAMPLES {
-            padded = padded_with_silence(samples);
-            padded.as_slice()
-        } else {
-            samples
-        };
+        let samples = at_least_min_decode(samples);
+        let samples: &[f32] = &samples;
         let model = self.model.clone();
         let ctx = model.context();
         let prompt_tokens = match options.prompt.as_deref().map(str::trim) {
@@ -293,6 +289,15 @@ impl Transcriber for WhisperSession {
             whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(str::to_owned)
         };
         Ok(Transcript { segments, language })
+    }
+}
+
+/// `samples`, padded with silence when shorter than [`MIN_DECODE_SAMPLES`].
+pub(crate) fn at_least_min_decode(samples: &[f32]) -> Cow<'_, [f32]> {
+    if samples.len() < MIN_DECODE_SAMPLES {
+        Cow::Owned(padded_with_silence(samples))
+    } else {
+        Cow::Borrowed(samples)
     }
 }
 

@@ -87,6 +87,11 @@ fn a_prefix_of_its_own_tokens_gives_whisper_fulls_text_with_fewer_decoder_calls(
         );
         continued_fixtures += 1;
     }
+    // A few samples are padded as every decode's are: no error, no words.
+    for n in [1, 100, 1_000] {
+        let few = greedy.decode(&vec![0.0; n], Some("en"), &[], 0)?;
+        assert!(few.generated.len() < 8, "{n} samples: {few:?}");
+    }
     assert!(
         continued_fixtures >= 5,
         "only {continued_fixtures} fixtures had text to continue"
