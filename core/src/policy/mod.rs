@@ -1037,6 +1037,12 @@ impl StreamingPolicy {
             hypothesis.clear();
         }
         let hypothesis = guards::truncate_loops(hypothesis);
+        // A decode that still loops (a phrase repeated up to MAX_REPEATS times, a long
+        // restatement: Whisper's compression-ratio test) is neither shown nor agreed on, as
+        // Whisper would not keep it either; partials get no retry, the next comes a step later.
+        if guards::is_repetitive(&hypothesis, &words::join_words(&hypothesis)) {
+            return;
+        }
         let detect = self.config.language.is_none();
         let Some(u) = self.utterance_mut(job.seq) else {
             return;

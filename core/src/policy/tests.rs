@@ -790,12 +790,41 @@ fn repetition_loops_are_redecoded_without_prompt_then_truncated() -> TestResult 
     );
     // Loops in partials are cut at once (no retry for partials).
     let (when, fault) = lup(When::EveryPartial);
-    let mut f = fake.with_fault(when, fault);
+    let mut f = fake.clone().with_fault(when, fault);
     let events = run_stream(&mut f, &audio, 1_600, PolicyConfig::default())?;
     for (committed, tail) in interim_texts(&events) {
         let all = format!("{committed} {tail}");
         assert!(all.matches("again and").count() <= 1, "{all}");
     }
+    // A long phrase three times (not a loop by count, but by compression ratio, as tiny.en
+    // restated a sentence in a partial's tail): such partials are not shown; the clean ones
+    // around them are, and the finals are untouched.
+    let restated = "the cut on his chest still dripping blood the ache of his eyes";
+    let fault = Fault::Loop {
+        phrase: restated.into(),
+        repeats: 3,
+    };
+    let clean = interim_texts(&run_stream(
+        &mut fake.clone(),
+        &audio,
+        1_600,
+        PolicyConfig::default(),
+    )?);
+    let mut f = fake.with_fault(When::Call(1), fault);
+    let events = run_stream(&mut f, &audio, 1_600, PolicyConfig::default())?;
+    let interims = interim_texts(&events);
+    for (committed, tail) in &interims {
+        assert!(
+            !format!("{committed} {tail}").contains("dripping"),
+            "{interims:?}"
+        );
+    }
+    assert_eq!(
+        interims.len() + 1,
+        clean.len(),
+        "{interims:?} against {clean:?}"
+    );
+    assert_eq!(final_texts(&events), ["first phrase", "say it again"]);
     Ok(())
 }
 
