@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use transcribe_core::audio::seconds_to_samples;
-use transcribe_core::policy::{DEFAULT_AUDIO_CTX_FLOOR, FinalContext, MAX_AUDIO_CTX, PolicyConfig};
+use transcribe_core::audio::{samples_to_seconds, seconds_to_samples};
+use transcribe_core::policy::{
+    DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_MAX_UTTERANCE_SAMPLES, FinalContext, MAX_AUDIO_CTX,
+    PolicyConfig,
+};
 use transcribe_flags::{DecodeArgs, EngineArgs};
 use transcribe_proto::v1::SourceKind;
 
@@ -547,6 +550,17 @@ impl ServerArgs {
                 "must be between 1s and 30s (Whisper's window)",
             ));
         }
+        let max_utterance =
+            self.max_utterance
+                .unwrap_or(Duration::from_secs_f64(samples_to_seconds(
+                    DEFAULT_MAX_UTTERANCE_SAMPLES,
+                )));
+        if self.min_partial.is_some_and(|m| m > max_utterance) {
+            return Err(invalid(
+                "--min-partial",
+                "must not exceed the longest utterance (--max-utterance)",
+            ));
+        }
         if self.prompt_history > MAX_PROMPT_HISTORY {
             return Err(invalid(
                 "--prompt-history",
@@ -978,6 +992,10 @@ mod tests {
             (&["--max-utterance", "40s"], "--max-utterance"),
             (&["--step", "10ms"], "--step"),
             (&["--min-partial", "20s"], "--min-partial"),
+            (
+                &["--min-partial", "3s", "--max-utterance", "2s"],
+                "--min-partial",
+            ),
             (&["--model", "a", "--model", "a"], "--model"),
             (&["--source", "speaker"], "--source"),
             (&["--source", "file:/nonexistent/x.wav"], "--source"),
