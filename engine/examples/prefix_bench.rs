@@ -14,6 +14,7 @@
 use std::error::Error;
 use std::path::PathBuf;
 
+use transcribe_core::audio::{SAMPLE_RATE, WINDOW_SAMPLES};
 use transcribe_engine::greedy::GreedyDecoder;
 use transcribe_engine::{EngineConfig, WhisperModel};
 
@@ -66,10 +67,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for wav in &positional[1..] {
         let mut samples = transcribe_audio::decode_file(wav)?.samples;
-        samples.truncate(30 * 16_000);
+        samples.truncate(WINDOW_SAMPLES);
         let mut t = Totals::default();
         let mut history: Vec<Vec<i32>> = Vec::new();
-        let mut end = min_ms * 16;
+        let per_ms = SAMPLE_RATE as usize / 1000;
+        let mut end = min_ms * per_ms;
         while end <= samples.len() {
             let audio = &samples[..end];
             let whole = greedy.decode(audio, Some(&language), &[], 0)?;
@@ -95,7 +97,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             t.ms_prefixed += ms_prefixed;
             t.prefix_tokens += prefix.len();
             history.push(whole.generated);
-            end += step_ms * 16;
+            end += step_ms * per_ms;
         }
         row(&wav.file_name().unwrap_or_default().to_string_lossy(), &t);
         all.partials += t.partials;

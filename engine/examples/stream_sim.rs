@@ -121,6 +121,15 @@ const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms 
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
                      [--final-context full|fit] [--partial-context fit|full] [--speed F]";
 
+/// A two-valued flag: false for `off`, true for `on`, an error naming `flag` otherwise.
+fn either(flag: &str, value: &str, off: &str, on: &str) -> Result<bool, Box<dyn Error>> {
+    match value {
+        v if v == off => Ok(false),
+        v if v == on => Ok(true),
+        other => Err(format!("{flag}: {off} or {on}, not {other}").into()),
+    }
+}
+
 fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut positional = Vec::new();
     let mut args = Args {
@@ -158,24 +167,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--max-step-ms" => args.max_step_ms = Some(value()?.parse()?),
             "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
             "--speed" => args.speed = value()?.parse()?,
-            "--partial-context" => {
-                args.partial_full = match value()?.as_str() {
-                    "fit" => false,
-                    "full" => true,
-                    other => {
-                        return Err(format!("--partial-context: fit or full, not {other}").into());
-                    }
-                }
-            }
-            "--final-context" => {
-                args.final_fit = match value()?.as_str() {
-                    "full" => false,
-                    "fit" => true,
-                    other => {
-                        return Err(format!("--final-context: full or fit, not {other}").into());
-                    }
-                }
-            }
+            "--partial-context" => args.partial_full = either(&a, &value()?, "fit", "full")?,
+            "--final-context" => args.final_fit = either(&a, &value()?, "full", "fit")?,
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
             _ => positional.push(PathBuf::from(a)),

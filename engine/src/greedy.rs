@@ -45,8 +45,6 @@ const WORD_START_ONLY: &[&str] = &[" -", " '"];
 pub struct GreedyOutput {
     /// Prefix and generated text, trimmed.
     pub text: String,
-    /// The prefix tokens that were forced.
-    pub prefix: Vec<i32>,
     /// The tokens generated after the prefix (without the end token).
     pub generated: Vec<i32>,
     /// Decoder calls made: one batched call for the task tokens and prefix, then one per
@@ -125,17 +123,6 @@ impl GreedyDecoder {
         })
     }
 
-    /// Whisper's tokens for `text` (a prefix is the text so far, with its leading space).
-    ///
-    /// # Errors
-    /// [`EngineError::Inference`] when whisper.cpp cannot tokenize it.
-    pub fn tokenize(&self, text: &str) -> Result<Vec<i32>, EngineError> {
-        self.model
-            .context()
-            .tokenize(text, 4 * text.len() + 8)
-            .map_err(|e| failed("tokenizing", e))
-    }
-
     /// Decodes `samples` (at most 30 s at 16 kHz) greedily after `prefix`, generating at most
     /// `max_tokens` tokens (0: the model's limit, half its text context).
     ///
@@ -162,7 +149,7 @@ impl GreedyDecoder {
         let task_len = prompt.len();
         prompt.extend_from_slice(prefix);
         // whisper.cpp's loop bound: half the text context, less the four task tokens.
-        let limit = usize::try_from(self.model.context().n_text_ctx() / 2 - 4).unwrap_or(0);
+        let limit = usize::try_from(ctx.n_text_ctx() / 2 - 4).unwrap_or(0);
         let limit = limit.saturating_sub(prefix.len());
         let max_new = if max_tokens == 0 {
             limit
@@ -221,7 +208,6 @@ impl GreedyDecoder {
         }
         Ok(GreedyOutput {
             text: String::from_utf8_lossy(&bytes).trim().to_owned(),
-            prefix: prefix.to_vec(),
             generated,
             decoder_calls: calls,
             encode_time,

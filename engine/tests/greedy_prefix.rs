@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use transcribe_core::audio::WINDOW_SAMPLES;
 use transcribe_core::{DecodeOptions, Transcriber};
 use transcribe_engine::greedy::GreedyDecoder;
 use transcribe_engine::{EngineConfig, WhisperModel};
@@ -61,7 +62,7 @@ fn a_prefix_of_its_own_tokens_gives_whisper_fulls_text_with_fewer_decoder_calls(
     for wav in &wavs {
         let mut samples = transcribe_audio::decode_file(wav)?.samples;
         // One window: longer fixtures are cut, for both decoders alike.
-        samples.truncate(30 * 16_000);
+        samples.truncate(WINDOW_SAMPLES);
         let reference = session.transcribe(&samples, &options)?.text();
         let whole = greedy.decode(&samples, Some("en"), &[], 0)?;
         assert_eq!(whole.text, reference.trim(), "{}", wav.display());
