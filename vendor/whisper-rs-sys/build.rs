@@ -105,16 +105,17 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let whisper_root = out.join("whisper.cpp");
 
-    if !whisper_root.exists() {
-        std::fs::create_dir_all(&whisper_root).unwrap();
-        fs_extra::dir::copy("./whisper.cpp", &out, &Default::default()).unwrap_or_else(|e| {
-            panic!(
-                "Failed to copy whisper sources into {}: {}",
-                whisper_root.display(),
-                e
-            )
-        });
-    }
+    // transcribe: the sources are vendored and patched (see VENDORED.md), so a change to them
+    // must reach the build copy; only changed files are rewritten, which keeps CMake's
+    // incremental build (the CUDA kernels take an hour) valid.
+    println!("cargo:rerun-if-changed=whisper.cpp");
+    sync_tree(std::path::Path::new("./whisper.cpp"), &whisper_root).unwrap_or_else(|e| {
+        panic!(
+            "Failed to copy whisper sources into {}: {}",
+            whisper_root.display(),
+            e
+        )
+    });
 
     if env::var("WHISPER_DONT_GENERATE_BINDINGS").is_ok() {
         let _: u64 = std::fs::copy("src/bindings.rs", out.join("bindings.rs"))
@@ -134,6 +135,7 @@ fn main() {
         .map_err(|v| v.to_string())
         .unwrap();
 
+        #[allow(unused_mut)] // transcribe: mutated only with some features
         let mut bindings = bindgen::Builder::default()
             .rust_edition(bindgen::RustEdition::Edition2021)
             .rust_target(package_msrv)
@@ -392,4 +394,22 @@ fn get_whisper_cpp_version(whisper_root: &std::path::Path) -> std::io::Result<Op
     }
 
     Ok(None)
+}
+
+/// transcribe: copies `from` into `to`, rewriting only files whose bytes differ.
+fn sync_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path(), &target)?;
+        } else {
+            let bytes = std::fs::read(entry.path())?;
+            if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
+                std::fs::write(&target, bytes)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -2509,6 +2509,16 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
     ggml_set_name(KQ_mask, "KQ_mask");
     ggml_set_input(KQ_mask);
 
+    // transcribe patch: the KV cache rows this batch writes, as an input, so that the graph of
+    // one decoder step differs from the next only in input values (not in node addresses) and
+    // the CUDA backend can replay it as a CUDA graph (GGML_CUDA_GRAPHS).
+    struct ggml_tensor * kv_idxs = nullptr;
+    if (wctx.params.flash_attn) {
+        kv_idxs = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, n_tokens);
+        ggml_set_name(kv_idxs, "kv_idxs");
+        ggml_set_input(kv_idxs);
+    }
+
     struct ggml_tensor * KQ_mask_f16 = ggml_cast(ctx0, KQ_mask, GGML_TYPE_F16);
 
     // token encoding + position encoding
@@ -2570,11 +2580,19 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
                 struct ggml_tensor * v;
 
                 if (wctx.params.flash_attn) {
-                    k = ggml_view_1d(ctx0, kv_self.k, n_tokens*n_state,
-                            (ggml_element_size(kv_self.k)*n_state)*(il*n_ctx + kv_head));
+                    // transcribe patch: rows kv_idxs of this layer's [n_state, n_ctx] cache
+                    // (the rows kv_head .. kv_head + n_tokens, as the views here did).
+                    struct ggml_tensor * k_layer = ggml_view_2d(ctx0, kv_self.k, n_state, n_ctx,
+                            ggml_element_size(kv_self.k)*n_state,
+                            ggml_element_size(kv_self.k)*n_state*n_ctx*il);
+                    struct ggml_tensor * v_layer = ggml_view_2d(ctx0, kv_self.v, n_state, n_ctx,
+                            ggml_element_size(kv_self.v)*n_state,
+                            ggml_element_size(kv_self.v)*n_state*n_ctx*il);
 
-                    v = ggml_view_1d(ctx0, kv_self.v, n_tokens*n_state,
-                            (ggml_element_size(kv_self.v)*n_state)*(il*n_ctx + kv_head));
+                    ggml_build_forward_expand(gf, ggml_set_rows(ctx0, k_layer,
+                            ggml_reshape_2d(ctx0, Kcur, n_state, n_tokens), kv_idxs));
+                    ggml_build_forward_expand(gf, ggml_set_rows(ctx0, v_layer,
+                            ggml_reshape_2d(ctx0, Vcur, n_state, n_tokens), kv_idxs));
                 } else {
                     Vcur = ggml_transpose(ctx0, ggml_reshape_2d(ctx0, Vcur, n_state, n_tokens));
 
@@ -2584,10 +2602,11 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
                     v = ggml_view_2d(ctx0, kv_self.v, n_tokens, n_state,
                             (   n_ctx)*ggml_element_size(kv_self.v),
                             (il*n_ctx)*ggml_element_size(kv_self.v)*n_state + kv_head*ggml_element_size(kv_self.v));
-                }
 
-                ggml_build_forward_expand(gf, ggml_cpy(ctx0, Kcur, k));
-                ggml_build_forward_expand(gf, ggml_cpy(ctx0, Vcur, v));
+
+                    ggml_build_forward_expand(gf, ggml_cpy(ctx0, Kcur, k));
+                    ggml_build_forward_expand(gf, ggml_cpy(ctx0, Vcur, v));
+                }
             }
 
             // ------
@@ -2903,6 +2922,15 @@ static bool whisper_decode_internal(
                 const int32_t val = batch.pos[i];
                 ggml_backend_tensor_set(position, &val, i*sizeof(int32_t), sizeof(int32_t));
             }
+        }
+
+        if (struct ggml_tensor * kv_idxs = ggml_graph_get_tensor(gf, "kv_idxs")) {
+            // transcribe patch: the rows the batch's K and V go to (see the graph)
+            std::vector<int64_t> rows(n_tokens);
+            for (int i = 0; i < n_tokens; ++i) {
+                rows[i] = wstate.kv_self.head + i;
+            }
+            ggml_backend_tensor_set(kv_idxs, rows.data(), 0, n_tokens*sizeof(int64_t));
         }
 
         {
