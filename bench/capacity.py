@@ -235,6 +235,8 @@ def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict
         "streams": n,
         "workers": args.workers,
         "server_args": " ".join(args.server_args),
+        # ggml's CUDA graphs (on in scripts/build-cuda's binaries unless this is set)
+        "cuda_graphs": "off" if os.environ.get("GGML_CUDA_DISABLE_GRAPHS") else "on",
         "seconds_measured": round(span, 1),
         "decodes": len(window),
         "decodes_per_s": round(len(window) / span, 2),
