@@ -80,7 +80,9 @@ const DEFAULT_CPU_ADMISSION_WAIT: Duration = Duration::from_secs(2);
 
 /// Workers on a GPU build: a GPU overlaps several decodes. Measured on an H200 with
 /// large-v3-turbo shapes: one worker keeps 4 real-time streams, 8 workers 24, 16 workers
-/// 24 to 32 (BENCHMARKS.md "GPU capacity").
+/// 24 to 32 (BENCHMARKS.md "GPU capacity"); with CUDA graphs 8 workers 32 at the edge and
+/// 16 workers 32, given 16 CPU cores (BENCHMARKS.md "CUDA graphs"). 8 stays the default:
+/// more workers pay only with the cores to feed them.
 const DEFAULT_GPU_WORKERS: usize = 8;
 
 /// Most threads per decode by default (ggml scales poorly beyond this for small models).
