@@ -14,6 +14,13 @@ the audio) over the steady part of the run. It reports, per N:
 - keeps up: queue wait p95 under the target (0.5 s by default), no client failed, and the
   schedule kept (partials per stream per second within 10% of the lightest run's).
 
+Admission control: by default every client starts at once with the server's admission off
+(`--admission-wait 0`), which measures what the card does when nothing is refused. With
+`--admission-wait 500ms --stagger 0.5` the clients arrive 0.5 s apart at a server that
+refuses streams while decodes fall behind (RESOURCE_EXHAUSTED); refused clients are
+counted (`refused`), the rates are per admitted stream, and the measured window starts
+once the last client has arrived.
+
 The schedule is the streaming policy's own (VAD endpoints, a partial every step of new
 audio), driven by real speech timing: the track is the speech fixtures joined with pauses,
 and stream i starts i/N of the way into it, so utterance ends do not line up across streams.
@@ -195,24 +202,27 @@ def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict
             files.append(f)
         gpu = GpuSampler()
         started = time.time()
-        clients = [
-            subprocess.Popen([args.client_bin, "--server", f"http://127.0.0.1:{port}",
-                              "--realtime", "-l", args.language, "--format", "json",
-                              "--retry-for", "0", str(f)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for f in files
-        ]
-        failures = []
-        first_end = None
+        clients = []
+        for i, f in enumerate(files):
+            if i and args.stagger:
+                time.sleep(max(0.0, started + i * args.stagger - time.time()))
+            clients.append(subprocess.Popen(
+                [args.client_bin, "--server", f"http://127.0.0.1:{port}", "--realtime",
+                 "-l", args.language, "--format", "json", "--retry-for", "0", str(f)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        failures, refused = [], 0
         for c in clients:
             try:
-                _, err = c.communicate(timeout=args.seconds * 3 + 120)
+                _, err = c.communicate(timeout=args.seconds * 3 + n * args.stagger + 120)
             except subprocess.TimeoutExpired:
                 c.kill()
                 _, err = c.communicate()
-            first_end = first_end or time.time()
             if c.returncode != 0:
-                failures.append(err.strip().splitlines()[-1:] if err else ["?"])
+                last = err.strip().splitlines()[-1:] if err else ["?"]
+                if is_refusal(err or ""):
+                    refused += 1
+                else:
+                    failures.append(last)
         ended = time.time()
         gpu.stop()
     finally:
@@ -221,8 +231,7 @@ def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    # Steady state: after the warm-up, until the shortest client's audio ran out.
-    start, end = started + WARMUP_SECONDS, started + args.seconds
+    start, end = measured_window(started, n, args.stagger, args.seconds)
     window = [d for d in decodes(log) if start <= d["at"] <= end]
     span = end - start
     by_kind = {k: [d for d in window if d["kind"] == k] for k in ("partial", "final")}
@@ -243,7 +252,7 @@ def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict
         "partials_per_s": round(len(by_kind["partial"]) / span, 2),
         "finals_per_s": round(len(by_kind["final"]) / span, 2),
         # The policy widens its step when decodes come back late: fewer partials per stream.
-        "partials_per_stream_s": round(len(by_kind["partial"]) / span / n, 2),
+        "partials_per_stream_s": round(len(by_kind["partial"]) / span / max(1, n - refused), 2),
         "queue_wait_p50_s": percentile(waits, 0.5),
         "queue_wait_p95_s": wait_p95,
         "partial_ms_p50": percentile([d["inference_ms"] for d in by_kind["partial"]], 0.5),
@@ -252,11 +261,33 @@ def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict
                              / (span * args.workers), 3),
         "gpu_busy": gpu.busy(start, end),
         "final_lag_p95_s": percentile(final_lags, 0.95),
+        "stagger_s": args.stagger,
+        "admission_wait": args.admission_wait,
+        "refused": refused,
         "client_failures": len(failures),
         "failure_examples": failures[:3],
         "wall_s": round(ended - started, 1),
     }
     return row
+
+
+def measured_window(started: float, n: int, stagger: float, seconds: float) -> tuple[float, float]:
+    """The steady part of a run: from the warm-up after the last client arrived until the
+    first client's audio ran out (each streams `seconds`)."""
+    start = started + (n - 1) * stagger + WARMUP_SECONDS
+    end = started + seconds
+    if end - start < 5.0:
+        raise SystemExit(f"{n} clients {stagger} s apart leave under 5 s of {seconds} s "
+                         "with all of them streaming: raise --seconds")
+    return start, end
+
+
+def is_refusal(stderr: str) -> bool:
+    """Whether a client's error output is the server refusing the stream (RESOURCE_EXHAUSTED:
+    "server overloaded: ..."), as opposed to any other failure."""
+    text = stderr.lower()
+    return any(s in text for s in ("overloaded", "resource_exhausted", "resourceexhausted",
+                                   "resource exhausted"))
 
 
 def keeps_up(row: dict, reference: dict, target: float) -> bool:
@@ -295,6 +326,8 @@ def main() -> int:
     p.add_argument("--target", type=float, default=0.5, help="queue wait p95 that keeps up")
     p.add_argument("--admission-wait", default="0",
                    help="the server's --admission-wait during the run (0: admit every stream)")
+    p.add_argument("--stagger", type=float, default=0.0,
+                   help="seconds between client starts (with --admission-wait: arrivals)")
     p.add_argument("--until-fail", action="store_true",
                    help="stop at the first stream count that does not keep up")
     p.add_argument("--clips", default="",
@@ -305,9 +338,12 @@ def main() -> int:
     clips = ([Path(c) for c in args.clips.split(",") if c] or
              sorted(FIXTURES.glob("*.wav")))
     track = speech_track(clips, args.seconds)
+    counts = [int(x) for x in args.streams.split(",")]
+    for n in counts:
+        measured_window(0.0, n, args.stagger, args.seconds)  # refuses too short a run now
     rows = []
     with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
-        for n in [int(x) for x in args.streams.split(",")]:
+        for n in counts:
             row = run(args, n, track, Path(tmp))
             row["keeps_up"] = keeps_up(row, rows[0] if rows else row, args.target)
             rows.append(row)
@@ -323,7 +359,8 @@ def main() -> int:
           "| final lag p95 (s) | keeps up |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|")
     for r in rows:
-        print(f"| {r['streams']} | {r['workers']} | {fmt(r['decodes_per_s'])} "
+        refused = f" ({r['refused']} refused)" if r["refused"] else ""
+        print(f"| {r['streams']}{refused} | {r['workers']} | {fmt(r['decodes_per_s'])} "
               f"({fmt(r['partials_per_s'])} + {fmt(r['finals_per_s'])}) "
               f"| {fmt(r['partials_per_stream_s'])} "
               f"| {fmt(r['queue_wait_p50_s'])} / {fmt(r['queue_wait_p95_s'])} "

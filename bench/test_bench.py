@@ -61,6 +61,21 @@ class Capacity(unittest.TestCase):
         self.assertFalse(capacity.keeps_up(dict(ok, partials_per_stream_s=1.3), ref, 0.5))
         self.assertFalse(capacity.keeps_up(dict(ok, client_failures=1), ref, 0.5))
 
+    def test_the_window_starts_after_the_last_arrival(self):
+        self.assertEqual(capacity.measured_window(100.0, 4, 0.0, 30.0),
+                         (100.0 + capacity.WARMUP_SECONDS, 130.0))
+        start, end = capacity.measured_window(100.0, 11, 2.0, 40.0)
+        self.assertEqual((start, end), (100.0 + 20.0 + capacity.WARMUP_SECONDS, 140.0))
+        with self.assertRaises(SystemExit):
+            capacity.measured_window(0.0, 48, 0.5, 30.0)
+
+    def test_refusals_are_told_from_other_failures(self):
+        self.assertTrue(capacity.is_refusal(
+            "error: server overloaded: decodes are falling behind: partial results took 0.61s"))
+        self.assertTrue(capacity.is_refusal("status: ResourceExhausted, RESOURCE_EXHAUSTED"))
+        self.assertFalse(capacity.is_refusal("error: transport error: connection refused"))
+        self.assertFalse(capacity.is_refusal(""))
+
     def test_speech_track_joins_clips_with_pauses(self):
         clip = sorted(capacity.FIXTURES.glob("*.wav"))[0]
         one = len(capacity.read_wav(clip))
