@@ -281,6 +281,11 @@ pub enum ModelsCommand {
         /// Decoder steps (1 to 200).
         #[arg(long, default_value_t = 64)]
         tokens: usize,
+        /// Also time decoder steps of several streams, e.g. 1,4,8,16 (at most 16): each
+        /// stream in turn, each on its own thread, and all in one multi-state step (batching
+        /// across streams; needs flash attention).
+        #[arg(long, value_delimiter = ',')]
+        streams: Vec<usize>,
         /// Engine settings.
         #[command(flatten)]
         engine: EngineArgs,

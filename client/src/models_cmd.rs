@@ -106,6 +106,7 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
             audio,
             runs,
             tokens,
+            streams,
             engine,
         } => {
             use transcribe_engine::bench::{WINDOW_SAMPLES, median, time_kernels};
@@ -125,9 +126,27 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
             let loaded = transcribe_engine::WhisperModel::load(&path, &config)?;
             let load_ms = start.elapsed().as_secs_f64() * 1e3;
             let t = time_kernels(&loaded, &window, runs, tokens)?;
+            let model_type = loaded.model_type();
+            drop(loaded);
+            let multi = if streams.is_empty() {
+                Vec::new()
+            } else {
+                let model = transcribe_engine::multi::MultiModel::load(&path, &config)?;
+                transcribe_engine::multi::time_streams(&model, &window, &streams, tokens)?
+                    .into_iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "streams": s.streams,
+                            "one_at_a_time_ms_per_step": s.one_at_a_time_ms,
+                            "threads_ms_per_step": s.threads_ms,
+                            "multi_ms_per_step": s.multi_ms,
+                        })
+                    })
+                    .collect()
+            };
             let report = serde_json::json!({
                 "model": path.display().to_string(),
-                "model_type": loaded.model_type(),
+                "model_type": model_type,
                 "backend": transcribe_engine::backend(),
                 "use_gpu": config.use_gpu,
                 "gpu_device": config.gpu_device,
@@ -139,6 +158,7 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
                 "encode_ms": t.encode_ms,
                 "decode_ms_per_token_median": median(&t.decode_token_ms),
                 "decode_tokens": t.decode_token_ms.len(),
+                "streams": multi,
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
         }

@@ -35,6 +35,7 @@ pub mod bench;
 pub mod chunked;
 pub mod devices;
 pub mod greedy;
+pub mod multi;
 pub mod quantize;
 mod session;
 mod words;
@@ -195,6 +196,11 @@ struct ModelInner {
 
 static LOGGING: Once = Once::new();
 
+/// Routes whisper.cpp/ggml logs away from stderr (whisper-rs prints them until told), once.
+pub(crate) fn quiet_whisper_logs() {
+    LOGGING.call_once(whisper_rs::install_logging_hooks);
+}
+
 impl WhisperModel {
     /// Loads a ggml model file.
     ///
@@ -202,8 +208,7 @@ impl WhisperModel {
     /// [`LoadError::Unreadable`] when the file cannot be opened, [`LoadError::Invalid`] when
     /// whisper.cpp cannot parse it.
     pub fn load(path: &Path, config: &EngineConfig) -> Result<Self, LoadError> {
-        // Route whisper.cpp/ggml logs away from stderr (whisper-rs prints them until told).
-        LOGGING.call_once(whisper_rs::install_logging_hooks);
+        quiet_whisper_logs();
         let meta = std::fs::metadata(path).map_err(|source| LoadError::Unreadable {
             path: path.to_owned(),
             source,

@@ -339,6 +339,21 @@ extern "C" {
                                int   n_past,
                                int   n_threads);
 
+    // transcribe patch: one decoder step of n independent states in one graph: token i is
+    // decoded on states[i] at position n_pasts[i], with states[i]'s KV cache and encoder
+    // output; the logits land in each state (whisper_get_logits_from_state). The layers'
+    // matrix products run once for all n tokens; attention runs per state. Needs flash
+    // attention; at most WHISPER_MULTI_MAX_STATES states, all of ctx.
+    // Returns 0 on success.
+    #define WHISPER_MULTI_MAX_STATES 16
+    WHISPER_API int whisper_decode_multi_with_states(
+            struct whisper_context * ctx,
+             struct whisper_state ** states,
+               const whisper_token * tokens,
+                         const int * n_pasts,
+                               int   n_states,
+                               int   n_threads);
+
     // Convert the provided text into tokens.
     // The tokens pointer must be large enough to hold the resulting tokens.
     // Returns the number of tokens on success, no more than n_max_tokens

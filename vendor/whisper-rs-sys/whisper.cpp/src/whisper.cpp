@@ -873,6 +873,10 @@ struct whisper_state {
     whisper_sched sched_encode;
     whisper_sched sched_cross;
     whisper_sched sched_decode;
+    // transcribe patch: whisper_decode_multi_with_states, one scheduler per power of two of
+    // states (1, 2, 4, 8, 16), each made on first use and sized for its graph: a scheduler
+    // clears memory in proportion to its graph size on every call.
+    whisper_sched sched_decode_multi[5];
 
     // result of the encoder
     struct ggml_tensor * embd_conv = nullptr;
@@ -3855,6 +3859,11 @@ void whisper_free_state(struct whisper_state * state) {
         ggml_backend_sched_free(state->sched_encode.sched);
         ggml_backend_sched_free(state->sched_cross.sched);
         ggml_backend_sched_free(state->sched_decode.sched);
+        for (auto & multi : state->sched_decode_multi) {
+            if (multi.sched) {
+                ggml_backend_sched_free(multi.sched);
+            }
+        }
 
         for (auto & backend : state->backends) {
             ggml_backend_free(backend);
@@ -3969,6 +3978,319 @@ int whisper_decode_with_state(struct whisper_context * ctx, struct whisper_state
         WHISPER_LOG_ERROR("%s: failed to eval\n", __func__);
         return 1;
     }
+
+    return 0;
+}
+
+// transcribe patch: the decoder graph of whisper_decode_multi_with_states: one token for each
+// of n states. Token and position embeddings, layer norms, the Q/K/V, output and MLP matrix
+// products and the logits run on [n_state, n] at once; each state's self-attention (its KV
+// cache, written with ggml_set_rows at its own row) and cross-attention (its encoder
+// output, its own audio context) run per state, and their outputs are joined again.
+// An upper bound of the tensors in that graph for n states (per layer: about 50 shared ones,
+// weights included, and 23 per state).
+static int whisper_multi_graph_size(int n_layer, int n) {
+    return n_layer*(64 + 32*n) + 64*n + 256;
+}
+
+static struct ggml_cgraph * whisper_build_graph_decoder_multi(
+         whisper_context & wctx,
+          whisper_state ** states,
+                     int   n,
+                     int   graph_size,
+          ggml_context   * ctx0) {
+    const auto & model   = wctx.model;
+    const auto & hparams = model.hparams;
+
+    const int n_state      = hparams.n_text_state;
+    const int n_head       = hparams.n_text_head;
+    const int n_layer      = hparams.n_text_layer;
+    const int n_state_head = n_state/n_head;
+
+    const float KQscale = pow(float(n_state_head), -0.25);
+
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, graph_size, false);
+
+    struct ggml_tensor * embd = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n);
+    ggml_set_name(embd, "embd");
+    ggml_set_input(embd);
+
+    struct ggml_tensor * position = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n);
+    ggml_set_name(position, "position");
+    ggml_set_input(position);
+
+    std::vector<struct ggml_tensor *> kv_idxs(n);
+    std::vector<struct ggml_tensor *> masks(n);
+    for (int i = 0; i < n; ++i) {
+        kv_idxs[i] = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, 1);
+        ggml_format_name(kv_idxs[i], "kv_idxs_%d", i);
+        ggml_set_input(kv_idxs[i]);
+
+        struct ggml_tensor * mask = ggml_new_tensor_3d(ctx0, GGML_TYPE_F32, states[i]->kv_self.n, 1, 1);
+        ggml_format_name(mask, "KQ_mask_%d", i);
+        ggml_set_input(mask);
+        masks[i] = ggml_cast(ctx0, mask, GGML_TYPE_F16);
+    }
+
+    // column i of a [n_state, n] tensor as the [n_state_head, 1, n_head] query of attention
+    auto query = [&](struct ggml_tensor * q, int i) {
+        struct ggml_tensor * col = ggml_view_1d(ctx0, q, n_state, i*q->nb[1]);
+        return ggml_permute(ctx0, ggml_reshape_3d(ctx0, col, n_state_head, n_head, 1), 0, 2, 1, 3);
+    };
+    auto join = [&](struct ggml_tensor * all, struct ggml_tensor * one) {
+        one = ggml_reshape_2d(ctx0, one, n_state, 1);
+        return all ? ggml_concat(ctx0, all, one, 1) : one;
+    };
+
+    struct ggml_tensor * cur =
+        ggml_add(ctx0,
+                ggml_get_rows(ctx0, model.d_te, embd),
+                ggml_get_rows(ctx0, model.d_pe, position));
+
+    struct ggml_tensor * inpL = cur;
+
+    for (int il = 0; il < n_layer; ++il) {
+        const auto & layer = model.layers_decoder[il];
+
+        cur = ggml_norm(ctx0, inpL, hparams.eps);
+        cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.attn_ln_0_w), layer.attn_ln_0_b);
+
+        // self-attention
+        {
+            struct ggml_tensor * Qcur = ggml_mul_mat(ctx0, layer.attn_q_w, cur);
+            Qcur = ggml_add(ctx0, Qcur, layer.attn_q_b);
+            Qcur = ggml_scale(ctx0, Qcur, KQscale);
+
+            struct ggml_tensor * Kcur = ggml_mul_mat(ctx0, layer.attn_k_w, cur);
+            Kcur = ggml_scale(ctx0, Kcur, KQscale);
+
+            struct ggml_tensor * Vcur = ggml_mul_mat(ctx0, layer.attn_v_w, cur);
+            Vcur = ggml_add(ctx0, Vcur, layer.attn_v_b);
+
+            struct ggml_tensor * attn = nullptr;
+            for (int i = 0; i < n; ++i) {
+                const auto & kv = states[i]->kv_self;
+                const int n_ctx = kv.size;
+                const int n_kv  = kv.n;
+
+                struct ggml_tensor * k_layer = ggml_view_2d(ctx0, kv.k, n_state, n_ctx,
+                        ggml_element_size(kv.k)*n_state, ggml_element_size(kv.k)*n_state*n_ctx*il);
+                struct ggml_tensor * v_layer = ggml_view_2d(ctx0, kv.v, n_state, n_ctx,
+                        ggml_element_size(kv.v)*n_state, ggml_element_size(kv.v)*n_state*n_ctx*il);
+                ggml_build_forward_expand(gf, ggml_set_rows(ctx0, k_layer,
+                        ggml_view_2d(ctx0, Kcur, n_state, 1, Kcur->nb[1], i*Kcur->nb[1]), kv_idxs[i]));
+                ggml_build_forward_expand(gf, ggml_set_rows(ctx0, v_layer,
+                        ggml_view_2d(ctx0, Vcur, n_state, 1, Vcur->nb[1], i*Vcur->nb[1]), kv_idxs[i]));
+
+                struct ggml_tensor * K = ggml_view_3d(ctx0, kv.k,
+                        n_state_head, n_kv, n_head,
+                        ggml_element_size(kv.k)*n_state,
+                        ggml_element_size(kv.k)*n_state_head,
+                        ggml_element_size(kv.k)*n_state*n_ctx*il);
+                struct ggml_tensor * V = ggml_view_3d(ctx0, kv.v,
+                        n_state_head, n_kv, n_head,
+                        ggml_element_size(kv.v)*n_state,
+                        ggml_element_size(kv.v)*n_state_head,
+                        ggml_element_size(kv.v)*n_state*n_ctx*il);
+
+                attn = join(attn, ggml_flash_attn_ext(ctx0, query(Qcur, i), K, V, masks[i], 1.0f, 0.0f, 0.0f));
+            }
+            cur = attn;
+        }
+
+        cur = ggml_mul_mat(ctx0, layer.attn_ln_1_w, cur);
+        cur = ggml_add(ctx0, cur, layer.attn_ln_1_b);
+
+        struct ggml_tensor * inpCA = ggml_add(ctx0, cur, inpL);
+
+        cur = ggml_norm(ctx0, inpCA, hparams.eps);
+        cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.cross_attn_ln_0_w), layer.cross_attn_ln_0_b);
+
+        // cross-attention
+        {
+            struct ggml_tensor * Qcur = ggml_mul_mat(ctx0, layer.cross_attn_q_w, cur);
+            Qcur = ggml_add(ctx0, Qcur, layer.cross_attn_q_b);
+
+            struct ggml_tensor * attn = nullptr;
+            for (int i = 0; i < n; ++i) {
+                const auto & st = *states[i];
+                const int n_audio_ctx     = st.exp_n_audio_ctx > 0 ? st.exp_n_audio_ctx : hparams.n_audio_ctx;
+                const int n_audio_ctx_pad = GGML_PAD(n_audio_ctx, 256);
+
+                struct ggml_tensor * Kcross = ggml_view_3d(ctx0, st.kv_cross.k,
+                        n_state_head, n_audio_ctx_pad, n_head,
+                        ggml_element_size(st.kv_cross.k)*n_state,
+                        ggml_element_size(st.kv_cross.k)*n_state_head,
+                        ggml_element_size(st.kv_cross.k)*n_state*n_audio_ctx_pad*il);
+                struct ggml_tensor * Vcross = ggml_view_3d(ctx0, st.kv_cross.v,
+                        n_state_head, n_audio_ctx_pad, n_head,
+                        ggml_element_size(st.kv_cross.v)*n_state,
+                        ggml_element_size(st.kv_cross.v)*n_state_head,
+                        ggml_element_size(st.kv_cross.v)*n_state*n_audio_ctx_pad*il);
+
+                attn = join(attn, ggml_flash_attn_ext(ctx0, query(Qcur, i), Kcross, Vcross, nullptr, KQscale, 0.0f, 0.0f));
+            }
+            cur = attn;
+        }
+
+        cur = ggml_mul_mat(ctx0, layer.cross_attn_ln_1_w, cur);
+        cur = ggml_add(ctx0, cur, layer.cross_attn_ln_1_b);
+
+        cur = ggml_add(ctx0, cur, inpCA);
+
+        struct ggml_tensor * inpFF = cur;
+
+        // feed-forward network
+        cur = ggml_norm(ctx0, inpFF, hparams.eps);
+        cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.mlp_ln_w), layer.mlp_ln_b);
+        cur = ggml_mul_mat(ctx0, layer.mlp_0_w, cur);
+        cur = ggml_add(ctx0, cur, layer.mlp_0_b);
+        cur = ggml_gelu(ctx0, cur);
+        cur = ggml_mul_mat(ctx0, layer.mlp_1_w, cur);
+        cur = ggml_add(ctx0, cur, layer.mlp_1_b);
+
+        inpL = ggml_add(ctx0, cur, inpFF);
+    }
+
+    cur = ggml_norm(ctx0, inpL, hparams.eps);
+    cur = ggml_add(ctx0, ggml_mul(ctx0, cur, model.d_ln_w), model.d_ln_b);
+
+    struct ggml_tensor * logits = ggml_mul_mat(ctx0, model.d_te, cur);
+    ggml_set_name(logits, "logits");
+
+    ggml_build_forward_expand(gf, logits);
+
+    return gf;
+}
+
+int whisper_decode_multi_with_states(struct whisper_context * ctx, struct whisper_state ** states, const whisper_token * tokens, const int * n_pasts, int n_states, int n_threads) {
+    if (n_states < 1 || n_states > WHISPER_MULTI_MAX_STATES) {
+        WHISPER_LOG_ERROR("%s: %d states (1 to %d)\n", __func__, n_states, WHISPER_MULTI_MAX_STATES);
+        return 1;
+    }
+    if (!ctx->params.flash_attn) {
+        WHISPER_LOG_ERROR("%s: needs flash attention\n", __func__);
+        return 2;
+    }
+    for (int i = 0; i < n_states; ++i) {
+        for (int j = 0; j < i; ++j) {
+            if (states[i] == states[j]) {
+                WHISPER_LOG_ERROR("%s: state %d is also state %d\n", __func__, i, j);
+                return 1;
+            }
+        }
+    }
+
+    const int n_vocab = ctx->model.hparams.n_vocab;
+    const uint32_t pad = whisper_kv_cache_get_padding(*ctx);
+
+    // each state's KV slot, as whisper_decode_with_state finds it for one token
+    for (int i = 0; i < n_states; ++i) {
+        whisper_state & st = *states[i];
+        whisper_batch_prep_legacy(st.batch, &tokens[i], 1, n_pasts[i], 0);
+        whisper_kv_cache_seq_rm(st.kv_self, 0, n_pasts[i], -1);
+        if (!whisper_kv_cache_find_slot(st.kv_self, st.batch)) {
+            WHISPER_LOG_ERROR("%s: no KV slot in state %d\n", __func__, i);
+            return 3;
+        }
+        st.kv_self.n = std::min(st.kv_self.size, std::max(pad, GGML_PAD(whisper_kv_cache_cell_max(st.kv_self), pad)));
+    }
+
+    whisper_state & lead = *states[0];
+    int bucket = 0;
+    while ((1 << bucket) < n_states) {
+        bucket++;
+    }
+    const int graph_size = whisper_multi_graph_size(ctx->model.hparams.n_text_layer, 1 << bucket);
+    auto & multi = lead.sched_decode_multi[bucket];
+    struct ggml_init_params params = {
+        /*.mem_size   =*/ 0,
+        /*.mem_buffer =*/ nullptr,
+        /*.no_alloc   =*/ true,
+    };
+    if (!multi.sched) {
+        multi.sched = ggml_backend_sched_new(lead.backends.data(), nullptr, lead.backends.size(), graph_size, false, true);
+        multi.meta.resize(ggml_tensor_overhead()*graph_size + ggml_graph_overhead_custom(graph_size, false));
+        params.mem_size   = multi.meta.size();
+        params.mem_buffer = multi.meta.data();
+
+        // Reserve the compute buffers for the largest graph of these states (the whole KV
+        // cache and audio context), as whisper.cpp does for its own decoder, so that a
+        // growing KV cache does not reallocate them step after step.
+        std::vector<int32_t> n_kv(n_states), n_audio(n_states);
+        for (int i = 0; i < n_states; ++i) {
+            n_kv[i]    = states[i]->kv_self.n;
+            n_audio[i] = states[i]->exp_n_audio_ctx;
+            states[i]->kv_self.n       = states[i]->kv_self.size;
+            states[i]->exp_n_audio_ctx = 0;
+        }
+        struct ggml_context * ctx_worst = ggml_init(params);
+        const bool reserved = ggml_backend_sched_reserve(multi.sched,
+                whisper_build_graph_decoder_multi(*ctx, states, n_states, graph_size, ctx_worst));
+        ggml_free(ctx_worst);
+        for (int i = 0; i < n_states; ++i) {
+            states[i]->kv_self.n       = n_kv[i];
+            states[i]->exp_n_audio_ctx = n_audio[i];
+        }
+        if (!reserved) {
+            WHISPER_LOG_ERROR("%s: failed to reserve the compute buffers\n", __func__);
+            return 4;
+        }
+    }
+    params.mem_size   = multi.meta.size();
+    params.mem_buffer = multi.meta.data();
+    struct ggml_context * ctx0 = ggml_init(params);
+
+    ggml_cgraph * gf = whisper_build_graph_decoder_multi(*ctx, states, n_states, graph_size, ctx0);
+
+    if (!ggml_backend_sched_alloc_graph(multi.sched, gf)) {
+        WHISPER_LOG_ERROR("%s: failed to allocate the graph\n", __func__);
+        ggml_free(ctx0);
+        return 4;
+    }
+
+    {
+        std::vector<int32_t> positions(n_states);
+        for (int i = 0; i < n_states; ++i) {
+            positions[i] = n_pasts[i];
+        }
+        ggml_backend_tensor_set(ggml_graph_get_tensor(gf, "embd"), tokens, 0, n_states*sizeof(whisper_token));
+        ggml_backend_tensor_set(ggml_graph_get_tensor(gf, "position"), positions.data(), 0, n_states*sizeof(int32_t));
+    }
+
+    char name[GGML_MAX_NAME];
+    for (int i = 0; i < n_states; ++i) {
+        const auto & kv = states[i]->kv_self;
+
+        const int64_t row = kv.head;
+        snprintf(name, sizeof(name), "kv_idxs_%d", i);
+        ggml_backend_tensor_set(ggml_graph_get_tensor(gf, name), &row, 0, sizeof(row));
+
+        // as whisper_decode_internal's mask for a batch of one token
+        std::vector<float> mask(kv.n, 0.0f);
+        for (int j = 0; j < kv.n; ++j) {
+            if (!kv.cells[j].has_seq_id(0) || kv.cells[j].pos > n_pasts[i]) {
+                mask[j] = -INFINITY;
+            }
+        }
+        snprintf(name, sizeof(name), "KQ_mask_%d", i);
+        ggml_backend_tensor_set(ggml_graph_get_tensor(gf, name), mask.data(), 0, mask.size()*sizeof(float));
+    }
+
+    struct ggml_tensor * logits = ggml_graph_get_tensor(gf, "logits");
+
+    if (!ggml_graph_compute_helper(multi.sched, gf, n_threads)) {
+        ggml_free(ctx0);
+        return 5;
+    }
+
+    for (int i = 0; i < n_states; ++i) {
+        states[i]->logits.resize(n_vocab);
+        ggml_backend_tensor_get(logits, states[i]->logits.data(), (size_t) i*n_vocab*sizeof(float), n_vocab*sizeof(float));
+        states[i]->n_decode++;
+    }
+
+    ggml_free(ctx0);
 
     return 0;
 }
