@@ -112,6 +112,12 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<u8> {
             use transcribe_engine::bench::{WINDOW_SAMPLES, median, time_kernels};
             let path = resolve(&model, progress)?;
             let config = crate::offline::engine_config(&engine)?;
+            if !streams.is_empty() && !config.flash_attn {
+                return Err(UsageError(
+                    "--streams needs flash attention (--flash-attn on; the default on GPUs)".into(),
+                )
+                .into());
+            }
             let window = match &audio {
                 Some(file) => {
                     transcribe_audio::decode_file(file)

@@ -2607,7 +2607,6 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
                             (   n_ctx)*ggml_element_size(kv_self.v),
                             (il*n_ctx)*ggml_element_size(kv_self.v)*n_state + kv_head*ggml_element_size(kv_self.v));
 
-
                     ggml_build_forward_expand(gf, ggml_cpy(ctx0, Kcur, k));
                     ggml_build_forward_expand(gf, ggml_cpy(ctx0, Vcur, v));
                 }
@@ -3982,17 +3981,17 @@ int whisper_decode_with_state(struct whisper_context * ctx, struct whisper_state
     return 0;
 }
 
+// transcribe patch: an upper bound of the tensors in whisper_build_graph_decoder_multi's graph
+// for n states (per layer: about 50 shared ones, weights included, and 23 per state).
+static int whisper_multi_graph_size(int n_layer, int n) {
+    return n_layer*(64 + 32*n) + 64*n + 256;
+}
+
 // transcribe patch: the decoder graph of whisper_decode_multi_with_states: one token for each
 // of n states. Token and position embeddings, layer norms, the Q/K/V, output and MLP matrix
 // products and the logits run on [n_state, n] at once; each state's self-attention (its KV
 // cache, written with ggml_set_rows at its own row) and cross-attention (its encoder
 // output, its own audio context) run per state, and their outputs are joined again.
-// An upper bound of the tensors in that graph for n states (per layer: about 50 shared ones,
-// weights included, and 23 per state).
-static int whisper_multi_graph_size(int n_layer, int n) {
-    return n_layer*(64 + 32*n) + 64*n + 256;
-}
-
 static struct ggml_cgraph * whisper_build_graph_decoder_multi(
          whisper_context & wctx,
           whisper_state ** states,
