@@ -1,8 +1,9 @@
 //! One decoder step for several streams at once, on our vendored whisper.cpp's
 //! `whisper_decode_multi_with_states` (vendor/whisper-rs-sys/VENDORED.md): token i is
 //! decoded on state i, the layers' matrix products run once for all tokens, attention runs
-//! per state. This is batching across streams; it is measured (`examples/multi_bench.rs`,
-//! tested in `tests/multi_decode.rs`) and not yet used by the server's workers.
+//! per state. This is batching across streams; it is measured ([`time_streams`], through
+//! `transcribe models bench --streams`; BENCHMARKS.md "Batching across streams"), tested in
+//! `tests/multi_decode.rs`, and not used by the server's workers (it is slower than they are).
 //!
 //! whisper-rs hides the raw context and state pointers that the call needs, so this module
 //! loads its own context through whisper-rs-sys: [`MultiModel`] and its [`MultiState`]s.
@@ -31,9 +32,7 @@ pub struct MultiModel {
 
 // SAFETY: whisper.cpp's context is read-only after loading; each state holds the mutable
 // parts, and a state is used by one thread at a time (`&mut MultiState`).
-#[allow(unsafe_code)]
 unsafe impl Send for MultiModel {}
-#[allow(unsafe_code)]
 unsafe impl Sync for MultiModel {}
 
 impl MultiModel {
@@ -165,7 +164,6 @@ pub struct MultiState<'m> {
 }
 
 // SAFETY: a state is whisper.cpp heap data used through `&mut self` only.
-#[allow(unsafe_code)]
 unsafe impl Send for MultiState<'_> {}
 
 impl MultiState<'_> {
