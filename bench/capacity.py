@@ -218,11 +218,10 @@ def run(args: argparse.Namespace, n: int, track: array.array, tmp: Path) -> dict
                 c.kill()
                 _, err = c.communicate()
             if c.returncode != 0:
-                last = err.strip().splitlines()[-1:] if err else ["?"]
                 if is_refusal(err or ""):
                     refused += 1
                 else:
-                    failures.append(last)
+                    failures.append(err.strip().splitlines()[-1:] if err else ["?"])
         ended = time.time()
         gpu.stop()
     finally:

@@ -13,6 +13,13 @@ use crate::WhisperModel;
 /// Samples in whisper's 30 s window at 16 kHz.
 pub const WINDOW_SAMPLES: usize = 30 * 16_000;
 
+/// An ordinary text token for timing decoder steps: " " in both of whisper's vocabularies
+/// (the cost of a step does not depend on which token it is).
+pub const TEXT_TOKEN: i32 = 220;
+
+/// The most decoder steps a timing takes.
+pub const MAX_STEPS: usize = 200;
+
 /// What [`time_kernels`] measured; times in milliseconds, one entry per run or token.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KernelTimings {
@@ -72,10 +79,9 @@ pub fn time_kernels(
     // Decoder steps: the start-of-transcript token, then one ordinary text token at a time
     // (the cost of a step does not depend on which token it is).
     let sot = ctx.token_sot();
-    let text_token = 220; // " " in both of whisper's vocabularies.
-    let steps = tokens.clamp(1, 200);
+    let steps = tokens.clamp(1, MAX_STEPS);
     for n_past in 0..=steps {
-        let token = if n_past == 0 { sot } else { text_token };
+        let token = if n_past == 0 { sot } else { TEXT_TOKEN };
         let start = Instant::now();
         state
             .decode(&[token], n_past, threads)

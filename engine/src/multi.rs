@@ -269,7 +269,7 @@ pub struct StreamTimings {
     pub multi_ms: f64,
 }
 
-/// Times `tokens` decoder steps (1 to 200) of each count of streams in `counts` (each at most
+/// Times `tokens` decoder steps (1 to [`crate::bench::MAX_STEPS`]) of each count of streams in `counts` (each at most
 /// [`MAX_STATES`]) three ways ([`StreamTimings`]). Every stream has `window` encoded and the
 /// English task prompt decoded; then each step decodes one ordinary text token per stream
 /// (a step's cost does not depend on which token it is), from the same position each way.
@@ -290,8 +290,8 @@ pub fn time_streams(
     }
     let prompt = model.english_prompt();
     let start = prompt.len() as i32;
-    let text_token = 220; // " " in both of whisper's vocabularies.
-    let steps = tokens.clamp(1, 200);
+    let text_token = crate::bench::TEXT_TOKEN;
+    let steps = tokens.clamp(1, crate::bench::MAX_STEPS);
     let most = counts.iter().copied().max().unwrap_or(0);
     let mut states = (0..most)
         .map(|_| model.state())

@@ -7,22 +7,12 @@
 //! Flash attention rounds differently, so the texts may differ by a word; a cache row written
 //! to the wrong place would instead garble them, far beyond that.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{speech_fixtures, tiny_en};
 use transcribe_core::text::wer;
 use transcribe_core::{DecodeOptions, Transcriber};
 use transcribe_engine::{EngineConfig, WhisperModel};
-
-fn tiny_en() -> Option<PathBuf> {
-    let spec = transcribe_models::ModelSpec::parse("tiny.en").ok()?;
-    match transcribe_models::resolve(&spec, &transcribe_models::FetchOptions::default()) {
-        Ok(path) => Some(path),
-        Err(error) => {
-            eprintln!("note: skipping: tiny.en is not available here: {error}");
-            None
-        }
-    }
-}
 
 #[test]
 fn flash_attention_with_the_indexed_kv_write_transcribes_like_the_plain_decoder()
@@ -47,12 +37,7 @@ fn flash_attention_with_the_indexed_kv_write_transcribes_like_the_plain_decoder(
         ..DecodeOptions::default()
     };
 
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../audio-fixtures/speech");
-    let mut wavs: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
-        .collect();
-    wavs.sort();
+    let wavs = speech_fixtures();
     assert!(wavs.len() >= 5, "speech fixtures: {wavs:?}");
 
     let (mut differing, mut words) = (0, 0);

@@ -6,33 +6,13 @@
 //! - with the first half of its own tokens as the prefix, the decode continues with the same
 //!   tokens to the same text, and makes as many fewer decoder calls as the prefix is long.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{speech_fixtures, tiny_en};
 use transcribe_core::audio::WINDOW_SAMPLES;
 use transcribe_core::{DecodeOptions, Transcriber};
 use transcribe_engine::greedy::GreedyDecoder;
 use transcribe_engine::{EngineConfig, WhisperModel};
-
-fn tiny_en() -> Option<PathBuf> {
-    let spec = transcribe_models::ModelSpec::parse("tiny.en").ok()?;
-    match transcribe_models::resolve(&spec, &transcribe_models::FetchOptions::default()) {
-        Ok(path) => Some(path),
-        Err(error) => {
-            eprintln!("note: skipping: tiny.en is not available here: {error}");
-            None
-        }
-    }
-}
-
-fn fixtures() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../audio-fixtures/speech");
-    let mut wavs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    wavs.retain(|p| p.extension().is_some_and(|e| e == "wav"));
-    wavs.sort();
-    wavs
-}
 
 #[test]
 fn a_prefix_of_its_own_tokens_gives_whisper_fulls_text_with_fewer_decoder_calls()
@@ -56,7 +36,7 @@ fn a_prefix_of_its_own_tokens_gives_whisper_fulls_text_with_fewer_decoder_calls(
         audio_ctx: None,
         ..DecodeOptions::default()
     };
-    let wavs = fixtures();
+    let wavs = speech_fixtures();
     assert!(wavs.len() >= 5, "speech fixtures: {wavs:?}");
     let mut continued_fixtures = 0;
     for wav in &wavs {
