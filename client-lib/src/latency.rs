@@ -5,9 +5,10 @@
 //! time, so the audio at offset `t` was sent at `start + t`) and every [`StreamEvent`] with
 //! its arrival instant. From it:
 //! - [`word_latencies`]: per reference word, the wall time from the moment its end was sent
-//!   to the first interim or final whose text holds it (words matched in order by a
-//!   minimum-edit-distance [`align`]ment of the text so far with the reference words heard
-//!   so far).
+//!   to the first interim or final whose text holds it
+//!   ([`transcribe_core::latency::first_appearances`]: words matched in order by a
+//!   minimum-edit-distance alignment of the text so far with the reference words heard so
+//!   far).
 //! - [`final_latencies`]: per non-empty final, the wall time from its audio end (and from
 //!   its last word's end) to its arrival.
 //! - [`interim_latencies`]: per interim, the wall time from its audio end to its arrival.
@@ -17,25 +18,11 @@
 
 use std::time::Instant;
 
+pub use transcribe_core::latency::RefWord;
+use transcribe_core::latency::{first_appearances, tokens};
 use transcribe_core::text::normalize;
 
 use crate::StreamEvent;
-
-/// Reference words whose start is at most this far past the audio sent so far may already
-/// be aligned (Whisper's word times are approximate, a word may show a little early).
-pub const ALIGN_SLACK_SECONDS: f64 = 1.0;
-
-/// One reference word: a normalised token and the audio span of its word (seconds from
-/// the stream start).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RefWord {
-    /// The normalised token ([`normalize`]).
-    pub token: String,
-    /// Start of its word.
-    pub start: f64,
-    /// End of its word.
-    pub end: f64,
-}
 
 /// What one client saw of a stream.
 #[derive(Debug, Clone)]
@@ -73,60 +60,10 @@ impl Trace {
     }
 }
 
-/// The normalised tokens of `text`.
-pub fn tokens(text: &str) -> Vec<String> {
-    normalize(text)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Minimum-edit-distance alignment of `reference` with `hypothesis`: the indices of the
-/// reference words aligned to equal tokens (last first).
-pub fn align(reference: &[RefWord], hypothesis: &[String]) -> Vec<usize> {
-    let (n, m) = (reference.len(), hypothesis.len());
-    let width = m + 1;
-    let mut d = vec![0u32; (n + 1) * width];
-    for i in 0..=n {
-        d[i * width] = i as u32;
-    }
-    for (j, cell) in d.iter_mut().enumerate().take(width) {
-        *cell = j as u32;
-    }
-    for i in 1..=n {
-        for j in 1..=m {
-            let sub = u32::from(reference[i - 1].token != hypothesis[j - 1]);
-            let diag = d[(i - 1) * width + j - 1] + sub;
-            let up = d[(i - 1) * width + j] + 1;
-            let left = d[i * width + j - 1] + 1;
-            d[i * width + j] = diag.min(up).min(left);
-        }
-    }
-    let mut matched = Vec::new();
-    let (mut i, mut j) = (n, m);
-    while i > 0 && j > 0 {
-        let here = d[i * width + j];
-        let equal = reference[i - 1].token == hypothesis[j - 1];
-        if equal && here == d[(i - 1) * width + j - 1] {
-            matched.push(i - 1);
-            i -= 1;
-            j -= 1;
-        } else if here == d[(i - 1) * width + j - 1] + 1 {
-            i -= 1;
-            j -= 1;
-        } else if here == d[(i - 1) * width + j] + 1 {
-            i -= 1;
-        } else {
-            j -= 1;
-        }
-    }
-    matched
-}
-
 /// Per reference word, the latency (seconds) of its first appearance in the trace's
 /// interims or finals (`None`: never matched).
 pub fn word_latencies(reference: &[RefWord], trace: &Trace) -> Vec<Option<f64>> {
-    let mut first: Vec<Option<f64>> = vec![None; reference.len()];
+    let mut shown = Vec::new();
     let mut finals: Vec<String> = Vec::new();
     let mut interim: Option<(u64, Vec<String>)> = None;
     for (at, event) in &trace.events {
@@ -153,22 +90,13 @@ pub fn word_latencies(reference: &[RefWord], trace: &Trace) -> Vec<Option<f64>> 
             | StreamEvent::Resuming { .. }
             | StreamEvent::Resumed { .. } => continue,
         }
-        let now = trace.offset(*at);
-        let heard = reference
-            .iter()
-            .take_while(|w| w.start <= now + ALIGN_SLACK_SECONDS)
-            .count();
         let mut hypothesis = finals.clone();
         if let Some((_, t)) = &interim {
             hypothesis.extend(t.iter().cloned());
         }
-        for k in align(&reference[..heard], &hypothesis) {
-            if first[k].is_none() {
-                first[k] = Some(now - reference[k].end);
-            }
-        }
+        shown.push((trace.offset(*at), hypothesis));
     }
-    first
+    first_appearances(reference, shown)
 }
 
 /// Per non-empty final: (latency from its end offset, latency from its last word's end).
@@ -263,20 +191,6 @@ mod tests {
         assert_eq!(percentile(&v, 95.0), Some(5.0));
         assert_eq!(percentile(&v, 0.0), Some(1.0));
         assert_eq!(percentile(&[], 50.0), None);
-    }
-
-    #[test]
-    fn align_matches_equal_tokens_in_order() {
-        let reference = [
-            word("a", 0.0, 0.1),
-            word("b", 0.2, 0.3),
-            word("c", 0.4, 0.5),
-        ];
-        let hyp: Vec<String> = ["a", "x", "c"].iter().map(|s| (*s).to_owned()).collect();
-        let mut m = align(&reference, &hyp);
-        m.sort_unstable();
-        assert_eq!(m, vec![0, 2]);
-        assert!(align(&reference, &[]).is_empty());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   fake in tests), with its [`DecodeOptions`] and [`EngineError`]; its cancellable form
 //!   [`Decoder`] with a [`CancelHandle`], made per worker by a [`DecoderFactory`].
 //! - [`language`]: the languages Whisper knows (codes and names).
+//! - [`latency`]: when each word first showed (an alignment of what was shown with
+//!   reference words), for client traces and streaming benchmarks.
 //! - [`subtitles`]: plain text, SubRip and WebVTT renderings of segments.
 //! - [`text`]: transcript normalisation and word error rate, used by tests and benchmarks.
 //! - [`vad`]: [`Vad`], an energy + spectral voice activity detector with an adaptive noise
@@ -37,6 +39,7 @@ pub mod chunk;
 pub mod engine;
 pub mod fake;
 pub mod language;
+pub mod latency;
 pub mod policy;
 pub mod subtitles;
 pub mod text;

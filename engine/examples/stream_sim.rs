@@ -5,19 +5,24 @@
 //! cargo run --release -p transcribe-engine --example stream_sim -- MODEL_PATH WAV \
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
-//!     [--final-context full|fit] [--partial-context fit|full] [--speed F]
+//!     [--final-context full|fit] [--partial-context fit|full] [--speed F] [--gpu]
+//!     [--min-commit-ms MS]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
 //! widest step and the audio before the first partial (the server's `--step` and
 //! `--min-partial`); `scripts/bench`'s `sweep` section steps the first to find the lowest
-//! emission latency that keeps up. `--partial-context full` gives partials the 30 s window.
+//! emission latency that keeps up. `--gpu` starts from a GPU build's policy
+//! (`PolicyConfig::for_device(true)`: 0.25 s step, first partial at 0.5 s, commits from 3 s
+//! of audio) instead of the CPU's; `--min-commit-ms` sets the audio a partial must cover
+//! before its words are committed. `--partial-context full` gives partials the 30 s window.
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.
 //! The emission measure is strict (a word counts at its final position only), so a partial
-//! missing one early word makes every later word of it count as unseen; `stream_bench`
-//! aligns the words instead, and is the measure to report.
+//! missing one early word makes every later word of it count as unseen. `word_shown` is
+//! `stream_bench`'s measure instead (`transcribe_core::latency`: the text shown, finals then
+//! the interim, aligned with the finals' words), the one to report.
 //!
 //! `scripts/bench` runs it per clip for the streaming WER of its accuracy section
 //! (`--no-offline`: the offline text comes from `transcribe` there).
@@ -50,6 +55,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
+use transcribe_core::latency::{RefWord, first_appearances, tokens};
 use transcribe_core::policy::{
     EndReason, FinalContext, JobKind, MAX_AUDIO_CTX, PolicyConfig, PolicyEvent,
 };
@@ -108,6 +114,9 @@ struct Args {
     step_ms: Option<u32>,
     max_step_ms: Option<u32>,
     min_partial_ms: Option<u32>,
+    min_commit_ms: Option<u32>,
+    /// Start from the GPU policy (`PolicyConfig::for_device(true)`).
+    gpu: bool,
     /// Fit finals' encoder context (`FinalContext::Fit`) instead of the full window.
     final_fit: bool,
     /// Partials with the full 30 s window (the server's `--partial-context full`).
@@ -119,7 +128,8 @@ struct Args {
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
-                     [--final-context full|fit] [--partial-context fit|full] [--speed F]";
+                     [--final-context full|fit] [--partial-context fit|full] [--speed F] [--gpu] \
+                     [--min-commit-ms MS]";
 
 /// A two-valued flag: false for `off`, true for `on`, an error naming `flag` otherwise.
 fn either(flag: &str, value: &str, off: &str, on: &str) -> Result<bool, Box<dyn Error>> {
@@ -145,6 +155,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         step_ms: None,
         max_step_ms: None,
         min_partial_ms: None,
+        min_commit_ms: None,
+        gpu: false,
         final_fit: false,
         partial_full: false,
         speed: 1.0,
@@ -166,6 +178,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--step-ms" => args.step_ms = Some(value()?.parse()?),
             "--max-step-ms" => args.max_step_ms = Some(value()?.parse()?),
             "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
+            "--min-commit-ms" => args.min_commit_ms = Some(value()?.parse()?),
+            "--gpu" => args.gpu = true,
             "--speed" => args.speed = value()?.parse()?,
             "--partial-context" => args.partial_full = either(&a, &value()?, "fit", "full")?,
             "--final-context" => args.final_fit = either(&a, &value()?, "full", "fit")?,
@@ -300,12 +314,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let stash: Stash = Arc::default();
     let mut costs: Vec<Cost> = Vec::new();
     let ms = |v: u32| (SAMPLE_RATE / 1000 * v) as usize;
-    let defaults = PolicyConfig::default();
+    let defaults = PolicyConfig::for_device(args.gpu);
     let policy = PolicyConfig {
         language: args.language.clone(),
         step_samples: args.step_ms.map_or(defaults.step_samples, ms),
         max_step_samples: args.max_step_ms.map_or(defaults.max_step_samples, ms),
         min_partial_samples: args.min_partial_ms.map_or(defaults.min_partial_samples, ms),
+        min_commit_samples: args.min_commit_ms.map_or(defaults.min_commit_samples, ms),
         audio_ctx_floor: if args.partial_full {
             MAX_AUDIO_CTX
         } else {
@@ -322,6 +337,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let base_step = samples_to_seconds(policy.step_samples);
     let max_step_s = samples_to_seconds(policy.max_step_samples);
     let min_partial_s = samples_to_seconds(policy.min_partial_samples);
+    let min_commit_s = samples_to_seconds(policy.min_commit_samples);
     let chunk = (SAMPLE_RATE / 1000 * args.chunk_ms) as usize;
     let run = {
         let stash = Arc::clone(&stash);
@@ -527,6 +543,91 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     }
 
+    // Aligned emission (stream_bench's measure, on the sample clock): each final word's
+    // latency to the first moment the text shown (finals so far, then the interim) holds
+    // it in place, by a minimum-edit-distance alignment.
+    let mut moments: Vec<(u64, &PolicyEvent)> = Vec::new();
+    for e in &run.events {
+        let at = match &e.event {
+            PolicyEvent::Interim {
+                utterance_index: u,
+                audio_end_samples,
+                ..
+            } => run
+                .jobs
+                .iter()
+                .find(|j| {
+                    j.kind == JobKind::Partial
+                        && j.utterance_index == *u
+                        && j.offset_samples + j.len_samples as u64 == *audio_end_samples
+                })
+                .and_then(|j| arrival.get(&j.id).copied())
+                .unwrap_or(e.at_samples),
+            PolicyEvent::Final {
+                utterance_index, ..
+            } => final_times
+                .get(utterance_index)
+                .copied()
+                .unwrap_or(e.at_samples),
+            _ => continue,
+        };
+        moments.push((at, &e.event));
+    }
+    moments.sort_by_key(|(at, _)| *at);
+    let mut final_words = Vec::new();
+    let mut shown = Vec::new();
+    let mut final_tokens: Vec<String> = Vec::new();
+    let mut interim: Option<(u64, Vec<String>)> = None;
+    for (at, event) in moments {
+        match event {
+            PolicyEvent::Interim {
+                utterance_index,
+                committed,
+                tail,
+                ..
+            } => {
+                let mut t = tokens(committed);
+                t.extend(tokens(tail));
+                interim = (!t.is_empty()).then_some((*utterance_index, t));
+            }
+            PolicyEvent::Final {
+                utterance_index,
+                text,
+                words,
+                ..
+            } => {
+                final_tokens.extend(tokens(text));
+                for w in words {
+                    for token in tokens(&w.text) {
+                        final_words.push(RefWord {
+                            token,
+                            start: w.start,
+                            end: w.end,
+                        });
+                    }
+                }
+                if interim.as_ref().is_some_and(|(i, _)| i <= utterance_index) {
+                    interim = None;
+                }
+            }
+            _ => continue,
+        }
+        let mut now = final_tokens.clone();
+        if let Some((_, t)) = &interim {
+            now.extend(t.iter().cloned());
+        }
+        shown.push((to_s(at), now));
+    }
+    let emit_aligned: Vec<f64> = first_appearances(&final_words, shown)
+        .into_iter()
+        .map(|l| l.unwrap_or(f64::INFINITY))
+        .collect();
+    if args.verbose {
+        for (w, l) in final_words.iter().zip(&emit_aligned) {
+            eprintln!("aligned {:?} ends {:.2} s: shown +{l:.2} s", w.token, w.end);
+        }
+    }
+
     // Step widening: new audio between consecutive partials of one utterance.
     let mut steps = Vec::new();
     let mut last: Option<(u64, usize)> = None;
@@ -585,6 +686,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("step_s", base_step),
         ("max_step_s", max_step_s),
         ("min_partial_s", min_partial_s),
+        ("min_commit_s", min_commit_s),
         ("final_context_fit", f64::from(u8::from(args.final_fit))),
         (
             "partial_context_full",
@@ -615,6 +717,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             "final_after_endpoint_s_p95",
             percentile(&latency_endpoint, 95.0),
         ),
+        ("word_shown_s_p50", percentile(&emit_aligned, 50.0)),
+        ("word_shown_s_p95", percentile(&emit_aligned, 95.0)),
         ("emission_seen_s_p50", percentile(&emit_seen, 50.0)),
         ("emission_seen_s_p95", percentile(&emit_seen, 95.0)),
         (

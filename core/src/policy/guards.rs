@@ -158,6 +158,33 @@ pub fn truncate_loops(mut words: Vec<Word>) -> Vec<Word> {
     }
 }
 
+/// Repeated words at the end of a hypothesis that mark a restatement: at least this many.
+pub const MIN_RESTATED_WORDS: usize = 3;
+
+/// Cuts a restated tail: where `words` end by repeating, back to back, the phrase just
+/// before (once or more, the last time possibly cut short), at least
+/// [`MIN_RESTATED_WORDS`] words of repetition, only the first occurrence is kept. This is
+/// what a partial decode of an utterance's first seconds often does: with the encoder
+/// context fitted to the audio, Whisper reaches the end of the speech and starts it over
+/// ("and so my fellow Americans and so my fellow Americans"), too few times for
+/// [`find_loop`] and for the compression ratio. Real speech that repeats itself is cut
+/// too; the final decode, which gets the whole window, keeps it.
+pub fn cut_restated_tail(mut words: Vec<Word>) -> Vec<Word> {
+    let keys: Vec<String> = words.iter().map(|w| normalize(&w.text)).collect();
+    let n = keys.len();
+    for start in 0..n {
+        for ngram in 1..=(n - start).saturating_sub(MIN_RESTATED_WORDS) {
+            let tail = n - start - ngram;
+            let periodic = (0..tail).all(|t| keys[start + ngram + t] == keys[start + t % ngram]);
+            if periodic {
+                words.truncate(start + ngram);
+                return words;
+            }
+        }
+    }
+    words
+}
+
 /// Whether `words` (or their text) look like a repetition loop: a looping n-gram, or a
 /// compression ratio above [`COMPRESSION_RATIO_THRESHOLD`].
 pub fn is_repetitive(words: &[Word], text: &str) -> bool {
@@ -226,6 +253,37 @@ mod tests {
             .map(|w| w.text.as_str())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn restated_tails_are_cut_to_one_occurrence() {
+        let cases = [
+            (
+                "and so my fellow Americans and so my fellow Americans.",
+                "and so my fellow Americans",
+            ),
+            // A loop already cut to one occurrence, then the start of another.
+            (
+                "Ask what you can do for your country. Ask what you",
+                "Ask what you can do for your country.",
+            ),
+            (
+                "Ask what you can do. Ask what you can do. Ask what you can",
+                "Ask what you can do.",
+            ),
+            ("no no no no", "no"),
+            // Too little repetition, or not at the end: kept.
+            ("the old dog the old", "the old dog the old"),
+            ("very very good", "very very good"),
+            (
+                "we will fight we will fight on the beaches",
+                "we will fight we will fight on the beaches",
+            ),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(join(&cut_restated_tail(words(input))), want, "{input:?}");
+        }
     }
 
     #[test]

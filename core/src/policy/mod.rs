@@ -117,6 +117,13 @@ pub const GPU_STEP_SAMPLES: usize = 4_000;
 /// first words wait for the first partial (BENCHMARKS.md "GPU capacity", real weights).
 pub const GPU_MIN_PARTIAL_SAMPLES: usize = 8_000;
 
+/// Audio a partial must cover before its words are committed, on a GPU: 3 s. With the
+/// GPU's step, the first two partials cover 0.5 and 0.75 s; their hypotheses often agree on
+/// misheard words ("the codon is chest" for "the cut on his chest", base), which, once
+/// committed, stay on screen until the final. Not committing them lets the next partials
+/// correct them (BENCHMARKS.md "GPU capacity", real weights).
+pub const GPU_MIN_COMMIT_SAMPLES: usize = 48_000;
+
 /// Default maximum utterance: 20 s, well inside Whisper's 30 s window so the decode in
 /// flight when it is reached still fits (docs/DESIGN.md, "Streaming policy").
 pub const DEFAULT_MAX_UTTERANCE_SAMPLES: usize = 320_000;
@@ -216,6 +223,11 @@ pub struct PolicyConfig {
     pub max_step_samples: usize,
     /// Utterance audio needed before the first partial. Default 1 s.
     pub min_partial_samples: usize,
+    /// Utterance audio a partial must cover before its words can be committed: shorter
+    /// hypotheses are shown as the unstable tail only. At most half the maximum utterance
+    /// applies, so a long utterance has committed words to be cut at. Default 0 (CPU; its
+    /// first two partials already cover 1 and 1.5 s); [`GPU_MIN_COMMIT_SAMPLES`] on GPUs.
+    pub min_commit_samples: usize,
     /// Utterance length that forces a final (cut at a committed word). Default 20 s.
     pub max_utterance_samples: usize,
     /// Extra encoder frames beyond the audio. Default 64.
@@ -255,6 +267,7 @@ impl Default for PolicyConfig {
             step_samples: DEFAULT_STEP_SAMPLES,
             max_step_samples: DEFAULT_MAX_STEP_SAMPLES,
             min_partial_samples: DEFAULT_MIN_PARTIAL_SAMPLES,
+            min_commit_samples: 0,
             max_utterance_samples: DEFAULT_MAX_UTTERANCE_SAMPLES,
             audio_ctx_margin: DEFAULT_AUDIO_CTX_MARGIN,
             audio_ctx_floor: DEFAULT_AUDIO_CTX_FLOOR,
@@ -277,7 +290,8 @@ impl Default for PolicyConfig {
 impl PolicyConfig {
     /// The defaults for a device: [`PolicyConfig::default`] on the CPU; on a GPU, the
     /// shorter step and first partial its decode speed affords ([`GPU_STEP_SAMPLES`],
-    /// [`GPU_MIN_PARTIAL_SAMPLES`]).
+    /// [`GPU_MIN_PARTIAL_SAMPLES`]), and commits only from [`GPU_MIN_COMMIT_SAMPLES`] of
+    /// audio on.
     #[must_use]
     pub fn for_device(gpu: bool) -> Self {
         let defaults = Self::default();
@@ -285,6 +299,7 @@ impl PolicyConfig {
             Self {
                 step_samples: GPU_STEP_SAMPLES,
                 min_partial_samples: GPU_MIN_PARTIAL_SAMPLES,
+                min_commit_samples: GPU_MIN_COMMIT_SAMPLES,
                 ..defaults
             }
         } else {
@@ -296,7 +311,8 @@ impl PolicyConfig {
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad field: step outside 20 ms..10 s, max step below
-    /// the step or above 30 s, minimum partial above the maximum utterance, maximum
+    /// the step or above 30 s, minimum partial above the maximum utterance, minimum commit
+    /// above 10 s, maximum
     /// utterance outside 1..30 s, `audio_ctx` floor or margin above 1500, prompt budget
     /// above 1000 characters, thresholds outside their ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -326,6 +342,12 @@ impl PolicyConfig {
             self.min_partial_samples as f64,
             0.0,
             self.max_utterance_samples as f64,
+        )?;
+        check_range(
+            "min_commit_samples",
+            self.min_commit_samples as f64,
+            0.0,
+            10.0 * rate,
         )?;
         check_range(
             "audio_ctx_margin",
@@ -1043,7 +1065,13 @@ impl StreamingPolicy {
         if guards::is_repetitive(&hypothesis, &words::join_words(&hypothesis)) {
             return;
         }
+        // A decode that restarted its own text at the end keeps the first telling.
+        let hypothesis = guards::cut_restated_tail(hypothesis);
         let detect = self.config.language.is_none();
+        let min_commit = self
+            .config
+            .min_commit_samples
+            .min(self.config.max_utterance_samples / 2) as u64;
         let Some(u) = self.utterance_mut(job.seq) else {
             return;
         };
@@ -1052,7 +1080,14 @@ impl StreamingPolicy {
         }
         let previous = words::tail_after(&u.hypothesis, &u.committed);
         let current = words::tail_after(&hypothesis, &u.committed);
-        let agreed = words::common_prefix(previous, current);
+        // Hypotheses of an utterance's first seconds are shown, not committed (see
+        // `PolicyConfig::min_commit_samples`).
+        let covered = job.end.saturating_sub(u.start);
+        let agreed = if covered < min_commit {
+            0
+        } else {
+            words::common_prefix(previous, current)
+        };
         let mut newly: Vec<Word> = current[..agreed].to_vec();
         let tail = words::join_words(&current[agreed..]);
         let start = samples_to_seconds(u.start as usize);

@@ -211,6 +211,59 @@ fn commit_rules() -> TestResult {
 }
 
 #[test]
+fn short_hypotheses_are_shown_but_not_committed() -> TestResult {
+    // The first partials mishear the start and agree on it; from 2 s of audio on they hear
+    // it right. With `min_commit_samples` the misheard words are never committed.
+    let hypotheses = [
+        "the codon",
+        "the codon is",
+        "the cut on his",
+        "the cut on his chest",
+        "the cut on his chest still",
+    ];
+    for (min_commit_s, want_misheard) in [(0.0, true), (2.0, false)] {
+        let config = PolicyConfig {
+            min_commit_samples: (min_commit_s * SR as f64) as usize,
+            ..PolicyConfig::default()
+        };
+        let mut h = Harness::new(config)?;
+        let mut committed_texts = Vec::new();
+        for text in hypotheses {
+            let job = h.next_job()?;
+            let covered = job.samples.len() as f64 / SR as f64;
+            for (committed, _) in interim_texts(&h.answer(&job, hyp(text))) {
+                if covered < min_commit_s {
+                    assert_eq!(committed, "", "committed from {covered} s");
+                }
+                committed_texts.push(committed);
+            }
+        }
+        let misheard = committed_texts.iter().any(|c| c.contains("codon"));
+        assert_eq!(
+            misheard, want_misheard,
+            "{min_commit_s} s: {committed_texts:?}"
+        );
+        let last = committed_texts.last().cloned().unwrap_or_default();
+        assert!(last.ends_with("chest") || last.ends_with("his"), "{last:?}");
+    }
+    // At most half the maximum utterance applies: long utterances still commit.
+    let mut h = Harness::new(PolicyConfig {
+        min_commit_samples: 10 * SR as usize,
+        max_utterance_samples: 4 * SR as usize,
+        ..PolicyConfig::default()
+    })?;
+    let mut committed = String::new();
+    for text in ["a b", "a b c", "a b c d", "a b c d e", "a b c d e f"] {
+        let job = h.next_job()?;
+        if let Some((c, _)) = interim_texts(&h.answer(&job, hyp(text))).pop() {
+            committed = c;
+        }
+    }
+    assert!(!committed.is_empty(), "nothing committed");
+    Ok(())
+}
+
+#[test]
 fn the_final_decode_replaces_committed_words() -> TestResult {
     // Two partials agree on misheard words; the final decode (full window) hears them right.
     // (final decode, final text)
@@ -1163,10 +1216,11 @@ fn a_gpu_decodes_sooner_and_more_often_than_the_cpu() -> TestResult {
         PolicyConfig {
             step_samples: DEFAULT_STEP_SAMPLES,
             min_partial_samples: DEFAULT_MIN_PARTIAL_SAMPLES,
+            min_commit_samples: 0,
             ..gpu.clone()
         },
         PolicyConfig::default(),
-        "only the step and the first partial differ"
+        "only the step, the first partial and the first commit differ"
     );
     // On the same speech, the GPU settings give the first partial sooner and more of them.
     let (fake, audio) = fake_for(&[(0.5, "one two three four five six seven eight")], 5.0)?;
