@@ -149,14 +149,6 @@ mod tests {
     use super::*;
     use crate::FinalResult;
 
-    fn word(token: &str, start: f64, end: f64) -> RefWord {
-        RefWord {
-            token: token.to_owned(),
-            start,
-            end,
-        }
-    }
-
     fn interim(index: u64, text: &str) -> StreamEvent {
         StreamEvent::Interim {
             utterance_index: index,

@@ -35,7 +35,10 @@
 //!   (words compared normalised; the newer hypothesis's spelling and times are kept). A
 //!   hypothesis that revised earlier words is aligned to the committed ones by text
 //!   ([`tail_after`]).
-//!   Committed words are never retracted. [`PolicyEvent::Interim`] carries the committed
+//!   Committed words are never retracted, so a partial covering less than
+//!   `min_commit_samples` of the utterance (3 s on GPUs, [`GPU_MIN_COMMIT_SAMPLES`]; 0 on
+//!   the CPU) commits nothing: its words show as the tail, and later partials may correct
+//!   them. [`PolicyEvent::Interim`] carries the committed
 //!   text (stability [`STABILITY_COMMITTED`]) and the unconfirmed tail (stability
 //!   [`STABILITY_TAIL`]).
 //! - **Finals**: on VAD end of speech, [`StreamingPolicy::finalize`],
@@ -66,7 +69,9 @@
 //!   only of known silence hallucinations ("Thank you.") when the VAD saw little speech is
 //!   dropped; a final that loops (an n-gram repeated more than 3 times, or a compression
 //!   ratio above 2.4) is decoded once more without a prompt, and its loops are cut if it
-//!   still loops. Partial hypotheses get the same guards, with loops cut at once.
+//!   still loops. Partial hypotheses get the same guards, with loops cut at once, and a
+//!   restated tail (the decode starting the utterance over at its end, common with a
+//!   fitted context) cut to its first telling ([`cut_restated_tail`]).
 //!
 //! # Utterance indices
 //! An utterance's `utterance_index` is the number of finals emitted before it: indices
@@ -91,7 +96,8 @@ use crate::vad::{ConfigError, FRAME_SAMPLES, Vad, VadConfig, VadEvent, check_ran
 pub use guards::{
     COMPRESSION_RATIO_THRESHOLD, DEFAULT_LOGPROB_THRESHOLD, DEFAULT_NO_SPEECH_THRESHOLD,
     HALLUCINATION_MAX_SPEECH_SAMPLES, KNOWN_HALLUCINATIONS, MAX_LOOP_NGRAM, MAX_REPEATS,
-    compression_ratio, find_loop, is_hallucination, truncate_loops,
+    MIN_RESTATED_WORDS, compression_ratio, cut_restated_tail, find_loop, is_hallucination,
+    truncate_loops,
 };
 pub use words::{
     ALIGN_TOLERANCE_SECONDS, MAX_OVERLAP_WORDS, common_prefix, tail_after, words_of,
