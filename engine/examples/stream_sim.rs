@@ -6,7 +6,7 @@
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
 //!     [--final-context full|fit] [--partial-context fit|full] [--speed F] [--gpu]
-//!     [--min-commit-ms MS]
+//!     [--min-commit-ms MS] [--endpoint-ms MS]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
@@ -15,7 +15,8 @@
 //! emission latency that keeps up. `--gpu` starts from a GPU build's policy
 //! (`PolicyConfig::for_device(true)`: 0.25 s step, first partial at 0.5 s, commits from 3 s
 //! of audio) instead of the CPU's; `--min-commit-ms` sets the audio a partial must cover
-//! before its words are committed. `--partial-context full` gives partials the 30 s window.
+//! before its words are committed; `--endpoint-ms` the silence that ends an utterance (the
+//! server's `--endpoint-silence`). `--partial-context full` gives partials the 30 s window.
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.
@@ -54,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use transcribe_core::VadConfig;
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
 use transcribe_core::latency::{RefWord, first_appearances, tokens};
 use transcribe_core::policy::{
@@ -115,6 +117,7 @@ struct Args {
     max_step_ms: Option<u32>,
     min_partial_ms: Option<u32>,
     min_commit_ms: Option<u32>,
+    endpoint_ms: Option<u32>,
     /// Start from the GPU policy (`PolicyConfig::for_device(true)`).
     gpu: bool,
     /// Fit finals' encoder context (`FinalContext::Fit`) instead of the full window.
@@ -129,7 +132,7 @@ const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms 
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
                      [--final-context full|fit] [--partial-context fit|full] [--speed F] [--gpu] \
-                     [--min-commit-ms MS]";
+                     [--min-commit-ms MS] [--endpoint-ms MS]";
 
 /// A two-valued flag: false for `off`, true for `on`, an error naming `flag` otherwise.
 fn either(flag: &str, value: &str, off: &str, on: &str) -> Result<bool, Box<dyn Error>> {
@@ -156,6 +159,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         max_step_ms: None,
         min_partial_ms: None,
         min_commit_ms: None,
+        endpoint_ms: None,
         gpu: false,
         final_fit: false,
         partial_full: false,
@@ -179,6 +183,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--max-step-ms" => args.max_step_ms = Some(value()?.parse()?),
             "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
             "--min-commit-ms" => args.min_commit_ms = Some(value()?.parse()?),
+            "--endpoint-ms" => args.endpoint_ms = Some(value()?.parse()?),
             "--gpu" => args.gpu = true,
             "--speed" => args.speed = value()?.parse()?,
             "--partial-context" => args.partial_full = either(&a, &value()?, "fit", "full")?,
@@ -321,6 +326,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         max_step_samples: args.max_step_ms.map_or(defaults.max_step_samples, ms),
         min_partial_samples: args.min_partial_ms.map_or(defaults.min_partial_samples, ms),
         min_commit_samples: args.min_commit_ms.map_or(defaults.min_commit_samples, ms),
+        vad: match args.endpoint_ms {
+            Some(e) => VadConfig {
+                end_silence_samples: ms(e),
+                post_roll_samples: defaults.vad.post_roll_samples.min(ms(e)),
+                ..defaults.vad.clone()
+            },
+            None => defaults.vad.clone(),
+        },
         audio_ctx_floor: if args.partial_full {
             MAX_AUDIO_CTX
         } else {
