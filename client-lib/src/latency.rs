@@ -19,7 +19,7 @@
 use std::time::Instant;
 
 pub use transcribe_core::latency::RefWord;
-use transcribe_core::latency::{first_appearances, tokens};
+use transcribe_core::latency::{ShownText, first_appearances};
 use transcribe_core::text::normalize;
 
 use crate::StreamEvent;
@@ -63,40 +63,23 @@ impl Trace {
 /// Per reference word, the latency (seconds) of its first appearance in the trace's
 /// interims or finals (`None`: never matched).
 pub fn word_latencies(reference: &[RefWord], trace: &Trace) -> Vec<Option<f64>> {
-    let mut shown = Vec::new();
-    let mut finals: Vec<String> = Vec::new();
-    let mut interim: Option<(u64, Vec<String>)> = None;
+    let mut shown = ShownText::default();
+    let mut moments = Vec::new();
     for (at, event) in &trace.events {
         match event {
             StreamEvent::Interim {
                 utterance_index,
                 stable,
                 unstable,
-            } => {
-                let mut t = tokens(stable);
-                t.extend(tokens(unstable));
-                interim = (!t.is_empty()).then_some((*utterance_index, t));
-            }
-            StreamEvent::Final(f) => {
-                finals.extend(tokens(&f.text));
-                if interim
-                    .as_ref()
-                    .is_some_and(|(i, _)| *i <= f.utterance_index)
-                {
-                    interim = None;
-                }
-            }
+            } => shown.interim(*utterance_index, stable, unstable),
+            StreamEvent::Final(f) => shown.final_result(f.utterance_index, &f.text),
             StreamEvent::Progress { .. }
             | StreamEvent::Resuming { .. }
             | StreamEvent::Resumed { .. } => continue,
         }
-        let mut hypothesis = finals.clone();
-        if let Some((_, t)) = &interim {
-            hypothesis.extend(t.iter().cloned());
-        }
-        shown.push((trace.offset(*at), hypothesis));
+        moments.push((trace.offset(*at), shown.tokens()));
     }
-    first_appearances(reference, shown)
+    first_appearances(reference, moments)
 }
 
 /// Per non-empty final: (latency from its end offset, latency from its last word's end).

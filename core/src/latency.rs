@@ -71,6 +71,46 @@ pub fn align(reference: &[RefWord], hypothesis: &[String]) -> Vec<usize> {
     matched
 }
 
+/// What a listener sees of a stream: the finals so far, then the current interim (the
+/// latest of an utterance not yet final; a final of its utterance or a later one clears
+/// it). Feed it the events in arrival order; [`ShownText::tokens`] is one moment of
+/// [`first_appearances`]' `shown`.
+#[derive(Debug, Clone, Default)]
+pub struct ShownText {
+    finals: Vec<String>,
+    interim: Option<(u64, Vec<String>)>,
+}
+
+impl ShownText {
+    /// An interim of `utterance_index`: its committed text, then its unstable tail.
+    pub fn interim(&mut self, utterance_index: u64, committed: &str, tail: &str) {
+        let mut t = tokens(committed);
+        t.extend(tokens(tail));
+        self.interim = (!t.is_empty()).then_some((utterance_index, t));
+    }
+
+    /// The final of `utterance_index`.
+    pub fn final_result(&mut self, utterance_index: u64, text: &str) {
+        self.finals.extend(tokens(text));
+        if self
+            .interim
+            .as_ref()
+            .is_some_and(|(i, _)| *i <= utterance_index)
+        {
+            self.interim = None;
+        }
+    }
+
+    /// The tokens shown now.
+    pub fn tokens(&self) -> Vec<String> {
+        let mut shown = self.finals.clone();
+        if let Some((_, t)) = &self.interim {
+            shown.extend(t.iter().cloned());
+        }
+        shown
+    }
+}
+
 /// Per reference word, the latency (seconds from its end) of its first appearance in
 /// `shown`: each item is a moment (seconds from the stream start, in order) and the tokens
 /// a listener saw then (finals so far, then the current interim). `None`: never matched.
@@ -122,6 +162,21 @@ mod tests {
         m.sort_unstable();
         assert_eq!(m, vec![0, 2]);
         assert!(align(&reference, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_final_clears_its_utterances_interim() {
+        let mut shown = ShownText::default();
+        shown.interim(0, "ask", "what");
+        assert_eq!(shown.tokens(), toks(&["ask", "what"]));
+        shown.interim(1, "", "you");
+        shown.final_result(0, "Ask what you.");
+        // The interim of a later utterance stays after an earlier final.
+        assert_eq!(shown.tokens(), toks(&["ask", "what", "you", "you"]));
+        shown.final_result(1, "Can do.");
+        assert_eq!(shown.tokens(), toks(&["ask", "what", "you", "can", "do"]));
+        shown.interim(2, "", "");
+        assert_eq!(shown.tokens(), toks(&["ask", "what", "you", "can", "do"]));
     }
 
     #[test]

@@ -57,7 +57,7 @@ use std::time::Instant;
 
 use transcribe_core::VadConfig;
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
-use transcribe_core::latency::{RefWord, first_appearances, tokens};
+use transcribe_core::latency::{RefWord, ShownText, first_appearances, tokens};
 use transcribe_core::policy::{
     EndReason, FinalContext, JobKind, MAX_AUDIO_CTX, PolicyConfig, PolicyEvent,
 };
@@ -474,6 +474,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         latency_endpoint.push(to_s(at.saturating_sub(detected)));
     }
 
+    // An interim arrives with the result of the partial job that ended at its audio end.
+    let interim_at = |utterance: u64, audio_end: u64, emitted: u64| -> u64 {
+        run.jobs
+            .iter()
+            .find(|j| {
+                j.kind == JobKind::Partial
+                    && j.utterance_index == utterance
+                    && j.offset_samples + j.len_samples as u64 == audio_end
+            })
+            .and_then(|j| arrival.get(&j.id).copied())
+            .unwrap_or(emitted)
+    };
+
     // Emission: a final word's end in the audio to the first interim showing it (anywhere
     // in committed + tail at its position) and to the first committing it.
     let mut emit_seen = Vec::new();
@@ -498,14 +511,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                     audio_end_samples,
                     ..
                 } if u == utterance_index => {
-                    let job = run.jobs.iter().find(|j| {
-                        j.kind == JobKind::Partial
-                            && j.utterance_index == *u
-                            && j.offset_samples + j.len_samples as u64 == *audio_end_samples
-                    });
-                    let at = job
-                        .and_then(|j| arrival.get(&j.id).copied())
-                        .unwrap_or(e.at_samples);
+                    let at = interim_at(*u, *audio_end_samples, e.at_samples);
                     let c: Vec<String> = normalize(committed)
                         .split_whitespace()
                         .map(str::to_owned)
@@ -566,16 +572,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 utterance_index: u,
                 audio_end_samples,
                 ..
-            } => run
-                .jobs
-                .iter()
-                .find(|j| {
-                    j.kind == JobKind::Partial
-                        && j.utterance_index == *u
-                        && j.offset_samples + j.len_samples as u64 == *audio_end_samples
-                })
-                .and_then(|j| arrival.get(&j.id).copied())
-                .unwrap_or(e.at_samples),
+            } => interim_at(*u, *audio_end_samples, e.at_samples),
             PolicyEvent::Final {
                 utterance_index, ..
             } => final_times
@@ -588,9 +585,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     moments.sort_by_key(|(at, _)| *at);
     let mut final_words = Vec::new();
-    let mut shown = Vec::new();
-    let mut final_tokens: Vec<String> = Vec::new();
-    let mut interim: Option<(u64, Vec<String>)> = None;
+    let mut shown = ShownText::default();
+    let mut shown_at = Vec::new();
     for (at, event) in moments {
         match event {
             PolicyEvent::Interim {
@@ -598,18 +594,14 @@ fn main() -> Result<(), Box<dyn Error>> {
                 committed,
                 tail,
                 ..
-            } => {
-                let mut t = tokens(committed);
-                t.extend(tokens(tail));
-                interim = (!t.is_empty()).then_some((*utterance_index, t));
-            }
+            } => shown.interim(*utterance_index, committed, tail),
             PolicyEvent::Final {
                 utterance_index,
                 text,
                 words,
                 ..
             } => {
-                final_tokens.extend(tokens(text));
+                shown.final_result(*utterance_index, text);
                 for w in words {
                     for token in tokens(&w.text) {
                         final_words.push(RefWord {
@@ -619,19 +611,12 @@ fn main() -> Result<(), Box<dyn Error>> {
                         });
                     }
                 }
-                if interim.as_ref().is_some_and(|(i, _)| i <= utterance_index) {
-                    interim = None;
-                }
             }
             _ => continue,
         }
-        let mut now = final_tokens.clone();
-        if let Some((_, t)) = &interim {
-            now.extend(t.iter().cloned());
-        }
-        shown.push((to_s(at), now));
+        shown_at.push((to_s(at), shown.tokens()));
     }
-    let emit_aligned: Vec<f64> = first_appearances(&final_words, shown)
+    let emit_aligned: Vec<f64> = first_appearances(&final_words, shown_at)
         .into_iter()
         .map(|l| l.unwrap_or(f64::INFINITY))
         .collect();
