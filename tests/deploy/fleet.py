@@ -39,7 +39,7 @@ FIXTURES = ROOT / "audio-fixtures" / "speech"
 MODEL = "tiny.en"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_manifests import install_nginx, local_listeners, nginx_binary  # noqa: E402
+from test_manifests import free_ports, install_nginx, local_listeners, nginx_binary  # noqa: E402
 
 # core's text normalisation and WER, as bench/bench.py ports them.
 _spec = importlib.util.spec_from_file_location("bench_orchestrator", ROOT / "bench" / "bench.py")
@@ -48,6 +48,13 @@ _spec.loader.exec_module(bench)
 
 RESUMED = re.compile(r"^resumed after ([0-9.]+) s$")
 RESUMING = re.compile(r"; resuming from ([0-9.]+) s in ([0-9.]+) s$")
+
+
+def tail(path: Path, chars: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as e:
+        return f"({e})"
 
 
 def server_binary() -> Path:
@@ -161,9 +168,9 @@ def repeats(text: str, reference: str, span: int = 4) -> int:
 # ---- processes --------------------------------------------------------------------------
 
 class Replica:
-    def __init__(self, folder: Path, index: int, max_streams: int, extra: list[str]):
+    def __init__(self, folder: Path, index: int, port: int, max_streams: int, extra: list[str]):
         self.index = index
-        self.port = bench.free_port()
+        self.port = port
         self.max_streams = max_streams
         self.extra = extra
         self.log_path = folder / f"replica{index}.log"
@@ -219,8 +226,9 @@ class Fleet:
                  extra: list[str] | None = None):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.replicas = [Replica(folder, i, max_streams, extra or []) for i in range(replicas)]
-        self.ports = {"tls": bench.free_port(), "h2c": bench.free_port(), "http": bench.free_port()}
+        ports = free_ports(replicas + 3)
+        self.replicas = [Replica(folder, i, ports[i], max_streams, extra or []) for i in range(replicas)]
+        self.ports = dict(zip(("tls", "h2c", "http"), ports[replicas:]))
         self.nginx: subprocess.Popen | None = None
 
     @property
@@ -250,21 +258,46 @@ class Fleet:
             [nginx_binary(), "-c", str(wrapper), "-p", f"{self.folder}/", "-g",
              "daemon off; master_process off;"],
             stdout=subprocess.DEVNULL, stderr=open(self.folder / "nginx.out", "wb"))
+        # Up when all three listeners accept and nginx is still running a moment later: nginx
+        # binds its listeners one by one and retries a failed bind for ~2.5 s before it
+        # exits, so one accepting listener alone does not mean it started.
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.ports["h2c"]), timeout=1).close()
-                break
-            except OSError:
+        pending = set(self.ports.values())
+        while pending:
+            for port in list(pending):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    pending.discard(port)
+                except OSError:
+                    pass
+            if pending:
                 if self.nginx.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start: {(self.folder / 'nginx.out').read_text()}")
+                    raise RuntimeError(f"nginx did not start:\n{self.explain()}")
                 time.sleep(0.05)
+        time.sleep(0.3)
+        self.check_nginx()
         for r in self.replicas:
             r.wait_ready()
         return self
 
+    def check_nginx(self):
+        if self.nginx is None or self.nginx.poll() is not None:
+            raise RuntimeError(f"nginx is not running:\n{self.explain()}")
+
+    def explain(self) -> str:
+        """What each process said: for assertion messages."""
+        parts = [f"nginx {'running' if self.nginx and self.nginx.poll() is None else 'exited'} "
+                 f"on {self.ports}; its stderr: {tail(self.folder / 'nginx.out')}",
+                 f"nginx error.log: {tail(self.folder / 'error.log')}",
+                 f"nginx access log: {tail(self.folder / 'transcribe.access.log')}"]
+        for r in self.replicas:
+            state = "running" if r.alive() else f"exited ({r.proc.returncode if r.proc else 'not started'})"
+            parts.append(f"replica {r.index} on {r.port}, {state}: {tail(r.log_path)}")
+        return "\n".join(parts)
+
     def ensure_up(self):
         """Restarts replicas that exited (a previous check stopped or killed one)."""
+        self.check_nginx()
         for r in self.replicas:
             if not r.alive():
                 r.start()
@@ -372,6 +405,8 @@ def kill_round(fleet: Fleet, wav: Path, reference: str, sig: int, at: float) -> 
     stayed = [c for c in clients if not c.resumes()]
     result = {"spread": counts, "victim_streams": before, "victim_exit": victim.proc.returncode,
               "rcs": [c.rc for c in clients], "moved": len(moved), "clients": []}
+    if sum(counts) < len(clients):
+        result["explain"] = fleet.explain()
     for c in clients:
         errors, n = bench.wer_counts(reference, c.text)
         entry = {"moved": c in moved, "rc": c.rc, "wer": errors / n, "text": c.text,

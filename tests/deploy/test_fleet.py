@@ -76,7 +76,7 @@ def test_streams_spread_over_the_replicas(one_each):
     spread = one_each.wait_streams(3)
     for c in clients:
         c.wait()
-    assert spread == [1, 1, 1], spread
+    assert spread == [1, 1, 1], explain(one_each, spread, clients)
     for c in clients:
         assert c.rc == 0, c.stderr()
         assert not c.resumes(), c.stderr()
@@ -91,7 +91,8 @@ def test_over_capacity_clients_retry_and_succeed(one_each):
     one_each.ensure_up()
     refused_before = sum(F.metric_sum(r.metrics(), "transcribe_refusals_total") for r in one_each.replicas)
     holders = [F.Client(one_each.url, F.FIXTURES / "pauses.wav") for _ in range(3)]
-    assert one_each.wait_streams(3) == [1, 1, 1]
+    spread = one_each.wait_streams(3)
+    assert spread == [1, 1, 1], explain(one_each, spread, holders)
     late = F.Client(one_each.url, F.FIXTURES / "short.wav", realtime=False)
     late.wait()
     for c in holders:
@@ -105,8 +106,15 @@ def test_over_capacity_clients_retry_and_succeed(one_each):
         assert c.rc == 0 and not c.resumes(), c.stderr()
 
 
+def explain(fleet: F.Fleet, spread: list[float], clients: list[F.Client]) -> str:
+    """The spread, what each client printed so far and what each process logged."""
+    said = "\n".join(f"client {i}: {c.stderr()[-800:]}" for i, c in enumerate(clients))
+    return f"open streams per replica: {spread}\n{said}\n{fleet.explain()}"
+
+
 def check_round(result: dict, reference: str):
-    assert result["spread"] == [1, 1, 1], result["spread"]
+    assert result["spread"] == [1, 1, 1], (result["spread"], result.get("explain"),
+                                           [c["stderr"] for c in result["clients"]])
     assert result["rcs"] == [0, 0, 0], [c["stderr"] for c in result["clients"]]
     assert result["moved"] == 1, [c["stderr"] for c in result["clients"]]
     for c in result["clients"]:

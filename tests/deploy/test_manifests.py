@@ -30,10 +30,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -564,6 +566,18 @@ def test_nginx_config_content():
 
 def nginx_binary() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports, held open together while they are picked: picked
+    one by one, two servers started together could get the same port (a replica and an
+    nginx listener on one port leave nginx retrying that bind while the listeners it did
+    bind accept connections)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def local_listeners(text: str, ports: dict) -> str:

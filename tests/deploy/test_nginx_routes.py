@@ -30,18 +30,12 @@ from pathlib import Path
 
 import pytest
 
-from test_manifests import install_nginx, local_listeners, nginx_binary
+from test_manifests import free_ports, install_nginx, local_listeners, nginx_binary
 
 grpc = pytest.importorskip("grpc")
 
 HEALTH_SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Backend(http.server.BaseHTTPRequestHandler):
@@ -137,7 +131,7 @@ def running(tmp_path_factory):
     grpc_server, grpc_port = start_grpc_backend()
     ready = start_http_backend("ready", draining=False)
     draining = start_http_backend("draining", draining=True)
-    ports = {"tls": free_port(), "h2c": free_port(), "http": free_port()}
+    ports = dict(zip(("tls", "h2c", "http"), free_ports(3)))
 
     def edit(name: str, text: str) -> str:
         if name != "transcribe.conf":
