@@ -47,6 +47,35 @@ class Capacity(unittest.TestCase):
         self.assertEqual((rows[0]["queued_ms"], rows[0]["lag_ms"]), (0.05, 230.1))
         self.assertIsNone(rows[1]["lag_ms"])
 
+    def test_reads_the_step_and_each_streams_partials(self):
+        def partial(at, stream, audio):
+            return (f"2026-12-04T00:42:{at:06.3f}Z DEBUG stream{{request_id={stream} "
+                    f"peer=127.0.0.1:5}}: transcribe_server::pipeline: Decode done. job=1 "
+                    f'kind="partial" audio_seconds={audio} queued_ms=0.1 inference_ms=20.0 lag_ms=21.0')
+        log = "\n".join([
+            "2026-12-04T00:42:00.000000Z  INFO transcribe_server: Streaming policy. step_ms=250.0 "
+            "max_step_ms=3000.0 min_partial_ms=500.0",
+            partial(1.0, "a-1", 0.5), partial(1.1, "b-2", 0.5), partial(1.3, "a-1", 0.8),
+            partial(1.5, "b-2", 1.4),  # b widened its step: 0.9 s
+            "2026-12-04T00:42:01.600000Z DEBUG stream{request_id=a-1 peer=x}: "
+            'transcribe_server::pipeline: Decode done. job=2 kind="final" audio_seconds=1.0 '
+            "queued_ms=0.1 inference_ms=50.0 lag_ms=60.0",
+            partial(2.0, "a-1", 0.5),  # a new utterance: no step
+            partial(2.3, "a-1", 0.8),
+        ])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "server.log"
+            path.write_text(log)
+            rows = capacity.decodes(path)
+            self.assertEqual(capacity.policy_step(path), 0.25)
+        self.assertEqual([r["stream"] for r in rows][:2], ["a-1", "b-2"])
+        steps = capacity.partial_steps(rows)
+        self.assertEqual([round(s, 3) for s in steps], [0.3, 0.9, 0.3])
+        # 0.25 s rounds up to 3 chunks of 0.1 s; one chunk more is still on schedule.
+        self.assertAlmostEqual(capacity.on_schedule(steps, 0.25), 0.667)
+        self.assertEqual(capacity.on_schedule([0.4, 0.6, 0.5], 0.5), 1.0)
+        self.assertIsNone(capacity.on_schedule([], 0.25))
+
     def test_nearest_rank_percentiles(self):
         values = [0.01 * i for i in range(1, 21)]
         self.assertAlmostEqual(capacity.percentile(values, 0.5), 0.10)
@@ -60,6 +89,11 @@ class Capacity(unittest.TestCase):
         self.assertFalse(capacity.keeps_up(dict(ok, queue_wait_p95_s=0.6), ref, 0.5))
         self.assertFalse(capacity.keeps_up(dict(ok, partials_per_stream_s=1.3), ref, 0.5))
         self.assertFalse(capacity.keeps_up(dict(ok, client_failures=1), ref, 0.5))
+        # With the server's step known, the schedule is the policy's, not another run's: the
+        # lightest run can fail it too.
+        self.assertTrue(capacity.keeps_up(dict(ok, on_schedule=0.95), ok, 0.5))
+        self.assertFalse(capacity.keeps_up(dict(ok, on_schedule=0.6), ok, 0.5))
+        self.assertFalse(capacity.keeps_up(dict(ok, on_schedule=0.95, queue_wait_p95_s=0.6), ok, 0.5))
 
     def test_the_window_starts_after_the_last_arrival(self):
         self.assertEqual(capacity.measured_window(100.0, 4, 0.0, 30.0),

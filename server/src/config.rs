@@ -364,6 +364,16 @@ impl ServerConfig {
         args.validate()
     }
 
+    /// The streaming policy every stream and caption source starts from: the device's
+    /// defaults ([`PolicyConfig::for_device`]) with the server's streaming flags applied.
+    /// A call's own settings (language, prompt, interim results) go on top.
+    #[must_use]
+    pub fn stream_policy(&self) -> PolicyConfig {
+        let mut policy = PolicyConfig::for_device(self.use_gpu);
+        self.apply_policy_flags(&mut policy);
+        policy
+    }
+
     /// Applies the server's streaming flags (`--step`, `--min-partial`, `--final-context`,
     /// `--partial-context`,
     /// `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`,
@@ -937,6 +947,25 @@ mod tests {
             matches!(&e, Some(ConfigError::Invalid { flag: "--source", reason }) if reason == NO_CAPTURE),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn streams_start_from_the_device_policy_with_the_flags() -> Result<(), ConfigError> {
+        let config = args(&[]).validate()?;
+        assert_eq!(
+            config.stream_policy(),
+            PolicyConfig::for_device(config.use_gpu)
+        );
+        let config = args(&["--step", "300ms", "--endpoint-silence", "700ms"]).validate()?;
+        let policy = config.stream_policy();
+        assert_eq!(policy.step_samples, 4_800);
+        assert_eq!(policy.vad.end_silence_samples, 11_200);
+        assert_eq!(
+            policy.min_commit_samples,
+            PolicyConfig::for_device(config.use_gpu).min_commit_samples,
+            "what no flag sets is the device's"
+        );
+        Ok(())
     }
 
     #[test]

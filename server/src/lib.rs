@@ -129,6 +129,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
+use transcribe_core::audio::samples_to_seconds;
+use transcribe_core::policy::PolicyConfig;
 use transcribe_proto::v1::transcription_service_server::TranscriptionServiceServer;
 
 pub use captions::CaptionStats;
@@ -271,6 +273,7 @@ impl Server {
         tokio::pin!(shutdown);
         tracing::info!(message = "Listening.", address = %local, models = ?state.names);
         log_security(local, &authenticator, state.config.tls.as_ref());
+        log_stream_policy(&state.config.stream_policy());
 
         let config = state.config.clone();
         let metrics = state.metrics.clone();
@@ -376,6 +379,21 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, status: Ser
     for service in ["", SERVICE_NAME] {
         reporter.set_service_status(service, status).await;
     }
+}
+
+/// The streaming schedule that streams start from (`bench/capacity.py` reads `step_ms`: a
+/// stream whose partials come further apart has had its step widened, i.e. fell behind).
+fn log_stream_policy(policy: &PolicyConfig) {
+    let ms = |samples: usize| samples_to_seconds(samples) * 1e3;
+    tracing::info!(
+        message = "Streaming policy.",
+        step_ms = ms(policy.step_samples),
+        max_step_ms = ms(policy.max_step_samples),
+        min_partial_ms = ms(policy.min_partial_samples),
+        min_commit_ms = ms(policy.min_commit_samples),
+        endpoint_ms = ms(policy.vad.end_silence_samples),
+        max_utterance_ms = ms(policy.max_utterance_samples),
+    );
 }
 
 /// Says how the server is protected; warns when it listens beyond loopback without tokens.

@@ -202,9 +202,8 @@ pub(crate) fn stream_setup(
         translate: recognition.translate,
         initial_prompt: recognition.prompt.clone(),
         interim_results: config.interim_results,
-        ..PolicyConfig::for_device(server.use_gpu)
+        ..server.stream_policy()
     };
-    server.apply_policy_flags(&mut policy);
     policy.prompt_max_chars = match recognition.condition_on_previous_text {
         Some(true) if server.prompt_history == 0 => DEFAULT_PROMPT_MAX_CHARS,
         Some(true) | None => server.prompt_history,
@@ -326,9 +325,8 @@ pub(crate) fn source_setup(
         language: recognition.language.clone(),
         translate: recognition.translate,
         interim_results: true,
-        ..PolicyConfig::for_device(server.use_gpu)
+        ..server.stream_policy()
     };
-    server.apply_policy_flags(&mut policy);
     policy.prompt_max_chars = server.prompt_history;
     let pipeline = PipelineConfig {
         model: recognition.model,
