@@ -71,9 +71,10 @@ class Capacity(unittest.TestCase):
         self.assertEqual([r["stream"] for r in rows][:2], ["a-1", "b-2"])
         steps = capacity.partial_steps(rows)
         self.assertEqual([round(s, 3) for s in steps], [0.3, 0.9, 0.3])
-        # 0.25 s rounds up to 3 chunks of 0.1 s; one chunk more is still on schedule.
+        # 0.25 s rounds up to 3 chunks of 0.1 s.
         self.assertAlmostEqual(capacity.on_schedule(steps, 0.25), 0.667)
-        self.assertEqual(capacity.on_schedule([0.4, 0.6, 0.5], 0.5), 1.0)
+        self.assertAlmostEqual(capacity.on_schedule([0.3, 0.4, 0.3, 0.3], 0.25), 0.75)
+        self.assertEqual(capacity.on_schedule([0.5, 0.6, 0.5], 0.5), 0.667)
         self.assertIsNone(capacity.on_schedule([], 0.25))
 
     def test_nearest_rank_percentiles(self):
@@ -94,6 +95,10 @@ class Capacity(unittest.TestCase):
         self.assertTrue(capacity.keeps_up(dict(ok, on_schedule=0.95), ok, 0.5))
         self.assertFalse(capacity.keeps_up(dict(ok, on_schedule=0.6), ok, 0.5))
         self.assertFalse(capacity.keeps_up(dict(ok, on_schedule=0.95, queue_wait_p95_s=0.6), ok, 0.5))
+        # The two halves apart: a saturated card keeps short waits with a widened step.
+        slow = dict(ok, on_schedule=0.2)
+        self.assertTrue(capacity.waits_ok(slow, 0.5))
+        self.assertFalse(capacity.full_cadence(slow, ok))
 
     def test_the_window_starts_after_the_last_arrival(self):
         self.assertEqual(capacity.measured_window(100.0, 4, 0.0, 30.0),
