@@ -5,8 +5,9 @@
 //! cargo run --release -p transcribe-engine --example stream_sim -- MODEL_PATH WAV \
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
-//!     [--final-context full|fit] [--partial-context fit|full] [--speed F] [--gpu]
-//!     [--min-commit-ms MS] [--endpoint-ms MS]
+//!     [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] [--gpu]
+//!     [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES]
+//!     [--audio-ctx-margin FRAMES]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
@@ -16,7 +17,10 @@
 //! (`PolicyConfig::for_device(true)`: 0.25 s step, first partial at 0.5 s, commits from 3 s
 //! of audio) instead of the CPU's; `--min-commit-ms` sets the audio a partial must cover
 //! before its words are committed; `--endpoint-ms` the silence that ends an utterance (the
-//! server's `--endpoint-silence`). `--partial-context full` gives partials the 30 s window.
+//! server's `--endpoint-silence`). `--partial-context` is the server's flag (the device's
+//! default without it: `wide` on a GPU, `fit` on the CPU); `--audio-ctx-floor` and
+//! `--audio-ctx-margin` set the partial context's floor and margin in encoder frames of
+//! 20 ms (the policy's `audio_ctx_floor`, `audio_ctx_margin`) after it.
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.
@@ -59,7 +63,8 @@ use transcribe_core::VadConfig;
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
 use transcribe_core::latency::{RefWord, ShownText, first_appearances, tokens};
 use transcribe_core::policy::{
-    EndReason, FinalContext, JobKind, MAX_AUDIO_CTX, PolicyConfig, PolicyEvent,
+    DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN, EndReason, FinalContext, JobKind,
+    MAX_AUDIO_CTX, PolicyConfig, PolicyEvent, WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN,
 };
 use transcribe_core::stream::run_stream_timed;
 use transcribe_core::text::{normalize, wer};
@@ -122,8 +127,11 @@ struct Args {
     gpu: bool,
     /// Fit finals' encoder context (`FinalContext::Fit`) instead of the full window.
     final_fit: bool,
-    /// Partials with the full 30 s window (the server's `--partial-context full`).
-    partial_full: bool,
+    /// Partial context (floor, margin) from `--partial-context fit|wide|full`.
+    partial_context: Option<(u32, u32)>,
+    /// Partial context overrides, in encoder frames.
+    audio_ctx_floor: Option<u32>,
+    audio_ctx_margin: Option<u32>,
     /// Decode times are divided by this on the sample clock (a faster device). Default 1.
     speed: f64,
 }
@@ -131,8 +139,10 @@ struct Args {
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
-                     [--final-context full|fit] [--partial-context fit|full] [--speed F] [--gpu] \
-                     [--min-commit-ms MS] [--endpoint-ms MS]";
+                     [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] \
+                     [--gpu] \
+                     [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES] \
+                     [--audio-ctx-margin FRAMES]";
 
 /// A two-valued flag: false for `off`, true for `on`, an error naming `flag` otherwise.
 fn either(flag: &str, value: &str, off: &str, on: &str) -> Result<bool, Box<dyn Error>> {
@@ -162,7 +172,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         endpoint_ms: None,
         gpu: false,
         final_fit: false,
-        partial_full: false,
+        partial_context: None,
+        audio_ctx_floor: None,
+        audio_ctx_margin: None,
         speed: 1.0,
     };
     let mut it = std::env::args().skip(1);
@@ -184,9 +196,18 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--min-partial-ms" => args.min_partial_ms = Some(value()?.parse()?),
             "--min-commit-ms" => args.min_commit_ms = Some(value()?.parse()?),
             "--endpoint-ms" => args.endpoint_ms = Some(value()?.parse()?),
+            "--audio-ctx-floor" => args.audio_ctx_floor = Some(value()?.parse()?),
+            "--audio-ctx-margin" => args.audio_ctx_margin = Some(value()?.parse()?),
             "--gpu" => args.gpu = true,
             "--speed" => args.speed = value()?.parse()?,
-            "--partial-context" => args.partial_full = either(&a, &value()?, "fit", "full")?,
+            "--partial-context" => {
+                args.partial_context = Some(match value()?.as_str() {
+                    "fit" => (DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN),
+                    "wide" => (WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN),
+                    "full" => (MAX_AUDIO_CTX, DEFAULT_AUDIO_CTX_MARGIN),
+                    other => return Err(format!("{a}: fit, wide or full, not {other}").into()),
+                });
+            }
             "--final-context" => args.final_fit = either(&a, &value()?, "full", "fit")?,
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
@@ -334,11 +355,14 @@ fn main() -> Result<(), Box<dyn Error>> {
             },
             None => defaults.vad.clone(),
         },
-        audio_ctx_floor: if args.partial_full {
-            MAX_AUDIO_CTX
-        } else {
-            defaults.audio_ctx_floor
-        },
+        audio_ctx_floor: args.audio_ctx_floor.unwrap_or(
+            args.partial_context
+                .map_or(defaults.audio_ctx_floor, |(floor, _)| floor),
+        ),
+        audio_ctx_margin: args.audio_ctx_margin.unwrap_or(
+            args.partial_context
+                .map_or(defaults.audio_ctx_margin, |(_, margin)| margin),
+        ),
         final_context: if args.final_fit {
             FinalContext::Fit
         } else {
@@ -348,6 +372,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     policy.validate()?;
     let base_step = samples_to_seconds(policy.step_samples);
+    let (ctx_floor, ctx_margin) = (policy.audio_ctx_floor, policy.audio_ctx_margin);
     let max_step_s = samples_to_seconds(policy.max_step_samples);
     let min_partial_s = samples_to_seconds(policy.min_partial_samples);
     let min_commit_s = samples_to_seconds(policy.min_commit_samples);
@@ -686,10 +711,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("min_partial_s", min_partial_s),
         ("min_commit_s", min_commit_s),
         ("final_context_fit", f64::from(u8::from(args.final_fit))),
-        (
-            "partial_context_full",
-            f64::from(u8::from(args.partial_full)),
-        ),
+        ("audio_ctx_floor", f64::from(ctx_floor)),
+        ("audio_ctx_margin", f64::from(ctx_margin)),
         ("speed", args.speed),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use transcribe_core::audio::{samples_to_seconds, seconds_to_samples};
 use transcribe_core::policy::{
-    DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_MAX_UTTERANCE_SAMPLES, FinalContext, MAX_AUDIO_CTX,
-    PolicyConfig,
+    DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN, DEFAULT_MAX_UTTERANCE_SAMPLES, FinalContext,
+    MAX_AUDIO_CTX, PolicyConfig, WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN,
 };
 use transcribe_flags::{DecodeArgs, EngineArgs};
 use transcribe_proto::v1::SourceKind;
@@ -171,8 +171,9 @@ pub struct ServerArgs {
     pub final_context: FinalContextFlag,
 
     /// Encoder context of partial decodes: `fit` (the audio so far plus 1.3 s, at least
-    /// 2.6 s: cheap) or `full` (the 30 s window finals use: each partial costs a full encoder
-    /// pass, affordable on a GPU). [default: fit]
+    /// 2.6 s: cheap), `wide` (plus 5.1 s, at least 10.2 s: steadier partials of short
+    /// audio) or `full` (the 30 s window finals use: a full encoder pass each). [default:
+    /// wide on a GPU, fit on the CPU]
     #[arg(
         long,
         env = "TRANSCRIBE_PARTIAL_CONTEXT",
@@ -388,10 +389,17 @@ impl ServerConfig {
             policy.min_partial_samples = seconds_to_samples(m.as_secs_f64());
         }
         policy.final_context = self.final_context;
-        match self.partial_context {
-            Some(PartialContextFlag::Fit) => policy.audio_ctx_floor = DEFAULT_AUDIO_CTX_FLOOR,
-            Some(PartialContextFlag::Full) => policy.audio_ctx_floor = MAX_AUDIO_CTX,
-            None => {}
+        let context = match self.partial_context {
+            Some(PartialContextFlag::Fit) => {
+                Some((DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN))
+            }
+            Some(PartialContextFlag::Wide) => Some((WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN)),
+            Some(PartialContextFlag::Full) => Some((MAX_AUDIO_CTX, policy.audio_ctx_margin)),
+            None => None,
+        };
+        if let Some((floor, margin)) = context {
+            policy.audio_ctx_floor = floor;
+            policy.audio_ctx_margin = margin;
         }
         if let Some(silence) = self.endpoint_silence {
             policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
@@ -426,8 +434,10 @@ impl From<FinalContextFlag> for FinalContext {
 /// `--partial-context`: the encoder context of partial decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PartialContextFlag {
-    /// The audio so far with the policy's small margin and floor.
+    /// The audio so far with a small margin and floor (1.3 s, 2.6 s).
     Fit,
+    /// The audio so far with the wide margin and floor of fitted finals (5.1 s, 10.2 s).
+    Wide,
     /// The 30 s window, as finals.
     Full,
 }
@@ -965,6 +975,19 @@ mod tests {
             PolicyConfig::for_device(config.use_gpu).min_commit_samples,
             "what no flag sets is the device's"
         );
+        for (value, floor, margin) in [
+            ("fit", DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN),
+            ("wide", WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN),
+        ] {
+            let policy = args(&["--partial-context", value])
+                .validate()?
+                .stream_policy();
+            assert_eq!(
+                (policy.audio_ctx_floor, policy.audio_ctx_margin),
+                (floor, margin),
+                "--partial-context {value}"
+            );
+        }
         Ok(())
     }
 
