@@ -17,10 +17,10 @@
 //! (`PolicyConfig::for_device(true)`: 0.25 s step, first partial at 0.5 s, commits from 3 s
 //! of audio) instead of the CPU's; `--min-commit-ms` sets the audio a partial must cover
 //! before its words are committed; `--endpoint-ms` the silence that ends an utterance (the
-//! server's `--endpoint-silence`). `--partial-context` is the server's flag (the device's
-//! default without it: `wide` on a GPU, `fit` on the CPU); `--audio-ctx-floor` and
-//! `--audio-ctx-margin` set the partial context's floor and margin in encoder frames of
-//! 20 ms (the policy's `audio_ctx_floor`, `audio_ctx_margin`) after it.
+//! server's `--endpoint-silence`). `--partial-context fit|wide|full` is the server's flag
+//! (default `fit`); `--audio-ctx-floor` and `--audio-ctx-margin` then set the partial
+//! context's floor and margin in encoder frames of 20 ms (the policy's `audio_ctx_floor`,
+//! `audio_ctx_margin`).
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.

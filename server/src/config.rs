@@ -172,8 +172,8 @@ pub struct ServerArgs {
 
     /// Encoder context of partial decodes: `fit` (the audio so far plus 1.3 s, at least
     /// 2.6 s: cheap), `wide` (plus 5.1 s, at least 10.2 s: steadier partials of short
-    /// audio) or `full` (the 30 s window finals use: a full encoder pass each). [default:
-    /// wide on a GPU, fit on the CPU]
+    /// audio, measured only off the card so far) or `full` (the 30 s window finals use: a
+    /// full encoder pass each). [default: fit]
     #[arg(
         long,
         env = "TRANSCRIBE_PARTIAL_CONTEXT",

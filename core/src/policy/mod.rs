@@ -296,10 +296,8 @@ impl Default for PolicyConfig {
 impl PolicyConfig {
     /// The defaults for a device: [`PolicyConfig::default`] on the CPU; on a GPU, the
     /// shorter step and first partial its decode speed affords ([`GPU_STEP_SAMPLES`],
-    /// [`GPU_MIN_PARTIAL_SAMPLES`]), commits only from [`GPU_MIN_COMMIT_SAMPLES`] of audio
-    /// on, and partials with the wide fitted context finals use with `FinalContext::Fit`
-    /// ([`WIDE_AUDIO_CTX_FLOOR`], [`WIDE_AUDIO_CTX_MARGIN`]): at least 10 s of encoder
-    /// context steadies short partials, and a GPU encodes it in a few milliseconds.
+    /// [`GPU_MIN_PARTIAL_SAMPLES`]), and commits only from [`GPU_MIN_COMMIT_SAMPLES`] of
+    /// audio on.
     #[must_use]
     pub fn for_device(gpu: bool) -> Self {
         let defaults = Self::default();
@@ -308,8 +306,6 @@ impl PolicyConfig {
                 step_samples: GPU_STEP_SAMPLES,
                 min_partial_samples: GPU_MIN_PARTIAL_SAMPLES,
                 min_commit_samples: GPU_MIN_COMMIT_SAMPLES,
-                audio_ctx_floor: WIDE_AUDIO_CTX_FLOOR,
-                audio_ctx_margin: WIDE_AUDIO_CTX_MARGIN,
                 ..defaults
             }
         } else {
