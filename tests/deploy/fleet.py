@@ -258,9 +258,10 @@ class Fleet:
             [nginx_binary(), "-c", str(wrapper), "-p", f"{self.folder}/", "-g",
              "daemon off; master_process off;"],
             stdout=subprocess.DEVNULL, stderr=open(self.folder / "nginx.out", "wb"))
-        # Up when all three listeners accept and nginx is still running a moment later: nginx
-        # binds its listeners one by one and retries a failed bind for ~2.5 s before it
-        # exits, so one accepting listener alone does not mean it started.
+        # Up when all three listeners accept, nginx is still running a moment later and it
+        # logged no failed bind: nginx binds its listeners one by one and retries a failed
+        # bind for ~2.5 s before it exits, so accepting listeners alone (one of them maybe
+        # another process's) do not mean it started.
         deadline = time.monotonic() + 10
         pending = set(self.ports.values())
         while pending:
@@ -281,7 +282,8 @@ class Fleet:
         return self
 
     def check_nginx(self):
-        if self.nginx is None or self.nginx.poll() is not None:
+        said = tail(self.folder / "nginx.out") + tail(self.folder / "error.log")
+        if self.nginx is None or self.nginx.poll() is not None or "bind()" in said:
             raise RuntimeError(f"nginx is not running:\n{self.explain()}")
 
     def explain(self) -> str:
