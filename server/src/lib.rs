@@ -393,6 +393,8 @@ fn log_stream_policy(policy: &PolicyConfig) {
         min_commit_ms = ms(policy.min_commit_samples),
         endpoint_ms = ms(policy.vad.end_silence_samples),
         max_utterance_ms = ms(policy.max_utterance_samples),
+        partial_ctx_floor = policy.audio_ctx_floor,
+        partial_ctx_margin = policy.audio_ctx_margin,
     );
 }
 
