@@ -827,3 +827,11 @@ def test_containerfile_agrees_with_the_manifests(name: str):
         assert (sc["runAsUser"], sc["runAsGroup"]) == (int(user.group(1)), int(user.group(2)))
     for stage in re.findall(r"^FROM \S+ AS (\S+)", text, re.M):
         assert stage in {"rust", "build-deps", "build", "runtime-base", "runtime"}, stage
+
+
+def test_free_ports_are_distinct():
+    # Picked one by one, ports of servers started together could repeat (25 of 20,000 groups
+    # of six here); a fleet's replicas and nginx listeners are picked in one call.
+    for _ in range(200):
+        ports = free_ports(6)
+        assert len(set(ports)) == 6, ports
