@@ -421,7 +421,7 @@ def main() -> int:
             reference = rows[0] if rows else row
             row["waits_ok"] = waits_ok(row, args.target)
             row["full_cadence"] = full_cadence(row, reference)
-            row["keeps_up"] = row["waits_ok"] and row["full_cadence"]
+            row["keeps_up"] = keeps_up(row, reference, args.target)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.out:
