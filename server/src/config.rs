@@ -164,6 +164,13 @@ pub struct ServerArgs {
     #[arg(long, env = "TRANSCRIBE_MIN_PARTIAL", value_parser = parse_duration)]
     pub min_partial: Option<Duration>,
 
+    /// Utterance audio a partial must cover before its words are committed (0s: from the
+    /// first partial; at most 10s). Committed words are never retracted: on a GPU the first
+    /// half-second partials often agree on misheard words, which a later commit lets later
+    /// partials correct. [default: 3s on a GPU, 0s on the CPU]
+    #[arg(long, env = "TRANSCRIBE_MIN_COMMIT", value_parser = parse_duration)]
+    pub min_commit: Option<Duration>,
+
     /// Encoder context of final decodes: `full` (the 30 s window Whisper was trained on) or
     /// `fit` (fitted to the utterance with a 5 s margin: finals about 1 s sooner for base on
     /// two cores, about 1 WER point worse; BENCHMARKS.md "Streaming efficiency").
@@ -306,6 +313,8 @@ pub struct ServerConfig {
     pub step: Option<Duration>,
     /// Override of the utterance audio before the first partial.
     pub min_partial: Option<Duration>,
+    /// Override of the utterance audio before words are committed.
+    pub min_commit: Option<Duration>,
     /// Encoder context of finals.
     pub final_context: FinalContext,
     /// Encoder context of partials, when set.
@@ -387,6 +396,9 @@ impl ServerConfig {
         }
         if let Some(m) = self.min_partial {
             policy.min_partial_samples = seconds_to_samples(m.as_secs_f64());
+        }
+        if let Some(m) = self.min_commit {
+            policy.min_commit_samples = seconds_to_samples(m.as_secs_f64());
         }
         policy.final_context = self.final_context;
         let context = match self.partial_context {
@@ -556,6 +568,9 @@ impl ServerArgs {
         {
             return Err(invalid("--min-partial", "must be between 100ms and 10s"));
         }
+        if self.min_commit.is_some_and(|m| m > Duration::from_secs(10)) {
+            return Err(invalid("--min-commit", "must be at most 10s"));
+        }
         if let Some(s) = self.endpoint_silence
             && (s < Duration::from_millis(100) || s > Duration::from_secs(10))
         {
@@ -655,6 +670,7 @@ impl ServerArgs {
             drain_timeout: self.drain_timeout,
             step: self.step,
             min_partial: self.min_partial,
+            min_commit: self.min_commit,
             final_context: self.final_context.into(),
             partial_context: self.partial_context,
             endpoint_silence: self.endpoint_silence,
@@ -970,6 +986,17 @@ mod tests {
         let policy = config.stream_policy();
         assert_eq!(policy.step_samples, 4_800);
         assert_eq!(policy.vad.end_silence_samples, 11_200);
+        for (value, samples) in [("0s", 0), ("1500ms", 24_000)] {
+            let policy = args(&["--min-commit", value]).validate()?.stream_policy();
+            assert_eq!(policy.min_commit_samples, samples, "--min-commit {value}");
+        }
+        assert!(matches!(
+            args(&["--min-commit", "11s"]).validate(),
+            Err(ConfigError::Invalid {
+                flag: "--min-commit",
+                ..
+            })
+        ));
         assert_eq!(
             policy.min_commit_samples,
             PolicyConfig::for_device(config.use_gpu).min_commit_samples,
