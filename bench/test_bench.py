@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 from types import SimpleNamespace
@@ -76,6 +77,30 @@ class Capacity(unittest.TestCase):
         self.assertAlmostEqual(capacity.on_schedule([0.3, 0.4, 0.3, 0.3], 0.25), 0.75)
         self.assertEqual(capacity.on_schedule([0.5, 0.6, 0.5], 0.5), 0.667)
         self.assertIsNone(capacity.on_schedule([], 0.25))
+
+    def test_reads_the_real_servers_policy_line(self):
+        # The line capacity.py reads, as the server writes it (before any model loads).
+        server = Path(os.environ.get("CARGO_TARGET_DIR", capacity.ROOT / "target")) / "release" / "transcribe-server"
+        if not server.exists():
+            self.skipTest(f"{server} is not built")
+        port = capacity.bench.free_port()
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "server.log"
+            with open(log, "w") as out:
+                proc = subprocess.Popen(
+                    [str(server), "--listen", f"127.0.0.1:{port}", "--model", "tiny.en",
+                     "--step", "300ms"],
+                    stdout=out, stderr=subprocess.STDOUT,
+                    env=dict(os.environ, TRANSCRIBE_OFFLINE="1", NO_COLOR="1"))
+            try:
+                for _ in range(100):
+                    if capacity.policy_step(log) is not None:
+                        break
+                    time.sleep(0.1)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            self.assertEqual(capacity.policy_step(log), 0.3, log.read_text()[-2000:])
 
     def test_nearest_rank_percentiles(self):
         values = [0.01 * i for i in range(1, 21)]
