@@ -384,9 +384,8 @@ impl ServerConfig {
         policy
     }
 
-    /// Applies the server's streaming flags (`--step`, `--min-partial`, `--final-context`,
-    /// `--partial-context`,
-    /// `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`,
+    /// Applies the server's streaming flags (`--step`, `--min-partial`, `--min-commit`,
+    /// `--final-context`, `--partial-context`, `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`,
     /// `--no-timestamps`) to `policy`; the same for client streams and
     /// caption sources.
     pub fn apply_policy_flags(&self, policy: &mut PolicyConfig) {
