@@ -385,9 +385,9 @@ impl ServerConfig {
     }
 
     /// Applies the server's streaming flags (`--step`, `--min-partial`, `--min-commit`,
-    /// `--final-context`, `--partial-context`, `--endpoint-silence`, `--max-utterance`, `--max-tokens`, `--no-fallback`,
-    /// `--no-timestamps`) to `policy`; the same for client streams and
-    /// caption sources.
+    /// `--final-context`, `--partial-context`, `--endpoint-silence`, `--max-utterance`,
+    /// `--max-tokens`, `--no-fallback`, `--no-timestamps`) to `policy`; the same for client
+    /// streams and caption sources.
     pub fn apply_policy_flags(&self, policy: &mut PolicyConfig) {
         if let Some(step) = self.step {
             policy.step_samples = seconds_to_samples(step.as_secs_f64());
