@@ -180,6 +180,13 @@ impl Default for VadConfig {
 }
 
 impl VadConfig {
+    /// Sets the silence that ends an utterance, bringing the post-roll down to it when it
+    /// was longer (the post-roll is at most the end silence).
+    pub fn set_end_silence(&mut self, samples: usize) {
+        self.end_silence_samples = samples;
+        self.post_roll_samples = self.post_roll_samples.min(samples);
+    }
+
     /// Checks every field.
     ///
     /// # Errors

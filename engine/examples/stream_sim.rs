@@ -59,12 +59,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use transcribe_core::VadConfig;
 use transcribe_core::audio::{SAMPLE_RATE, samples_to_seconds};
 use transcribe_core::latency::{RefWord, ShownText, first_appearances, tokens};
 use transcribe_core::policy::{
-    DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN, EndReason, FinalContext, JobKind,
-    MAX_AUDIO_CTX, PolicyConfig, PolicyEvent, WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN,
+    EndReason, FinalContext, JobKind, PartialContext, PolicyConfig, PolicyEvent,
 };
 use transcribe_core::stream::run_stream_timed;
 use transcribe_core::text::{normalize, wer};
@@ -127,8 +125,8 @@ struct Args {
     gpu: bool,
     /// Fit finals' encoder context (`FinalContext::Fit`) instead of the full window.
     final_fit: bool,
-    /// Partial context (floor, margin) from `--partial-context fit|wide|full`.
-    partial_context: Option<(u32, u32)>,
+    /// `--partial-context fit|wide|full`.
+    partial_context: Option<PartialContext>,
     /// Partial context overrides, in encoder frames.
     audio_ctx_floor: Option<u32>,
     audio_ctx_margin: Option<u32>,
@@ -202,9 +200,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--speed" => args.speed = value()?.parse()?,
             "--partial-context" => {
                 args.partial_context = Some(match value()?.as_str() {
-                    "fit" => (DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN),
-                    "wide" => (WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN),
-                    "full" => (MAX_AUDIO_CTX, DEFAULT_AUDIO_CTX_MARGIN),
+                    "fit" => PartialContext::Fit,
+                    "wide" => PartialContext::Wide,
+                    "full" => PartialContext::Full,
                     other => return Err(format!("{a}: fit, wide or full, not {other}").into()),
                 });
             }
@@ -341,28 +339,25 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut costs: Vec<Cost> = Vec::new();
     let ms = |v: u32| (SAMPLE_RATE / 1000 * v) as usize;
     let defaults = PolicyConfig::for_device(args.gpu);
+    let (floor, margin) = args.partial_context.map_or(
+        (defaults.audio_ctx_floor, defaults.audio_ctx_margin),
+        PartialContext::floor_and_margin,
+    );
     let policy = PolicyConfig {
         language: args.language.clone(),
         step_samples: args.step_ms.map_or(defaults.step_samples, ms),
         max_step_samples: args.max_step_ms.map_or(defaults.max_step_samples, ms),
         min_partial_samples: args.min_partial_ms.map_or(defaults.min_partial_samples, ms),
         min_commit_samples: args.min_commit_ms.map_or(defaults.min_commit_samples, ms),
-        vad: match args.endpoint_ms {
-            Some(e) => VadConfig {
-                end_silence_samples: ms(e),
-                post_roll_samples: defaults.vad.post_roll_samples.min(ms(e)),
-                ..defaults.vad.clone()
-            },
-            None => defaults.vad.clone(),
+        vad: {
+            let mut vad = defaults.vad.clone();
+            if let Some(e) = args.endpoint_ms {
+                vad.set_end_silence(ms(e));
+            }
+            vad
         },
-        audio_ctx_floor: args.audio_ctx_floor.unwrap_or(
-            args.partial_context
-                .map_or(defaults.audio_ctx_floor, |(floor, _)| floor),
-        ),
-        audio_ctx_margin: args.audio_ctx_margin.unwrap_or(
-            args.partial_context
-                .map_or(defaults.audio_ctx_margin, |(_, margin)| margin),
-        ),
+        audio_ctx_floor: args.audio_ctx_floor.unwrap_or(floor),
+        audio_ctx_margin: args.audio_ctx_margin.unwrap_or(margin),
         final_context: if args.final_fit {
             FinalContext::Fit
         } else {
@@ -537,13 +532,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                     ..
                 } if u == utterance_index => {
                     let at = interim_at(*u, *audio_end_samples, e.at_samples);
-                    let c: Vec<String> = normalize(committed)
-                        .split_whitespace()
-                        .map(str::to_owned)
-                        .collect();
-                    let n = c.len();
-                    let mut all = c;
-                    all.extend(normalize(tail).split_whitespace().map(str::to_owned));
+                    let mut all = tokens(committed);
+                    let n = all.len();
+                    all.extend(tokens(tail));
                     if args.verbose {
                         eprintln!(
                             "interim {u} at {:.2} s (audio to {:.2} s): {} | {}",

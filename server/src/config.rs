@@ -8,8 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use transcribe_core::audio::{samples_to_seconds, seconds_to_samples};
 use transcribe_core::policy::{
-    DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN, DEFAULT_MAX_UTTERANCE_SAMPLES, FinalContext,
-    MAX_AUDIO_CTX, PolicyConfig, WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN,
+    DEFAULT_MAX_UTTERANCE_SAMPLES, FinalContext, PartialContext, PolicyConfig,
 };
 use transcribe_flags::{DecodeArgs, EngineArgs};
 use transcribe_proto::v1::SourceKind;
@@ -400,17 +399,9 @@ impl ServerConfig {
             policy.min_commit_samples = seconds_to_samples(m.as_secs_f64());
         }
         policy.final_context = self.final_context;
-        let context = match self.partial_context {
-            Some(PartialContextFlag::Fit) => {
-                Some((DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN))
-            }
-            Some(PartialContextFlag::Wide) => Some((WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN)),
-            Some(PartialContextFlag::Full) => Some((MAX_AUDIO_CTX, policy.audio_ctx_margin)),
-            None => None,
-        };
-        if let Some((floor, margin)) = context {
-            policy.audio_ctx_floor = floor;
-            policy.audio_ctx_margin = margin;
+        if let Some(context) = self.partial_context {
+            (policy.audio_ctx_floor, policy.audio_ctx_margin) =
+                PartialContext::from(context).floor_and_margin();
         }
         if let Some(silence) = self.endpoint_silence {
             policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
@@ -451,6 +442,16 @@ pub enum PartialContextFlag {
     Wide,
     /// The 30 s window, as finals.
     Full,
+}
+
+impl From<PartialContextFlag> for PartialContext {
+    fn from(flag: PartialContextFlag) -> Self {
+        match flag {
+            PartialContextFlag::Fit => Self::Fit,
+            PartialContextFlag::Wide => Self::Wide,
+            PartialContextFlag::Full => Self::Full,
+        }
+    }
 }
 
 /// A flag value that cannot work. Exit with usage status (64) and the message.
@@ -862,6 +863,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use transcribe_core::policy::{
+        DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN, MAX_AUDIO_CTX, WIDE_AUDIO_CTX_FLOOR,
+        WIDE_AUDIO_CTX_MARGIN,
+    };
 
     fn args(extra: &[&str]) -> ServerArgs {
         ServerArgs::parse_from(std::iter::once("transcribe-server").chain(extra.iter().copied()))

@@ -229,11 +229,9 @@ pub(crate) fn stream_setup(
             &ep.min_silence_duration,
             "endpointing_config.min_silence_duration",
         )? {
-            policy.vad.end_silence_samples = seconds_to_samples(s.as_secs_f64());
-            policy.vad.post_roll_samples = policy
+            policy
                 .vad
-                .post_roll_samples
-                .min(policy.vad.end_silence_samples);
+                .set_end_silence(seconds_to_samples(s.as_secs_f64()));
         }
         if let Some(m) = duration(
             &ep.max_utterance_duration,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::words::key;
 use crate::text::normalize;
 use crate::transcript::{Segment, Word};
 
@@ -144,11 +145,16 @@ pub fn find_loop(keys: &[String]) -> Option<Loop> {
     None
 }
 
+/// The comparison keys of `words` ([`key`]).
+fn keys(words: &[Word]) -> Vec<String> {
+    words.iter().map(key).collect()
+}
+
 /// Keeps one occurrence of every looping n-gram in `words` (see [`find_loop`]); the words
 /// after a loop are kept.
 pub fn truncate_loops(mut words: Vec<Word>) -> Vec<Word> {
     loop {
-        let keys: Vec<String> = words.iter().map(|w| normalize(&w.text)).collect();
+        let keys = keys(&words);
         let Some(found) = find_loop(&keys) else {
             return words;
         };
@@ -170,7 +176,7 @@ pub const MIN_RESTATED_WORDS: usize = 3;
 /// [`find_loop`] and for the compression ratio. Real speech that repeats itself is cut
 /// too; the final decode, which gets the whole window, keeps it.
 pub fn cut_restated_tail(mut words: Vec<Word>) -> Vec<Word> {
-    let keys: Vec<String> = words.iter().map(|w| normalize(&w.text)).collect();
+    let keys = keys(&words);
     let n = keys.len();
     for start in 0..n {
         for ngram in 1..=(n - start).saturating_sub(MIN_RESTATED_WORDS) {
@@ -188,7 +194,7 @@ pub fn cut_restated_tail(mut words: Vec<Word>) -> Vec<Word> {
 /// Whether `words` (or their text) look like a repetition loop: a looping n-gram, or a
 /// compression ratio above [`COMPRESSION_RATIO_THRESHOLD`].
 pub fn is_repetitive(words: &[Word], text: &str) -> bool {
-    let keys: Vec<String> = words.iter().map(|w| normalize(&w.text)).collect();
+    let keys = keys(words);
     find_loop(&keys).is_some() || compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD
 }
 
@@ -337,7 +343,7 @@ mod tests {
         ];
         for (text, want, truncated) in cases {
             let ws = words(text);
-            let keys: Vec<String> = ws.iter().map(|w| normalize(&w.text)).collect();
+            let keys = keys(&ws);
             let found = find_loop(&keys).map(|l| (l.start, l.ngram, l.repeats));
             assert_eq!(found, want, "{text}");
             assert_eq!(join(&truncate_loops(ws)), truncated, "{text}");

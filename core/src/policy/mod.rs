@@ -191,6 +191,33 @@ pub enum FinalContext {
     Fit,
 }
 
+/// The encoder context of partial decodes, as a setting: what `audio_ctx_floor` and
+/// `audio_ctx_margin` it stands for ([`PartialContext::floor_and_margin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartialContext {
+    /// The audio so far with the small margin and floor ([`DEFAULT_AUDIO_CTX_MARGIN`],
+    /// [`DEFAULT_AUDIO_CTX_FLOOR`]): cheap.
+    Fit,
+    /// The audio so far with the wide margin and floor of fitted finals
+    /// ([`WIDE_AUDIO_CTX_MARGIN`], [`WIDE_AUDIO_CTX_FLOOR`]).
+    Wide,
+    /// The full 30 s window ([`MAX_AUDIO_CTX`]), as finals.
+    Full,
+}
+
+impl PartialContext {
+    /// `(audio_ctx_floor, audio_ctx_margin)`; with the full window's floor the margin does
+    /// not matter, and the small one is given.
+    #[must_use]
+    pub fn floor_and_margin(self) -> (u32, u32) {
+        match self {
+            Self::Fit => (DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN),
+            Self::Wide => (WIDE_AUDIO_CTX_FLOOR, WIDE_AUDIO_CTX_MARGIN),
+            Self::Full => (MAX_AUDIO_CTX, DEFAULT_AUDIO_CTX_MARGIN),
+        }
+    }
+}
+
 /// Default prompt budget: the last 200 characters of previous finals (about 40 words; far
 /// below Whisper's 224-token prompt limit, openai/whisper `decoding.py` `n_ctx // 2`).
 pub const DEFAULT_PROMPT_MAX_CHARS: usize = 200;
