@@ -404,7 +404,9 @@ impl ServerConfig {
                 PartialContext::from(context).floor_and_margin();
         }
         if let Some(silence) = self.endpoint_silence {
-            policy.vad.end_silence_samples = seconds_to_samples(silence.as_secs_f64());
+            policy
+                .vad
+                .set_end_silence(seconds_to_samples(silence.as_secs_f64()));
         }
         if let Some(max) = self.max_utterance {
             policy.max_utterance_samples = seconds_to_samples(max.as_secs_f64());
@@ -990,6 +992,13 @@ mod tests {
         let policy = config.stream_policy();
         assert_eq!(policy.step_samples, 4_800);
         assert_eq!(policy.vad.end_silence_samples, 11_200);
+        // An end silence under the default post-roll (200 ms) brings the post-roll down with
+        // it: every stream's policy stays valid.
+        let policy = args(&["--endpoint-silence", "150ms"])
+            .validate()?
+            .stream_policy();
+        assert_eq!(policy.vad.post_roll_samples, 2_400);
+        assert!(policy.validate().is_ok(), "{:?}", policy.validate());
         for (value, samples) in [("0s", 0), ("1500ms", 24_000)] {
             let policy = args(&["--min-commit", value]).validate()?.stream_policy();
             assert_eq!(policy.min_commit_samples, samples, "--min-commit {value}");
