@@ -136,6 +136,12 @@ pub struct EngineConfig {
     pub gpu_device: i32,
     /// Flash attention (faster on GPUs; whisper-rs defaults it off).
     pub flash_attn: bool,
+    /// Slots of the model's batch pool (0: none). With flash attention, the first
+    /// `batch_slots` sessions keep their KV caches in one pool, and their single-token
+    /// decoder steps run together as one step (our vendored whisper.cpp's
+    /// `whisper_set_batch_slots`, vendor/whisper-rs-sys/VENDORED.md; BENCHMARKS.md
+    /// "Batched decoding"). Sessions beyond it decode alone, as without a pool.
+    pub batch_slots: usize,
 }
 
 impl Default for EngineConfig {
@@ -147,8 +153,52 @@ impl Default for EngineConfig {
             use_gpu: has_gpu_backend(),
             gpu_device: 0,
             flash_attn: has_gpu_backend(),
+            batch_slots: 0,
         }
     }
+}
+
+/// How long a pooled session's decoder step waits for the other stepping sessions of its
+/// pool before running without them, in microseconds: a few times a step's sampling time
+/// on the CPU, far below a large model's decoder step on a GPU.
+pub const BATCH_WAIT_US: i64 = 2_000;
+
+/// Decoder steps run by batch pools in this process, and tokens decoded in them
+/// (tokens / steps is the mean batch size). (0, 0) without pools.
+pub fn batch_stats() -> (i64, i64) {
+    let (mut steps, mut tokens) = (0_i64, 0_i64);
+    // SAFETY: plain C call writing two integers.
+    #[allow(unsafe_code)]
+    unsafe {
+        whisper_rs_sys::whisper_batch_stats(&raw mut steps, &raw mut tokens);
+    }
+    (steps, tokens)
+}
+
+/// Loads `path` with `params`, giving the context `slots` batch-pool slots. whisper.cpp
+/// reads the slot count when a context is created, from a process-wide setting: it is set
+/// and put back to 0 under one lock, so that no other load sees it.
+fn load_context(
+    path: &str,
+    params: WhisperContextParameters<'_>,
+    slots: usize,
+) -> Result<WhisperContext, whisper_rs::WhisperError> {
+    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOADING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let n = i32::try_from(slots).unwrap_or(i32::MAX);
+    // SAFETY: plain C calls setting two integers.
+    #[allow(unsafe_code)]
+    unsafe {
+        whisper_rs_sys::whisper_set_batch_slots(n, BATCH_WAIT_US);
+    }
+    let ctx = WhisperContext::new_with_params(path, params);
+    #[allow(unsafe_code)]
+    unsafe {
+        whisper_rs_sys::whisper_set_batch_slots(0, BATCH_WAIT_US);
+    }
+    ctx
 }
 
 /// Why a model could not be loaded.
@@ -234,11 +284,12 @@ impl WhisperModel {
             path: path.to_owned(),
             reason: "path is not valid UTF-8".into(),
         })?;
-        let ctx =
-            WhisperContext::new_with_params(path_str, params).map_err(|e| LoadError::Invalid {
+        let ctx = load_context(path_str, params, config.batch_slots).map_err(|e| {
+            LoadError::Invalid {
                 path: path.to_owned(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         tracing::info!(
             message = "Model loaded.",
             path = %path.display(),
@@ -248,6 +299,7 @@ impl WhisperModel {
             device = %devices::describe(config.use_gpu, config.gpu_device),
             use_gpu = config.use_gpu,
             flash_attn = config.flash_attn,
+            batch_slots = config.batch_slots,
         );
         Ok(Self {
             inner: Arc::new(ModelInner {

@@ -354,6 +354,21 @@ extern "C" {
                                int   n_states,
                                int   n_threads);
 
+    // transcribe patch: the batch pool. Contexts loaded after this call (with flash
+    // attention) keep the KV caches of their first n_slots states in one buffer with a slot
+    // dimension, and those states' single-token decoder steps (whisper_full's greedy
+    // decoding, one decoder) run together: a state that steps waits for the other states
+    // that are stepping, at most wait_us microseconds after its own request, and one decoder
+    // step then serves all of them (matrix products once, attention as one flash-attention
+    // call per layer over the slots). 0 slots (the default): no pool. Process-wide; at most
+    // WHISPER_POOL_MAX_SLOTS slots.
+    #define WHISPER_POOL_MAX_SLOTS 64
+    WHISPER_API void whisper_set_batch_slots(int n_slots, int64_t wait_us);
+
+    // transcribe patch: what the batch pools of this process have done: pooled decoder steps
+    // run, and tokens decoded in them (tokens / steps is the mean batch).
+    WHISPER_API void whisper_batch_stats(int64_t * steps, int64_t * tokens);
+
     // Convert the provided text into tokens.
     // The tokens pointer must be large enough to hold the resulting tokens.
     // Returns the number of tokens on success, no more than n_max_tokens

@@ -27,6 +27,10 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <condition_variable>
+#include <chrono>
 #include <random>
 #include <regex>
 #include <set>
@@ -831,6 +835,9 @@ struct vad_time_mapping {
     int64_t original_time;   // Corresponding time in original audio
 };
 
+// transcribe patch: the batch pool (whisper_set_batch_slots): see whisper_pool below.
+struct whisper_pool;
+
 struct whisper_state {
     int64_t t_sample_us = 0;
     int64_t t_encode_us = 0;
@@ -877,6 +884,14 @@ struct whisper_state {
     // states (1, 2, 4, 8, 16), each made on first use and sized for its graph: a scheduler
     // clears memory in proportion to its graph size on every call.
     whisper_sched sched_decode_multi[5];
+
+    // transcribe patch: this state's slot in its context's batch pool (-1: none). pool_self
+    // is false once whisper_full gave the state a KV cache of its own (several decoders);
+    // pool_stepping: counted among the states whose next single-token step is awaited.
+    std::shared_ptr<whisper_pool> pool;
+    int  pool_slot     = -1;
+    bool pool_self     = false;
+    bool pool_stepping = false;
 
     // result of the encoder
     struct ggml_tensor * embd_conv = nullptr;
@@ -953,7 +968,72 @@ struct whisper_context {
     whisper_state * state = nullptr;
 
     std::string path_model; // populated by whisper_init_from_file_with_params()
+
+    // transcribe patch: slots of the batch pool, made with the first state (0: no pool)
+    int batch_slots = 0;
+    std::shared_ptr<whisper_pool> pool;
 };
+
+// transcribe patch: the batch pool (whisper_set_batch_slots). The first n_slots states of a
+// context keep their self- and cross-attention KV caches in slot i of four pool tensors
+// (slot-major: [slot][layer][row][n_state]), so one view with a slot dimension holds every
+// state's cache. A single-token step of such a state (whisper_pool_step) waits for the
+// other states that are stepping and runs with them as one decoder step over all slots
+// (whisper_build_graph_pool): embeddings, matrix products and logits on [n_state, n_slots],
+// self- and cross-attention as one flash-attention call per layer over the slot dimension,
+// each slot masked to its own KV cells and audio context. A slot with no token this step
+// runs on a dummy row and only its first key, and its logits are dropped. The graph's shape
+// depends only on the longest KV length and audio context of the step, so consecutive steps
+// match and ggml's CUDA backend replays them as a CUDA graph.
+struct whisper_pool {
+    struct request {
+        whisper_state * st = nullptr;
+        const whisper_batch * batch = nullptr;
+        bool done = false;
+        bool ok   = false;
+    };
+
+    int     n_slots     = 0;
+    int     n_ctx_self  = 0; // rows of one layer, self-attention (the padded text context)
+    int     n_ctx_cross = 0; // rows of one layer, cross-attention (whisper_cross_layer_rows)
+    int64_t slot_self   = 0; // elements of one slot
+    int64_t slot_cross  = 0;
+    int64_t wait_us     = 0;
+
+    std::vector<ggml_backend_t> backends;
+    std::vector<uint8_t> ctx_buf;
+    ggml_backend_buffer_t buffer = nullptr;
+    ggml_tensor * self_k  = nullptr;
+    ggml_tensor * self_v  = nullptr;
+    ggml_tensor * cross_k = nullptr;
+    ggml_tensor * cross_v = nullptr;
+
+    whisper_sched sched;
+    int  graph_size = 0;
+    bool reserved   = false;
+
+    std::vector<whisper_state *> occupant;
+
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<request *> pending;
+    int  n_stepping = 0;
+    bool busy       = false;
+    std::chrono::steady_clock::time_point last_done;
+
+    ~whisper_pool() {
+        if (sched.sched) {
+            ggml_backend_sched_free(sched.sched);
+        }
+        ggml_backend_buffer_free(buffer);
+        for (auto & backend : backends) {
+            ggml_backend_free(backend);
+        }
+    }
+};
+
+static bool whisper_pool_step(whisper_context & wctx, whisper_state & wstate, const whisper_batch & batch, int n_threads);
+static void whisper_pool_leave(whisper_state & wstate);
 
 struct whisper_global {
     // We save the log callback globally
@@ -1018,6 +1098,13 @@ static bool whisper_kv_cache_init(
 
 static void whisper_kv_cache_free(struct whisper_kv_cache & cache) {
     ggml_backend_buffer_free(cache.buffer);
+    cache.buffer = nullptr;
+}
+
+// transcribe patch: rows of one layer in the cross-attention cache (flash attention): the
+// padded full audio context, for every window's audio context.
+static int whisper_cross_layer_rows(const whisper_hparams & hparams) {
+    return GGML_PAD(hparams.n_audio_ctx, 256);
 }
 
 static bool whisper_kv_cache_find_slot(
@@ -1089,7 +1176,13 @@ static void whisper_kv_cache_clear(struct whisper_kv_cache & cache) {
     }
     cache.head = 0;
 
-    ggml_backend_buffer_clear(cache.buffer, 0);
+    if (cache.buffer) {
+        ggml_backend_buffer_clear(cache.buffer, 0);
+    } else {
+        // transcribe patch: a batch pool's slot (whisper_kv_cache_view) owns no buffer
+        ggml_backend_tensor_memset(cache.k, 0, 0, ggml_nbytes(cache.k));
+        ggml_backend_tensor_memset(cache.v, 0, 0, ggml_nbytes(cache.v));
+    }
 }
 
 static void whisper_kv_cache_seq_rm(
@@ -2285,7 +2378,10 @@ static struct ggml_cgraph * whisper_build_graph_cross(
 
     const int n_state_head = n_state/n_head;
 
-    const int n_ctx_pad = GGML_PAD(n_ctx, 256);
+    // transcribe patch: with flash attention, each layer's rows of the cross-attention cache
+    // start at a fixed stride (the padded full audio context), whatever this window's audio
+    // context, so that the batch pool's states share one layout (whisper_build_graph_pool).
+    const int n_ctx_pad = whisper_cross_layer_rows(hparams);
 
     struct ggml_init_params params = {
         /*.mem_size   =*/ wstate.sched_cross.meta.size(),
@@ -2367,6 +2463,8 @@ static bool whisper_encode_internal(
     ggml_abort_callback   abort_callback,
                    void * abort_callback_data) {
     const int64_t t_start_us = ggml_time_us();
+
+    whisper_pool_leave(wstate); // transcribe patch: not stepping while it encodes
 
     // conv
     {
@@ -2470,7 +2568,7 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
 
     auto & kv_self = wstate.kv_self;
 
-    WHISPER_ASSERT(!!kv_self.buffer);
+    WHISPER_ASSERT(!!kv_self.k); // transcribe patch: a batch pool's slot has no buffer of its own
 
     const int n_ctx   = kv_self.size;
     const int n_state = hparams.n_text_state;
@@ -2483,6 +2581,7 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
     const int n_audio_ctx = wstate.exp_n_audio_ctx > 0 ? wstate.exp_n_audio_ctx : hparams.n_audio_ctx;
 
     const int n_audio_ctx_pad = GGML_PAD(n_audio_ctx, 256);
+    const int n_cross_rows    = whisper_cross_layer_rows(hparams); // transcribe patch
 
     const int32_t n_kv    = worst_case ? n_ctx            : kv_self.n;
     const int32_t kv_head = worst_case ? n_ctx - n_tokens : kv_self.head;
@@ -2705,14 +2804,14 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
                             n_state_head, n_audio_ctx_pad, n_head,
                             ggml_element_size(wstate.kv_cross.k)*n_state,
                             ggml_element_size(wstate.kv_cross.k)*n_state_head,
-                            ggml_element_size(wstate.kv_cross.k)*n_state*n_audio_ctx_pad*il);
+                            ggml_element_size(wstate.kv_cross.k)*n_state*n_cross_rows*il);
 
                 struct ggml_tensor * Vcross =
                     ggml_view_3d(ctx0, wstate.kv_cross.v,
                             n_state_head, n_audio_ctx_pad, n_head,
                             ggml_element_size(wstate.kv_cross.v)*n_state,
                             ggml_element_size(wstate.kv_cross.v)*n_state_head,
-                            ggml_element_size(wstate.kv_cross.v)*n_state*n_audio_ctx_pad*il);
+                            ggml_element_size(wstate.kv_cross.v)*n_state*n_cross_rows*il);
 
                 cur = ggml_flash_attn_ext(ctx0, Q, Kcross, Vcross, nullptr, KQscale, 0.0f, 0.0f);
 
@@ -2886,6 +2985,17 @@ static bool whisper_decode_internal(
     auto & logits_out = wstate.logits;
 
     struct ggml_tensor * logits;
+
+    // transcribe patch: a pooled state's single-token step runs with the other states' steps
+    if (wstate.pool && wstate.pool_self && n_tokens == 1 && batch.n_seq_id[0] == 1 && batch.seq_id[0][0] == 0 && !save_alignment_heads_QKs) {
+        const bool ok = whisper_pool_step(wctx, wstate, batch, n_threads);
+        if (ok) {
+            wstate.t_decode_us += ggml_time_us() - t_start_us;
+            wstate.n_decode++;
+        }
+        return ok;
+    }
+    whisper_pool_leave(wstate);
 
     // find KV slot for the batch
     {
@@ -3402,6 +3512,163 @@ static std::string whisper_openvino_get_path_cache(std::string path_bin) {
 }
 #endif
 
+// transcribe patch: the batch pool's process-wide settings and counters
+static std::atomic<int>     g_pool_slots{0};
+static std::atomic<int64_t> g_pool_wait_us{2000};
+static std::atomic<int64_t> g_pool_steps{0};
+static std::atomic<int64_t> g_pool_tokens{0};
+static std::mutex           g_pool_attach_mutex;
+
+void whisper_set_batch_slots(int n_slots, int64_t wait_us) {
+    g_pool_slots   = std::max(0, std::min(n_slots, WHISPER_POOL_MAX_SLOTS));
+    g_pool_wait_us = std::max<int64_t>(0, wait_us);
+}
+
+void whisper_batch_stats(int64_t * steps, int64_t * tokens) {
+    if (steps) {
+        *steps = g_pool_steps.load();
+    }
+    if (tokens) {
+        *tokens = g_pool_tokens.load();
+    }
+}
+
+// transcribe patch: a KV cache whose k and v are the n_elements at offset of the pool's
+// k_all and v_all (the pool's buffer owns the memory; cache.buffer stays null).
+static bool whisper_kv_cache_view(
+        whisper_kv_cache & cache,
+        ggml_backend_buffer_t buffer,
+        ggml_tensor * k_all,
+        ggml_tensor * v_all,
+        int64_t offset,
+        int64_t n_elements,
+        int n_ctx) {
+    cache.ctx_buf.resize(2*ggml_tensor_overhead());
+    struct ggml_init_params params = {
+        /*.mem_size   =*/ cache.ctx_buf.size(),
+        /*.mem_buffer =*/ cache.ctx_buf.data(),
+        /*.no_alloc   =*/ true,
+    };
+    cache.head = 0;
+    cache.size = n_ctx;
+    cache.cells.clear();
+    cache.cells.resize(n_ctx);
+    cache.buffer = nullptr;
+
+    struct ggml_context * ctx = ggml_init(params);
+    if (!ctx) {
+        return false;
+    }
+    cache.k = ggml_new_tensor_1d(ctx, k_all->type, n_elements);
+    cache.v = ggml_new_tensor_1d(ctx, v_all->type, n_elements);
+    const bool ok =
+        ggml_backend_tensor_alloc(buffer, cache.k, (char *) k_all->data + offset*ggml_element_size(k_all)) == GGML_STATUS_SUCCESS &&
+        ggml_backend_tensor_alloc(buffer, cache.v, (char *) v_all->data + offset*ggml_element_size(v_all)) == GGML_STATUS_SUCCESS;
+    ggml_free(ctx);
+    return ok;
+}
+
+// transcribe patch: gives state a free slot of ctx's batch pool (making the pool with the
+// context's first state), its KV caches in that slot. False: no pool or no free slot; the
+// state then allocates its own caches as upstream does.
+static bool whisper_pool_attach(whisper_context & ctx, whisper_state & state) {
+    std::lock_guard<std::mutex> lock(g_pool_attach_mutex);
+    if (ctx.batch_slots <= 0 || !ctx.params.flash_attn) {
+        return false;
+    }
+    const auto & hparams = ctx.model.hparams;
+    if (!ctx.pool) {
+        auto pool = std::make_shared<whisper_pool>();
+        pool->n_slots     = ctx.batch_slots;
+        pool->n_ctx_self  = GGML_PAD(hparams.n_text_ctx, 256);
+        pool->n_ctx_cross = whisper_cross_layer_rows(hparams);
+        pool->slot_self   = (int64_t) hparams.n_text_state*hparams.n_text_layer*pool->n_ctx_self;
+        pool->slot_cross  = (int64_t) hparams.n_text_state*hparams.n_text_layer*pool->n_ctx_cross;
+        pool->wait_us     = g_pool_wait_us.load();
+        pool->backends    = whisper_backend_init(ctx.params);
+        if (pool->backends.empty()) {
+            WHISPER_LOG_ERROR("%s: no backend for the batch pool\n", __func__);
+            return false;
+        }
+        pool->ctx_buf.resize(4*ggml_tensor_overhead());
+        struct ggml_init_params params = {
+            /*.mem_size   =*/ pool->ctx_buf.size(),
+            /*.mem_buffer =*/ pool->ctx_buf.data(),
+            /*.no_alloc   =*/ true,
+        };
+        struct ggml_context * kctx = ggml_init(params);
+        pool->self_k  = ggml_new_tensor_1d(kctx, ctx.itype, pool->slot_self*pool->n_slots);
+        pool->self_v  = ggml_new_tensor_1d(kctx, ctx.itype, pool->slot_self*pool->n_slots);
+        pool->cross_k = ggml_new_tensor_1d(kctx, ctx.itype, pool->slot_cross*pool->n_slots);
+        pool->cross_v = ggml_new_tensor_1d(kctx, ctx.itype, pool->slot_cross*pool->n_slots);
+        pool->buffer  = ggml_backend_alloc_ctx_tensors(kctx, pool->backends[0]);
+        ggml_free(kctx);
+        if (!pool->buffer) {
+            WHISPER_LOG_ERROR("%s: failed to allocate the batch pool (%d slots)\n", __func__, pool->n_slots);
+            return false;
+        }
+        ggml_backend_buffer_clear(pool->buffer, 0);
+        pool->occupant.assign(pool->n_slots, nullptr);
+        pool->graph_size = hparams.n_text_layer*96 + 256;
+        pool->sched.sched = ggml_backend_sched_new(pool->backends.data(), nullptr, pool->backends.size(), pool->graph_size, false, true);
+        pool->sched.meta.resize(ggml_tensor_overhead()*pool->graph_size + ggml_graph_overhead_custom(pool->graph_size, false));
+        WHISPER_LOG_INFO("%s: batch pool of %d slots, %7.2f MB\n", __func__, pool->n_slots,
+                ggml_backend_buffer_get_size(pool->buffer)/1e6);
+        ctx.pool = pool;
+    }
+    auto & pool = *ctx.pool;
+    int slot = -1;
+    for (int i = 0; i < pool.n_slots; ++i) {
+        if (pool.occupant[i] == nullptr) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot < 0) {
+        return false;
+    }
+    if (!whisper_kv_cache_view(state.kv_self, pool.buffer, pool.self_k, pool.self_v,
+                pool.slot_self*slot, pool.slot_self, pool.n_ctx_self) ||
+        !whisper_kv_cache_view(state.kv_cross, pool.buffer, pool.cross_k, pool.cross_v,
+                pool.slot_cross*slot, pool.slot_cross, pool.n_ctx_cross)) {
+        WHISPER_LOG_ERROR("%s: failed to place a state in slot %d of the batch pool\n", __func__, slot);
+        return false;
+    }
+    pool.occupant[slot] = &state;
+    state.pool      = ctx.pool;
+    state.pool_slot = slot;
+    state.pool_self = true;
+    return true;
+}
+
+// transcribe patch: the state stops being awaited by its pool's next step (it is not about
+// to step: it encodes, decodes a prompt, ranks or returns).
+static void whisper_pool_leave(whisper_state & state) {
+    if (!state.pool || !state.pool_stepping) {
+        return;
+    }
+    auto & pool = *state.pool;
+    std::lock_guard<std::mutex> lock(pool.mutex);
+    state.pool_stepping = false;
+    pool.n_stepping--;
+    pool.cv.notify_all();
+}
+
+// transcribe patch: frees the state's slot (whisper_free_state).
+static void whisper_pool_detach(whisper_state & state) {
+    if (!state.pool) {
+        return;
+    }
+    whisper_pool_leave(state);
+    {
+        std::lock_guard<std::mutex> lock(g_pool_attach_mutex);
+        state.pool->occupant[state.pool_slot] = nullptr;
+    }
+    state.pool.reset();
+    state.pool_slot = -1;
+    state.pool_self = false;
+}
+
 struct whisper_state * whisper_init_state(whisper_context * ctx) {
     whisper_state * state = new whisper_state;
 
@@ -3415,7 +3682,9 @@ struct whisper_state * whisper_init_state(whisper_context * ctx) {
     // at this point, we don't know yet how many decoders will be used
     // later during decoding, if more decoders are used, we will recreate the KV cache respectively
     state->kv_self_n_dec = 1;
-    if (!whisper_kv_cache_init(state->kv_self, state->backends[0], ctx->itype,
+    // transcribe patch: a slot of the batch pool holds both KV caches when one is free
+    const bool pooled = whisper_pool_attach(*ctx, *state);
+    if (!pooled && !whisper_kv_cache_init(state->kv_self, state->backends[0], ctx->itype,
                 ctx->model.hparams.n_text_state,
                 ctx->model.hparams.n_text_layer,
                 GGML_PAD(ctx->model.hparams.n_text_ctx, 256))) {
@@ -3429,7 +3698,7 @@ struct whisper_state * whisper_init_state(whisper_context * ctx) {
         WHISPER_LOG_INFO("%s: kv self size  = %7.2f MB\n", __func__, memory_size / 1e6);
     }
 
-    if (!whisper_kv_cache_init(state->kv_cross, state->backends[0], ctx->itype,
+    if (!pooled && !whisper_kv_cache_init(state->kv_cross, state->backends[0], ctx->itype,
                 ctx->model.hparams.n_text_state,
                 ctx->model.hparams.n_text_layer,
                 GGML_PAD(ctx->model.hparams.n_audio_ctx, 256))) {
@@ -3750,6 +4019,7 @@ struct whisper_context * whisper_init_with_params_no_state(struct whisper_model_
 
     whisper_context * ctx = new whisper_context;
     ctx->params = params;
+    ctx->batch_slots = g_pool_slots.load(); // transcribe patch
 
     if (!whisper_model_load(loader, *ctx)) {
         loader->close(loader->context);
@@ -3834,6 +4104,7 @@ struct whisper_context * whisper_init_no_state(struct whisper_model_loader * loa
 
 void whisper_free_state(struct whisper_state * state) {
     if (state) {
+        whisper_pool_detach(*state); // transcribe patch
         whisper_kv_cache_free(state->kv_self);
         whisper_kv_cache_free(state->kv_cross);
         whisper_kv_cache_free(state->kv_pad);
@@ -4120,12 +4391,12 @@ static struct ggml_cgraph * whisper_build_graph_decoder_multi(
                         n_state_head, n_audio_ctx_pad, n_head,
                         ggml_element_size(st.kv_cross.k)*n_state,
                         ggml_element_size(st.kv_cross.k)*n_state_head,
-                        ggml_element_size(st.kv_cross.k)*n_state*n_audio_ctx_pad*il);
+                        ggml_element_size(st.kv_cross.k)*n_state*whisper_cross_layer_rows(hparams)*il);
                 struct ggml_tensor * Vcross = ggml_view_3d(ctx0, st.kv_cross.v,
                         n_state_head, n_audio_ctx_pad, n_head,
                         ggml_element_size(st.kv_cross.v)*n_state,
                         ggml_element_size(st.kv_cross.v)*n_state_head,
-                        ggml_element_size(st.kv_cross.v)*n_state*n_audio_ctx_pad*il);
+                        ggml_element_size(st.kv_cross.v)*n_state*whisper_cross_layer_rows(hparams)*il);
 
                 attn = join(attn, ggml_flash_attn_ext(ctx0, query(Qcur, i), Kcross, Vcross, nullptr, KQscale, 0.0f, 0.0f));
             }
@@ -4292,6 +4563,340 @@ int whisper_decode_multi_with_states(struct whisper_context * ctx, struct whispe
     ggml_free(ctx0);
 
     return 0;
+}
+
+// transcribe patch: one decoder step over every slot of the batch pool (see whisper_pool):
+// n_kv keys of self-attention and n_audio of cross-attention, the most any slot of this step
+// needs; each slot's masks keep it to its own.
+static struct ggml_cgraph * whisper_build_graph_pool(
+         whisper_context & wctx,
+            whisper_pool & pool,
+                     int   n_kv,
+                     int   n_audio,
+          ggml_context   * ctx0) {
+    const auto & model   = wctx.model;
+    const auto & hparams = model.hparams;
+
+    const int n_state      = hparams.n_text_state;
+    const int n_head       = hparams.n_text_head;
+    const int n_layer      = hparams.n_text_layer;
+    const int n_state_head = n_state/n_head;
+    const int S            = pool.n_slots;
+
+    const float KQscale = pow(float(n_state_head), -0.25);
+
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, pool.graph_size, false);
+
+    struct ggml_tensor * embd = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, S);
+    ggml_set_name(embd, "pool_embd");
+    ggml_set_input(embd);
+
+    struct ggml_tensor * position = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, S);
+    ggml_set_name(position, "pool_pos");
+    ggml_set_input(position);
+
+    // the row each slot's K and V go to, counted from the slot-0 row of a layer
+    struct ggml_tensor * rows = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, S);
+    ggml_set_name(rows, "pool_rows");
+    ggml_set_input(rows);
+
+    struct ggml_tensor * mask_self = ggml_new_tensor_4d(ctx0, GGML_TYPE_F32, n_kv, 1, 1, S);
+    ggml_set_name(mask_self, "pool_mask_self");
+    ggml_set_input(mask_self);
+    struct ggml_tensor * mask_self_f16 = ggml_cast(ctx0, mask_self, GGML_TYPE_F16);
+
+    struct ggml_tensor * mask_cross = ggml_new_tensor_4d(ctx0, GGML_TYPE_F32, n_audio, 1, 1, S);
+    ggml_set_name(mask_cross, "pool_mask_cross");
+    ggml_set_input(mask_cross);
+    struct ggml_tensor * mask_cross_f16 = ggml_cast(ctx0, mask_cross, GGML_TYPE_F16);
+
+    // [n_state, S] + [n_state, S], added as [n_state, 1, S]: ggml's CUDA backend stops
+    // replaying graphs that add two matrices of more than one row ("batch size > 1"), a rule
+    // made for prompts whose length changes; here the shape is the same every step.
+    auto add_cols = [&](struct ggml_tensor * a, struct ggml_tensor * b) {
+        return ggml_reshape_2d(ctx0,
+                ggml_add(ctx0, ggml_reshape_3d(ctx0, a, n_state, 1, S), ggml_reshape_3d(ctx0, b, n_state, 1, S)),
+                n_state, S);
+    };
+    // [n_state, S] as the [n_state_head, 1, n_head, S] queries of S sequences
+    auto queries = [&](struct ggml_tensor * q) {
+        return ggml_permute(ctx0, ggml_reshape_4d(ctx0, q, n_state_head, n_head, 1, S), 0, 2, 1, 3);
+    };
+    // layer il of every slot of a pool tensor, as [n_state_head, n, n_head, S]
+    auto slots_view = [&](struct ggml_tensor * all, int n_rows, int64_t slot, int n, int il) {
+        const size_t es = ggml_element_size(all);
+        return ggml_view_4d(ctx0, all, n_state_head, n, n_head, S,
+                es*n_state, es*n_state_head, es*slot, es*n_state*n_rows*il);
+    };
+    // layer il of every slot as rows of n_state, row r of slot s at s*n_layer*n_rows + r
+    auto rows_view = [&](struct ggml_tensor * all, int il) {
+        const size_t es = ggml_element_size(all);
+        const int64_t n = (int64_t) (S - 1)*n_layer*pool.n_ctx_self + pool.n_ctx_self;
+        return ggml_view_2d(ctx0, all, n_state, n, es*n_state, es*n_state*pool.n_ctx_self*il);
+    };
+
+    struct ggml_tensor * cur = add_cols(
+            ggml_get_rows(ctx0, model.d_te, embd),
+            ggml_get_rows(ctx0, model.d_pe, position));
+
+    struct ggml_tensor * inpL = cur;
+
+    for (int il = 0; il < n_layer; ++il) {
+        const auto & layer = model.layers_decoder[il];
+
+        cur = ggml_norm(ctx0, inpL, hparams.eps);
+        cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.attn_ln_0_w), layer.attn_ln_0_b);
+
+        // self-attention
+        {
+            struct ggml_tensor * Qcur = ggml_mul_mat(ctx0, layer.attn_q_w, cur);
+            Qcur = ggml_add(ctx0, Qcur, layer.attn_q_b);
+            Qcur = ggml_scale(ctx0, Qcur, KQscale);
+
+            struct ggml_tensor * Kcur = ggml_mul_mat(ctx0, layer.attn_k_w, cur);
+            Kcur = ggml_scale(ctx0, Kcur, KQscale);
+
+            struct ggml_tensor * Vcur = ggml_mul_mat(ctx0, layer.attn_v_w, cur);
+            Vcur = ggml_add(ctx0, Vcur, layer.attn_v_b);
+
+            ggml_build_forward_expand(gf, ggml_set_rows(ctx0, rows_view(pool.self_k, il), Kcur, rows));
+            ggml_build_forward_expand(gf, ggml_set_rows(ctx0, rows_view(pool.self_v, il), Vcur, rows));
+
+            struct ggml_tensor * K = slots_view(pool.self_k, pool.n_ctx_self, pool.slot_self, n_kv, il);
+            struct ggml_tensor * V = slots_view(pool.self_v, pool.n_ctx_self, pool.slot_self, n_kv, il);
+
+            cur = ggml_flash_attn_ext(ctx0, queries(Qcur), K, V, mask_self_f16, 1.0f, 0.0f, 0.0f);
+            cur = ggml_reshape_2d(ctx0, cur, n_state, S);
+        }
+
+        cur = ggml_mul_mat(ctx0, layer.attn_ln_1_w, cur);
+        cur = ggml_add(ctx0, cur, layer.attn_ln_1_b);
+
+        struct ggml_tensor * inpCA = add_cols(cur, inpL);
+
+        cur = ggml_norm(ctx0, inpCA, hparams.eps);
+        cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.cross_attn_ln_0_w), layer.cross_attn_ln_0_b);
+
+        // cross-attention
+        {
+            struct ggml_tensor * Qcur = ggml_mul_mat(ctx0, layer.cross_attn_q_w, cur);
+            Qcur = ggml_add(ctx0, Qcur, layer.cross_attn_q_b);
+
+            struct ggml_tensor * K = slots_view(pool.cross_k, pool.n_ctx_cross, pool.slot_cross, n_audio, il);
+            struct ggml_tensor * V = slots_view(pool.cross_v, pool.n_ctx_cross, pool.slot_cross, n_audio, il);
+
+            cur = ggml_flash_attn_ext(ctx0, queries(Qcur), K, V, mask_cross_f16, KQscale, 0.0f, 0.0f);
+            cur = ggml_reshape_2d(ctx0, cur, n_state, S);
+        }
+
+        cur = ggml_mul_mat(ctx0, layer.cross_attn_ln_1_w, cur);
+        cur = ggml_add(ctx0, cur, layer.cross_attn_ln_1_b);
+
+        cur = add_cols(cur, inpCA);
+
+        struct ggml_tensor * inpFF = cur;
+
+        // feed-forward network
+        cur = ggml_norm(ctx0, inpFF, hparams.eps);
+        cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.mlp_ln_w), layer.mlp_ln_b);
+        cur = ggml_mul_mat(ctx0, layer.mlp_0_w, cur);
+        cur = ggml_add(ctx0, cur, layer.mlp_0_b);
+        cur = ggml_gelu(ctx0, cur);
+        cur = ggml_mul_mat(ctx0, layer.mlp_1_w, cur);
+        cur = ggml_add(ctx0, cur, layer.mlp_1_b);
+
+        inpL = add_cols(cur, inpFF);
+    }
+
+    cur = ggml_norm(ctx0, inpL, hparams.eps);
+    cur = ggml_add(ctx0, ggml_mul(ctx0, cur, model.d_ln_w), model.d_ln_b);
+
+    struct ggml_tensor * logits = ggml_mul_mat(ctx0, model.d_te, cur);
+    ggml_set_name(logits, "pool_logits");
+
+    ggml_build_forward_expand(gf, logits);
+
+    return gf;
+}
+
+// transcribe patch: runs the requests' steps as one step of the pool; each request's state
+// gets its logits as whisper_decode_internal would give them. A request whose state has no
+// KV cell left fails alone.
+static void whisper_pool_run(
+        whisper_context & wctx,
+           whisper_pool & pool,
+        const std::vector<whisper_pool::request *> & reqs,
+                    int   n_threads) {
+    const auto & hparams = wctx.model.hparams;
+    const int S       = pool.n_slots;
+    const int n_vocab = hparams.n_vocab;
+    const int n_layer = hparams.n_text_layer;
+    const uint32_t pad = whisper_kv_cache_get_padding(wctx);
+
+    std::vector<whisper_pool::request *> by_slot(S, nullptr);
+    int n_kv    = (int) pad;
+    int n_audio = 256;
+    for (auto * r : reqs) {
+        auto & st = *r->st;
+        auto & kv = st.kv_self;
+        if (!whisper_kv_cache_find_slot(kv, *r->batch)) {
+            r->ok = false;
+            continue;
+        }
+        kv.n = std::min(kv.size, std::max(pad, GGML_PAD(whisper_kv_cache_cell_max(kv), pad)));
+        const int n_audio_ctx = st.exp_n_audio_ctx > 0 ? st.exp_n_audio_ctx : hparams.n_audio_ctx;
+        n_kv    = std::max<int>(n_kv, kv.n);
+        n_audio = std::max(n_audio, GGML_PAD(n_audio_ctx, 256));
+        by_slot[st.pool_slot] = r;
+        r->ok = true;
+    }
+    n_kv    = std::min(n_kv, pool.n_ctx_self);
+    n_audio = std::min(n_audio, pool.n_ctx_cross);
+
+    auto fail_all = [&]() {
+        for (auto * r : reqs) {
+            r->ok = false;
+        }
+    };
+
+    struct ggml_init_params params = {
+        /*.mem_size   =*/ pool.sched.meta.size(),
+        /*.mem_buffer =*/ pool.sched.meta.data(),
+        /*.no_alloc   =*/ true,
+    };
+    if (!pool.reserved) {
+        // the compute buffers of the largest graph, once (as whisper.cpp's own decoder)
+        struct ggml_context * ctx_worst = ggml_init(params);
+        const bool ok = ggml_backend_sched_reserve(pool.sched.sched,
+                whisper_build_graph_pool(wctx, pool, pool.n_ctx_self, pool.n_ctx_cross, ctx_worst));
+        ggml_free(ctx_worst);
+        if (!ok) {
+            WHISPER_LOG_ERROR("%s: failed to reserve the batch pool's compute buffers\n", __func__);
+            fail_all();
+            return;
+        }
+        pool.reserved = true;
+    }
+
+    struct ggml_context * ctx0 = ggml_init(params);
+    ggml_cgraph * gf = whisper_build_graph_pool(wctx, pool, n_kv, n_audio, ctx0);
+    if (!ggml_backend_sched_alloc_graph(pool.sched.sched, gf)) {
+        WHISPER_LOG_ERROR("%s: failed to allocate the batch pool's graph\n", __func__);
+        ggml_free(ctx0);
+        fail_all();
+        return;
+    }
+
+    std::vector<int32_t> tokens(S, 0), positions(S, 0);
+    std::vector<int64_t> rows(S);
+    std::vector<float> mask_self((size_t) n_kv*S, -INFINITY), mask_cross((size_t) n_audio*S, -INFINITY);
+    int n_used = 0;
+    for (int s = 0; s < S; ++s) {
+        const int64_t slot_row0 = (int64_t) s*n_layer*pool.n_ctx_self;
+        float * ms = mask_self.data()  + (size_t) s*n_kv;
+        float * mc = mask_cross.data() + (size_t) s*n_audio;
+        const whisper_pool::request * r = by_slot[s];
+        if (r == nullptr || !r->ok) {
+            // no token: its K and V go to the last row of its cache (past any position of
+            // the text context), it attends to its first key only, and its logits are dropped
+            rows[s] = slot_row0 + pool.n_ctx_self - 1;
+            ms[0] = 0.0f;
+            mc[0] = 0.0f;
+            continue;
+        }
+        n_used++;
+        const auto & st = *r->st;
+        const auto & kv = st.kv_self;
+        const whisper_pos pos = r->batch->pos[0];
+        tokens[s]    = r->batch->token[0];
+        positions[s] = pos;
+        rows[s]      = slot_row0 + kv.head;
+        for (int j = 0; j < kv.n; ++j) {
+            if (kv.cells[j].has_seq_id(0) && kv.cells[j].pos <= pos) {
+                ms[j] = 0.0f;
+            }
+        }
+        // the keys whisper_build_graph_decoder attends to: the padded audio context
+        const int n_audio_ctx = st.exp_n_audio_ctx > 0 ? st.exp_n_audio_ctx : hparams.n_audio_ctx;
+        const int n_own = std::min(n_audio, GGML_PAD(n_audio_ctx, 256));
+        for (int j = 0; j < n_own; ++j) {
+            mc[j] = 0.0f;
+        }
+    }
+
+    ggml_backend_tensor_set(ggml_graph_get_tensor(gf, "pool_embd"), tokens.data(), 0, S*sizeof(int32_t));
+    ggml_backend_tensor_set(ggml_graph_get_tensor(gf, "pool_pos"), positions.data(), 0, S*sizeof(int32_t));
+    ggml_backend_tensor_set(ggml_graph_get_tensor(gf, "pool_rows"), rows.data(), 0, S*sizeof(int64_t));
+    ggml_backend_tensor_set(ggml_graph_get_tensor(gf, "pool_mask_self"), mask_self.data(), 0, mask_self.size()*sizeof(float));
+    ggml_backend_tensor_set(ggml_graph_get_tensor(gf, "pool_mask_cross"), mask_cross.data(), 0, mask_cross.size()*sizeof(float));
+
+    struct ggml_tensor * logits = ggml_graph_get_tensor(gf, "pool_logits");
+
+    if (!ggml_graph_compute_helper(pool.sched.sched, gf, n_threads)) {
+        ggml_free(ctx0);
+        fail_all();
+        return;
+    }
+
+    for (int s = 0; s < S; ++s) {
+        whisper_pool::request * r = by_slot[s];
+        if (r == nullptr || !r->ok) {
+            continue;
+        }
+        r->st->logits.resize(n_vocab);
+        ggml_backend_tensor_get(logits, r->st->logits.data(), (size_t) s*n_vocab*sizeof(float), n_vocab*sizeof(float));
+    }
+    ggml_free(ctx0);
+
+    g_pool_steps++;
+    g_pool_tokens += n_used;
+}
+
+// transcribe patch: a single-token step of a pooled state. It is queued; the first state
+// that finds the pool idle when every stepping state has queued its step (or when its own
+// wait_us is over) runs the queued steps as one and wakes their states.
+static bool whisper_pool_step(whisper_context & wctx, whisper_state & wstate, const whisper_batch & batch, int n_threads) {
+    auto & pool = *wstate.pool;
+    whisper_pool::request req;
+    req.st    = &wstate;
+    req.batch = &batch;
+
+    std::unique_lock<std::mutex> lock(pool.mutex);
+    if (!wstate.pool_stepping) {
+        wstate.pool_stepping = true;
+        pool.n_stepping++;
+    }
+    pool.pending.push_back(&req);
+    pool.cv.notify_all();
+
+    const auto queued = std::chrono::steady_clock::now();
+    while (!req.done) {
+        // wait_us from the later of this request and the end of the last step: the states
+        // of that step are back within their sampling time, so they join this one
+        const auto deadline = std::max(queued, pool.last_done) + std::chrono::microseconds(pool.wait_us);
+        const bool all_in = (int) pool.pending.size() >= pool.n_stepping;
+        if (!pool.busy && !pool.pending.empty() && (all_in || std::chrono::steady_clock::now() >= deadline)) {
+            std::vector<whisper_pool::request *> reqs;
+            reqs.swap(pool.pending);
+            pool.busy = true;
+            lock.unlock();
+            whisper_pool_run(wctx, pool, reqs, n_threads);
+            lock.lock();
+            for (auto * r : reqs) {
+                r->done = true;
+            }
+            pool.busy = false;
+            pool.last_done = std::chrono::steady_clock::now();
+            pool.cv.notify_all();
+            continue;
+        }
+        if (pool.busy) {
+            pool.cv.wait(lock);
+        } else {
+            pool.cv.wait_until(lock, deadline);
+        }
+    }
+    return req.ok;
 }
 
 int whisper_decode(struct whisper_context * ctx, const whisper_token * tokens, int n_tokens, int n_past, int n_threads) {
@@ -7144,6 +7749,12 @@ int whisper_full_with_state(
     struct whisper_full_params   params,
                    const float * samples,
                            int   n_samples) {
+    // transcribe patch: however this returns, the state no longer steps in its batch pool
+    struct pool_leave_guard {
+        whisper_state * st;
+        ~pool_leave_guard() { whisper_pool_leave(*st); }
+    } pool_leave_guard_ { state };
+
     // clear old results
     auto & result_all = state->result_all;
 
@@ -7486,6 +8097,7 @@ int whisper_full_with_state(
                     }
 
                     state->kv_self_n_dec = n_decoders_cur;
+                    state->pool_self = false; // transcribe patch: its own cache now, not the pool's
                 }
 
                 whisper_kv_cache_clear(state->kv_self);
@@ -7855,6 +8467,10 @@ int whisper_full_with_state(
                     state->t_sample_us += ggml_time_us() - t_start_sample_us;
                 }
             }
+
+            // transcribe patch: this window's tokens are decoded; its batch pool need not wait
+            // for this state while it ranks, samples the next window or encodes it
+            whisper_pool_leave(*state);
 
             // rank the resulting sequences and select the best one
             {
