@@ -101,6 +101,13 @@ pub struct Args {
     #[arg(long)]
     pub parallel: Option<usize>,
 
+    /// With --parallel: the parallel states' decoder steps run as one batched step (their
+    /// KV caches in one pool, one flash-attention call per layer for all of them). Needs
+    /// flash attention; pays on a GPU (BENCHMARKS.md "Batched decoding"). Prints the
+    /// pool's steps and mean batch on stderr.
+    #[arg(long)]
+    pub batch: bool,
+
     /// Bounds on each decode (shared with `transcribe-server`).
     #[command(flatten)]
     pub decode: DecodeArgs,

@@ -59,8 +59,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         args.offline,
         show_progress,
     )?;
-    let config = engine_config(&args.engine)?;
-    let model = WhisperModel::load(&model_path, &config)?;
+    let mut config = engine_config(&args.engine)?;
     let parallel = match args.parallel {
         Some(0) => return Err(UsageError("--parallel must be at least 1".into()).into()),
         Some(n) => n,
@@ -70,6 +69,15 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         },
         None => config.threads.min(MAX_DEFAULT_PARALLEL),
     };
+    if args.batch {
+        if !config.flash_attn {
+            return Err(
+                UsageError("--batch needs flash attention (--flash-attn on)".into()).into(),
+            );
+        }
+        config.batch_slots = parallel;
+    }
+    let model = WhisperModel::load(&model_path, &config)?;
     let mut sessions = (0..parallel)
         .map(|_| model.session())
         .collect::<Result<Vec<_>, _>>()?;
@@ -117,6 +125,13 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                 eprintln!("error: {e:#}");
             }
         }
+    }
+    if args.batch {
+        let (steps, tokens) = transcribe_engine::batch_stats();
+        eprintln!(
+            "batched decoding: {tokens} tokens in {steps} steps (mean batch {:.2})",
+            tokens as f64 / steps.max(1) as f64
+        );
     }
     Ok(if failed == 0 {
         crate::EXIT_OK

@@ -284,12 +284,11 @@ impl WhisperModel {
             path: path.to_owned(),
             reason: "path is not valid UTF-8".into(),
         })?;
-        let ctx = load_context(path_str, params, config.batch_slots).map_err(|e| {
-            LoadError::Invalid {
+        let ctx =
+            load_context(path_str, params, config.batch_slots).map_err(|e| LoadError::Invalid {
                 path: path.to_owned(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         tracing::info!(
             message = "Model loaded.",
             path = %path.display(),

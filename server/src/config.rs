@@ -188,6 +188,14 @@ pub struct ServerArgs {
     )]
     pub partial_context: Option<PartialContextFlag>,
 
+    /// The workers' decoder steps run as one batched step when several decode at once
+    /// (their KV caches in one pool, one flash-attention call per layer for all of them).
+    /// Needs flash attention; pays on a GPU (BENCHMARKS.md "Batched decoding"). A worker
+    /// whose final falls back to sampling at a temperature leaves the pool for good (its
+    /// several decoders need a cache of their own).
+    #[arg(long, env = "TRANSCRIBE_BATCH")]
+    pub batch: bool,
+
     /// Trailing silence that ends an utterance (e.g. 500ms). [default: the policy's]
     #[arg(long, env = "TRANSCRIBE_ENDPOINT_SILENCE", value_parser = parse_duration)]
     pub endpoint_silence: Option<Duration>,
@@ -318,6 +326,8 @@ pub struct ServerConfig {
     pub final_context: FinalContext,
     /// Encoder context of partials, when set.
     pub partial_context: Option<PartialContextFlag>,
+    /// Workers' decoder steps batched (`--batch`).
+    pub batch: bool,
     /// Endpoint silence override.
     pub endpoint_silence: Option<Duration>,
     /// Maximum utterance override.
@@ -573,6 +583,12 @@ impl ServerArgs {
         if self.min_commit.is_some_and(|m| m > Duration::from_secs(10)) {
             return Err(invalid("--min-commit", "must be at most 10s"));
         }
+        if self.batch && !self.engine.flash_attn(gpu) {
+            return Err(invalid(
+                "--batch",
+                "needs flash attention (--flash-attn on)",
+            ));
+        }
         if let Some(s) = self.endpoint_silence
             && (s < Duration::from_millis(100) || s > Duration::from_secs(10))
         {
@@ -675,6 +691,7 @@ impl ServerArgs {
             min_commit: self.min_commit,
             final_context: self.final_context.into(),
             partial_context: self.partial_context,
+            batch: self.batch,
             endpoint_silence: self.endpoint_silence,
             max_utterance: self.max_utterance,
             prompt_history: self.prompt_history,

@@ -137,7 +137,7 @@ mod whisper {
                 use_gpu: config.use_gpu,
                 gpu_device: i32::from(config.gpu_device),
                 flash_attn: config.flash_attn,
-                batch_slots: 0,
+                batch_slots: if config.batch { config.workers } else { 0 },
             };
             Ok(Self {
                 specs,
