@@ -4610,13 +4610,13 @@ static struct ggml_cgraph * whisper_build_graph_pool(
     ggml_set_input(mask_cross);
     struct ggml_tensor * mask_cross_f16 = ggml_cast(ctx0, mask_cross, GGML_TYPE_F16);
 
-    // [n_state, S] + [n_state, S], added as [n_state, 1, S]: ggml's CUDA backend stops
-    // replaying graphs that add two matrices of more than one row ("batch size > 1"), a rule
-    // made for prompts whose length changes; here the shape is the same every step.
+    // [n_state, S] + [n_state, S]. Added as such, this keeps ggml's CUDA backend from
+    // capturing the step as a CUDA graph (its "batch size > 1" rule). Added as [n_state, 1,
+    // S] the step was captured, and on the H200 every run whose steps were replayed ended in
+    // a CUDA error (cause not found); a batched step launches its kernels for many tokens
+    // at once, so the launches cost less per token than a lone step's.
     auto add_cols = [&](struct ggml_tensor * a, struct ggml_tensor * b) {
-        return ggml_reshape_2d(ctx0,
-                ggml_add(ctx0, ggml_reshape_3d(ctx0, a, n_state, 1, S), ggml_reshape_3d(ctx0, b, n_state, 1, S)),
-                n_state, S);
+        return ggml_add(ctx0, a, b);
     };
     // [n_state, S] as the [n_state_head, 1, n_head, S] queries of S sequences
     auto queries = [&](struct ggml_tensor * q) {
