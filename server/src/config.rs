@@ -971,6 +971,21 @@ mod tests {
     }
 
     #[test]
+    fn batch_needs_flash_attention() -> Result<(), ConfigError> {
+        let err = args(&["--cpu", "--batch", "--flash-attn", "off"])
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("--batch"), "{err}");
+        let c = args(&["--cpu", "--batch", "--flash-attn", "on", "--workers", "3"]).validate()?;
+        assert!(c.batch);
+        let c = args(&["--cpu", "--workers", "3"]).validate()?;
+        assert!(!c.batch);
+        Ok(())
+    }
+
+    #[test]
     fn models_repeat_or_comma_separate() -> Result<(), ConfigError> {
         let c = args(&["--model", "tiny.en,base", "--model", "small"]).validate()?;
         assert_eq!(c.models, ["tiny.en", "base", "small"]);

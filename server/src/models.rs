@@ -224,6 +224,34 @@ mod whisper {
         }
 
         #[test]
+        fn batch_gives_each_worker_a_pool_slot() -> Result<(), ConfigError> {
+            let parse = |extra: &[&str]| {
+                use clap::Parser;
+                crate::config::ServerArgs::parse_from(
+                    [
+                        "transcribe-server",
+                        "--model",
+                        "tiny.en",
+                        "--cpu",
+                        "--workers",
+                        "3",
+                    ]
+                    .iter()
+                    .chain(extra)
+                    .copied(),
+                )
+                .validate()
+            };
+            let batched = parse(&["--batch", "--flash-attn", "on"])?;
+            let loader = WhisperLoader::from_config(&batched, FetchOptions::default())?;
+            assert_eq!(loader.engine.batch_slots, 3);
+            let plain = parse(&[])?;
+            let loader = WhisperLoader::from_config(&plain, FetchOptions::default())?;
+            assert_eq!(loader.engine.batch_slots, 0);
+            Ok(())
+        }
+
+        #[test]
         fn unknown_names_fail_validation() -> Result<(), ConfigError> {
             let config = ServerConfig::with_models(&["tiny.en"])?;
             let loader = WhisperLoader::from_config(&config, FetchOptions::default())?;
