@@ -140,7 +140,9 @@ pub struct EngineConfig {
     /// `batch_slots` sessions keep their KV caches in one pool, and their single-token
     /// decoder steps run together as one step (our vendored whisper.cpp's
     /// `whisper_set_batch_slots`, vendor/whisper-rs-sys/VENDORED.md; BENCHMARKS.md
-    /// "Batched decoding"). Sessions beyond it decode alone, as without a pool.
+    /// "Batched decoding"). Sessions beyond it decode alone, as without a pool. On a GPU a
+    /// pool turns ggml's CUDA graphs off for the whole process (runs with graphs on and 8
+    /// or 16 slots ended in a CUDA error): load pooled models before any GPU decode.
     pub batch_slots: usize,
 }
 

@@ -190,7 +190,8 @@ pub struct ServerArgs {
 
     /// The workers' decoder steps run as one batched step when several decode at once
     /// (their KV caches in one pool, one flash-attention call per layer for all of them).
-    /// Needs flash attention; pays on a GPU (BENCHMARKS.md "Batched decoding"). A worker
+    /// Needs flash attention; on a GPU it turns CUDA graphs off for the process. Measured
+    /// on files only so far (BENCHMARKS.md "Batched decoding"), not on live streams. A worker
     /// whose final falls back to sampling at a temperature leaves the pool for good (its
     /// several decoders need a cache of their own).
     #[arg(long, env = "TRANSCRIBE_BATCH")]

@@ -361,7 +361,9 @@ extern "C" {
     // that are stepping, at most wait_us microseconds after its own request, and one decoder
     // step then serves all of them (matrix products once, attention as one flash-attention
     // call per layer over the slots). 0 slots (the default): no pool. Process-wide; at most
-    // WHISPER_POOL_MAX_SLOTS slots.
+    // WHISPER_POOL_MAX_SLOTS slots. A pool on a GPU turns ggml's CUDA graphs off for the
+    // process (GGML_CUDA_DISABLE_GRAPHS; see whisper_pool_attach): make it before the
+    // process's first GPU decode.
     #define WHISPER_POOL_MAX_SLOTS 64
     WHISPER_API void whisper_set_batch_slots(int n_slots, int64_t wait_us);
 

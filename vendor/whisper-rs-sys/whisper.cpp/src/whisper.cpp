@@ -3609,6 +3609,15 @@ static bool whisper_pool_attach(whisper_context & ctx, whisper_state & state) {
         }
         ggml_backend_buffer_clear(pool->buffer, 0);
         pool->occupant.assign(pool->n_slots, nullptr);
+        if (ctx.params.use_gpu) {
+            // On the H200, every run with a pool of 8 or 16 slots and CUDA graphs on ended in
+            // a CUDA error (6 runs, both model shapes; the 6 runs with 32-64 slots did not);
+            // the 2 runs with graphs off (8 and 16 slots) finished (BENCHMARKS.md "Batched
+            // decoding"; the cause was not found). ggml
+            // reads this once, at its first graph: the pool must come before any GPU decode
+            // of the process (whisper_set_batch_slots before the first load does that).
+            setenv("GGML_CUDA_DISABLE_GRAPHS", "1", 1);
+        }
         pool->graph_size = hparams.n_text_layer*96 + 256;
         pool->sched.sched = ggml_backend_sched_new(pool->backends.data(), nullptr, pool->backends.size(), pool->graph_size, false, true);
         pool->sched.meta.resize(ggml_tensor_overhead()*pool->graph_size + ggml_graph_overhead_custom(pool->graph_size, false));
@@ -4610,11 +4619,12 @@ static struct ggml_cgraph * whisper_build_graph_pool(
     ggml_set_input(mask_cross);
     struct ggml_tensor * mask_cross_f16 = ggml_cast(ctx0, mask_cross, GGML_TYPE_F16);
 
-    // [n_state, S] + [n_state, S]. Added as such, this keeps ggml's CUDA backend from
-    // capturing the step as a CUDA graph (its "batch size > 1" rule). Added as [n_state, 1,
-    // S] the step was captured, and on the H200 every run whose steps were replayed ended in
-    // a CUDA error (cause not found); a batched step launches its kernels for many tokens
-    // at once, so the launches cost less per token than a lone step's.
+    // [n_state, S] + [n_state, S], a plain add: it keeps ggml's CUDA backend from capturing
+    // the step as a CUDA graph (its "batch size > 1" rule). Added as [n_state, 1, S] the
+    // step was captured, and faster (large-v3, 32 slots: 143x against 114-121x real time on
+    // a 10-minute file, one run), but runs with 8 and 16 slots ended in a CUDA error with or
+    // without this step captured; whisper_pool_attach turns CUDA graphs off (BENCHMARKS.md
+    // "Batched decoding").
     auto add_cols = [&](struct ggml_tensor * a, struct ggml_tensor * b) {
         return ggml_add(ctx0, a, b);
     };

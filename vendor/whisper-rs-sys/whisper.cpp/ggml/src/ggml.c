@@ -276,13 +276,22 @@ static void ggml_log_internal_v(enum ggml_log_level level, const char * format, 
     va_copy(args_copy, args);
     char buffer[128];
     int len = vsnprintf(buffer, 128, format, args);
+    // transcribe patch: errors also go to stderr when a callback other than ggml's own takes
+    // the logs (whisper-rs's hooks drop them: a CUDA error's reason was otherwise lost)
+    const bool echo = level == GGML_LOG_LEVEL_ERROR && g_logger_state.log_callback != ggml_log_callback_default;
     if (len < 128) {
         g_logger_state.log_callback(level, buffer, g_logger_state.log_callback_user_data);
+        if (echo) {
+            fputs(buffer, stderr);
+        }
     } else {
         char * buffer2 = (char *) calloc(len + 1, sizeof(char));
         vsnprintf(buffer2, len + 1, format, args_copy);
         buffer2[len] = 0;
         g_logger_state.log_callback(level, buffer2, g_logger_state.log_callback_user_data);
+        if (echo) {
+            fputs(buffer2, stderr);
+        }
         free(buffer2);
     }
     va_end(args_copy);
