@@ -101,11 +101,11 @@ pub struct Args {
     #[arg(long)]
     pub parallel: Option<usize>,
 
-    /// With --parallel: the parallel states' decoder steps run as one batched step (their
-    /// KV caches in one pool, one flash-attention call per layer for all of them). Needs
-    /// flash attention; pays on a GPU from about 32 states (BENCHMARKS.md "Batched
-    /// decoding"), where it turns CUDA graphs off for the run. Prints the pool's steps and
-    /// mean batch on stderr.
+    /// With --chunking fit|window: the --parallel states' decoder steps run as one batched
+    /// step (their KV caches in one pool, one flash-attention call per layer for all of
+    /// them). Needs flash attention; pays on a GPU from about 32 states (BENCHMARKS.md
+    /// "Batched decoding"), where it turns CUDA graphs off for the run. Prints the pool's
+    /// steps and mean batch on stderr.
     #[arg(long)]
     pub batch: bool,
 

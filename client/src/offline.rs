@@ -70,6 +70,12 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         None => config.threads.min(MAX_DEFAULT_PARALLEL),
     };
     if args.batch {
+        if args.chunking == Chunking::Off {
+            return Err(UsageError(
+                "--batch needs --chunking fit or window (a whole-file decode is one state)".into(),
+            )
+            .into());
+        }
         if !config.flash_attn {
             return Err(
                 UsageError("--batch needs flash attention (--flash-attn on)".into()).into(),

@@ -983,8 +983,8 @@ struct whisper_context {
 // self- and cross-attention as one flash-attention call per layer over the slot dimension,
 // each slot masked to its own KV cells and audio context. A slot with no token this step
 // runs on a dummy row and only its first key, and its logits are dropped. The graph's shape
-// depends only on the longest KV length and audio context of the step, so consecutive steps
-// match and ggml's CUDA backend replays them as a CUDA graph.
+// depends only on the longest KV length and audio context of the step; it is not captured
+// as a CUDA graph (see add_cols in whisper_build_graph_pool).
 struct whisper_pool {
     struct request {
         whisper_state * st = nullptr;
