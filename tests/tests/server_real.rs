@@ -1,8 +1,9 @@
 //! The gRPC server end to end with the real tiny.en model: real-time streaming of a
 //! fixture (interim before the utterance ends, finals within the WER threshold, sane word
 //! timings), streaming WER within 2 points of offline (unary) WER over every speech fixture
-//! of the manifest, and silence/noise giving no text. Skips (with a note) when tiny.en
-//! cannot be resolved on this machine.
+//! of the manifest, silence/noise giving no text, and two streams at once on workers whose
+//! decoder steps run batched (`--batch`). Skips (with a note) when tiny.en cannot be
+//! resolved on this machine.
 
 use std::time::{Duration, Instant};
 
@@ -249,5 +250,64 @@ async fn a_few_samples_give_no_text_through_recognize_and_a_stream() -> TestResu
             stream_samples(&server.url, samples, &StreamOptions::default(), |_| {}).await?;
         assert_eq!(summary.text(), "", "{n} samples streamed produced text");
     }
+    server.stop().await
+}
+
+/// `--batch` (the batch pool, with flash attention on the CPU): two workers stream two
+/// fixtures at once; both transcripts stay within the WER threshold, and the pool's
+/// counters show decoder steps that served both workers together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_workers_stream_two_fixtures_at_once() -> TestResult {
+    let mut config = ServerConfig::with_models(&["tiny.en"])?;
+    config.workers = 2;
+    config.flash_attn = true;
+    config.batch = true;
+    let Some(loader) = whisper_loader(&config) else {
+        return Ok(());
+    };
+    let server = TestServer::start_ready(config, loader).await?;
+    // Two tracks of several fixtures each (1 s of silence between them), so that the two
+    // workers decode at once for many steps.
+    let fixtures = speech_fixtures()?;
+    if fixtures.len() < 4 {
+        return Err("fewer than four speech fixtures".into());
+    }
+    let (first, second) = fixtures.split_at(fixtures.len() / 2);
+    let track = |part: &[(String, String)]| -> TestResult<(String, Vec<f32>, String)> {
+        let (mut samples, mut reference) = (Vec::new(), Vec::new());
+        for (path, text) in part {
+            samples.extend(read_fixture(path)?.0);
+            samples.extend(std::iter::repeat_n(0.0, 16_000));
+            reference.push(text.as_str());
+        }
+        let names: Vec<&str> = part.iter().map(|(p, _)| p.as_str()).collect();
+        Ok((names.join("+"), samples, reference.join(" ")))
+    };
+    let (path_a, a, reference_a) = track(first)?;
+    let (path_b, b, reference_b) = track(second)?;
+    let before = transcribe_engine::batch_stats();
+    let options = StreamOptions::default();
+    let (summary_a, summary_b) = tokio::join!(
+        stream_samples(&server.url, &a, &options, |_| {}),
+        stream_samples(&server.url, &b, &options, |_| {})
+    );
+    let after = transcribe_engine::batch_stats();
+    for (path, reference, summary) in [
+        (path_a, reference_a, summary_a?),
+        (path_b, reference_b, summary_b?),
+    ] {
+        let text = summary.text();
+        assert!(
+            wer(&reference, &text).rate() <= WER_THRESHOLD,
+            "{path}: {}",
+            explain(&reference, &text)
+        );
+    }
+    let (steps, tokens) = (after.0 - before.0, after.1 - before.1);
+    println!("pooled steps {steps}, tokens {tokens}");
+    assert!(
+        tokens > steps,
+        "no pooled step served both workers ({tokens} tokens in {steps} steps)"
+    );
     server.stop().await
 }
