@@ -6,7 +6,7 @@
 //!     [--threads N] [--chunk-ms MS] [--language CODE] [--reference TXT] [--json OUT]
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
 //!     [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] [--gpu]
-//!     [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES]
+//!     [--flash-attn on|off] [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES]
 //!     [--audio-ctx-margin FRAMES]
 //! ```
 //!
@@ -20,7 +20,9 @@
 //! server's `--endpoint-silence`). `--partial-context fit|wide|full` is the server's flag
 //! (default `fit`); `--audio-ctx-floor` and `--audio-ctx-margin` then set the partial
 //! context's floor and margin in encoder frames of 20 ms (the policy's `audio_ctx_floor`,
-//! `audio_ctx_margin`).
+//! `audio_ctx_margin`). `--flash-attn on` decodes with flash attention, as GPU builds do
+//! (default off, as CPU builds): its rounding tips near-ties in partials, so simulated GPU
+//! latencies should use it.
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.
@@ -132,13 +134,15 @@ struct Args {
     audio_ctx_margin: Option<u32>,
     /// Decode times are divided by this on the sample clock (a faster device). Default 1.
     speed: f64,
+    /// `--flash-attn on|off` (default off, as CPU builds): GPU builds decode with it on.
+    flash_attn: bool,
 }
 
 const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms MS] \
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
                      [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] \
-                     [--gpu] \
+                     [--gpu] [--flash-attn on|off] \
                      [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES] \
                      [--audio-ctx-margin FRAMES]";
 
@@ -174,6 +178,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         audio_ctx_floor: None,
         audio_ctx_margin: None,
         speed: 1.0,
+        flash_attn: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -207,6 +212,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
                 });
             }
             "--final-context" => args.final_fit = either(&a, &value()?, "full", "fit")?,
+            "--flash-attn" => args.flash_attn = either(&a, &value()?, "off", "on")?,
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
             _ => positional.push(PathBuf::from(a)),
@@ -326,7 +332,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let config = EngineConfig {
         threads: args.threads,
         use_gpu: false,
-        flash_attn: false,
+        flash_attn: args.flash_attn,
         ..EngineConfig::default()
     };
     let t = Instant::now();
