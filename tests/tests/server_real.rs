@@ -254,10 +254,10 @@ async fn a_few_samples_give_no_text_through_recognize_and_a_stream() -> TestResu
 }
 
 /// `--batch` (the batch pool, with flash attention on the CPU): two workers stream two
-/// fixtures at once; both transcripts stay within the WER threshold, and the pool's
-/// counters show decoder steps that served both workers together.
+/// tracks of several fixtures at once; both transcripts stay within the WER threshold, and
+/// the pool's counters show decoder steps that served both workers together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_workers_stream_two_fixtures_at_once() -> TestResult {
+async fn batched_workers_stream_two_tracks_at_once() -> TestResult {
     let mut config = ServerConfig::with_models(&["tiny.en"])?;
     config.workers = 2;
     config.flash_attn = true;

@@ -984,7 +984,7 @@ struct whisper_context {
 // each slot masked to its own KV cells and audio context. A slot with no token this step
 // runs on a dummy row and only its first key, and its logits are dropped. The graph's shape
 // depends only on the longest KV length and audio context of the step; it is not captured
-// as a CUDA graph (see add_cols in whisper_build_graph_pool).
+// as a CUDA graph (see its residual adds in whisper_build_graph_pool).
 struct whisper_pool {
     struct request {
         whisper_state * st = nullptr;
@@ -2381,7 +2381,7 @@ static struct ggml_cgraph * whisper_build_graph_cross(
     // transcribe patch: with flash attention, each layer's rows of the cross-attention cache
     // start at a fixed stride (the padded full audio context), whatever this window's audio
     // context, so that the batch pool's states share one layout (whisper_build_graph_pool).
-    const int n_ctx_pad = whisper_cross_layer_rows(hparams);
+    const int n_cross_rows = whisper_cross_layer_rows(hparams);
 
     struct ggml_init_params params = {
         /*.mem_size   =*/ wstate.sched_cross.meta.size(),
@@ -2419,10 +2419,10 @@ static struct ggml_cgraph * whisper_build_graph_cross(
 
         if (wctx.params.flash_attn) {
             k = ggml_view_1d(ctx0, wstate.kv_cross.k, n_state*n_ctx,
-                    (ggml_element_size(wstate.kv_cross.k)*n_state)*(il*n_ctx_pad));
+                    (ggml_element_size(wstate.kv_cross.k)*n_state)*(il*n_cross_rows));
 
             v = ggml_view_1d(ctx0, wstate.kv_cross.v, n_state*n_ctx,
-                    (ggml_element_size(wstate.kv_cross.v)*n_state)*(il*n_ctx_pad));
+                    (ggml_element_size(wstate.kv_cross.v)*n_state)*(il*n_cross_rows));
         } else {
             Vcross = ggml_transpose(ctx0, ggml_reshape_2d(ctx0, Vcross, n_state, n_ctx));
 
@@ -3613,9 +3613,9 @@ static bool whisper_pool_attach(whisper_context & ctx, whisper_state & state) {
             // On the H200, every run with a pool of 8 or 16 slots and CUDA graphs on ended in
             // a CUDA error (6 runs, both model shapes; the 6 runs with 32-64 slots did not);
             // the 2 runs with graphs off (8 and 16 slots) finished (BENCHMARKS.md "Batched
-            // decoding"; the cause was not found). ggml
-            // reads this once, at its first graph: the pool must come before any GPU decode
-            // of the process (whisper_set_batch_slots before the first load does that).
+            // decoding"; the cause was not found). ggml reads this once, at its first graph:
+            // the pool must come before any GPU decode of the process
+            // (whisper_set_batch_slots before the first load does that).
             setenv("GGML_CUDA_DISABLE_GRAPHS", "1", 1);
         }
         pool->graph_size = hparams.n_text_layer*96 + 256;
@@ -4619,15 +4619,6 @@ static struct ggml_cgraph * whisper_build_graph_pool(
     ggml_set_input(mask_cross);
     struct ggml_tensor * mask_cross_f16 = ggml_cast(ctx0, mask_cross, GGML_TYPE_F16);
 
-    // [n_state, S] + [n_state, S], a plain add: it keeps ggml's CUDA backend from capturing
-    // the step as a CUDA graph (its "batch size > 1" rule). Added as [n_state, 1, S] the
-    // step was captured, and faster (large-v3, 32 slots: 143x against 114-121x real time on
-    // a 10-minute file, one run), but runs with 8 and 16 slots ended in a CUDA error with or
-    // without this step captured; whisper_pool_attach turns CUDA graphs off (BENCHMARKS.md
-    // "Batched decoding").
-    auto add_cols = [&](struct ggml_tensor * a, struct ggml_tensor * b) {
-        return ggml_add(ctx0, a, b);
-    };
     // [n_state, S] as the [n_state_head, 1, n_head, S] queries of S sequences
     auto queries = [&](struct ggml_tensor * q) {
         return ggml_permute(ctx0, ggml_reshape_4d(ctx0, q, n_state_head, n_head, 1, S), 0, 2, 1, 3);
@@ -4645,7 +4636,13 @@ static struct ggml_cgraph * whisper_build_graph_pool(
         return ggml_view_2d(ctx0, all, n_state, n, es*n_state, es*n_state*pool.n_ctx_self*il);
     };
 
-    struct ggml_tensor * cur = add_cols(
+    // Residual adds of two [n_state, S] matrices keep ggml's CUDA backend from capturing the
+    // step as a CUDA graph (its "batch size > 1" rule). Added as [n_state, 1, S] the step was
+    // captured, and faster (large-v3, 32 slots: 143x against 114-121x real time on a
+    // 10-minute file, one run), but runs with 8 and 16 slots ended in a CUDA error with or
+    // without this step captured; whisper_pool_attach turns CUDA graphs off (BENCHMARKS.md
+    // "Batched decoding").
+    struct ggml_tensor * cur = ggml_add(ctx0,
             ggml_get_rows(ctx0, model.d_te, embd),
             ggml_get_rows(ctx0, model.d_pe, position));
 
@@ -4682,7 +4679,7 @@ static struct ggml_cgraph * whisper_build_graph_pool(
         cur = ggml_mul_mat(ctx0, layer.attn_ln_1_w, cur);
         cur = ggml_add(ctx0, cur, layer.attn_ln_1_b);
 
-        struct ggml_tensor * inpCA = add_cols(cur, inpL);
+        struct ggml_tensor * inpCA = ggml_add(ctx0, cur, inpL);
 
         cur = ggml_norm(ctx0, inpCA, hparams.eps);
         cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.cross_attn_ln_0_w), layer.cross_attn_ln_0_b);
@@ -4702,7 +4699,7 @@ static struct ggml_cgraph * whisper_build_graph_pool(
         cur = ggml_mul_mat(ctx0, layer.cross_attn_ln_1_w, cur);
         cur = ggml_add(ctx0, cur, layer.cross_attn_ln_1_b);
 
-        cur = add_cols(cur, inpCA);
+        cur = ggml_add(ctx0, cur, inpCA);
 
         struct ggml_tensor * inpFF = cur;
 
@@ -4715,7 +4712,7 @@ static struct ggml_cgraph * whisper_build_graph_pool(
         cur = ggml_mul_mat(ctx0, layer.mlp_1_w, cur);
         cur = ggml_add(ctx0, cur, layer.mlp_1_b);
 
-        inpL = add_cols(cur, inpFF);
+        inpL = ggml_add(ctx0, cur, inpFF);
     }
 
     cur = ggml_norm(ctx0, inpL, hparams.eps);
@@ -4744,6 +4741,9 @@ static void whisper_pool_run(
     const uint32_t pad = whisper_kv_cache_get_padding(wctx);
 
     std::vector<whisper_pool::request *> by_slot(S, nullptr);
+    // each slot's own cross-attention keys: the padded audio context whisper_build_graph_decoder
+    // attends to
+    std::vector<int> audio_pad(S, 0);
     int n_kv    = (int) pad;
     int n_audio = 256;
     for (auto * r : reqs) {
@@ -4755,8 +4755,9 @@ static void whisper_pool_run(
         }
         kv.n = std::min(kv.size, std::max(pad, GGML_PAD(whisper_kv_cache_cell_max(kv), pad)));
         const int n_audio_ctx = st.exp_n_audio_ctx > 0 ? st.exp_n_audio_ctx : hparams.n_audio_ctx;
+        audio_pad[st.pool_slot] = GGML_PAD(n_audio_ctx, 256);
         n_kv    = std::max<int>(n_kv, kv.n);
-        n_audio = std::max(n_audio, GGML_PAD(n_audio_ctx, 256));
+        n_audio = std::max(n_audio, audio_pad[st.pool_slot]);
         by_slot[st.pool_slot] = r;
         r->ok = true;
     }
@@ -4826,10 +4827,7 @@ static void whisper_pool_run(
                 ms[j] = 0.0f;
             }
         }
-        // the keys whisper_build_graph_decoder attends to: the padded audio context
-        const int n_audio_ctx = st.exp_n_audio_ctx > 0 ? st.exp_n_audio_ctx : hparams.n_audio_ctx;
-        const int n_own = std::min(n_audio, GGML_PAD(n_audio_ctx, 256));
-        for (int j = 0; j < n_own; ++j) {
+        for (int j = 0; j < std::min(n_audio, audio_pad[s]); ++j) {
             mc[j] = 0.0f;
         }
     }
