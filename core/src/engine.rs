@@ -34,6 +34,12 @@ pub struct DecodeOptions {
     /// random timestamp past the audio's end no longer stops the decode, so `max_tokens`
     /// becomes its length (fixed work, for capacity measurements).
     pub no_timestamps: bool,
+    /// Text the transcript must start with (openai/whisper's `prefix`): fed to the decoder
+    /// in one batched call, so that only the text after it is generated token by token. A
+    /// streaming partial passes the words it already committed. Greedy decoding's first
+    /// attempt only (a temperature fallback attempt decodes without it); ignored when longer
+    /// than half the model's text context.
+    pub prefix: Option<String>,
 }
 
 impl Default for DecodeOptions {
@@ -48,6 +54,7 @@ impl Default for DecodeOptions {
             max_tokens: None,
             single_segment: false,
             no_timestamps: false,
+            prefix: None,
         }
     }
 }

@@ -7,7 +7,7 @@
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
 //!     [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] [--gpu]
 //!     [--flash-attn on|off] [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES]
-//!     [--audio-ctx-margin FRAMES]
+//!     [--audio-ctx-margin FRAMES] [--partial-prefix on|off]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
@@ -22,7 +22,10 @@
 //! context's floor and margin in encoder frames of 20 ms (the policy's `audio_ctx_floor`,
 //! `audio_ctx_margin`). `--flash-attn on` decodes with flash attention, as GPU builds do
 //! (default off, as CPU builds): its rounding tips near-ties in partials, so simulated GPU
-//! latencies should use it.
+//! latencies should use it. `--partial-prefix on` decodes partials after their utterance's
+//! committed words (the policy's `partial_prefix`, the server's `--partial-prefix`); the
+//! report's `partial_decoder_steps` and `partial_decoder_batched_tokens` (and the finals')
+//! count the decoder calls it saves: single-token steps, and tokens fed in batched calls.
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.
@@ -103,6 +106,9 @@ struct Cost {
     id: u64,
     kind: JobKind,
     wall_s: f64,
+    /// Decoder calls of this decode: single-token steps, tokens of batched calls.
+    steps: i64,
+    batched_tokens: i64,
 }
 
 struct Args {
@@ -129,6 +135,8 @@ struct Args {
     final_fit: bool,
     /// `--partial-context fit|wide|full`.
     partial_context: Option<PartialContext>,
+    /// `--partial-prefix on`: partials decode after their committed words.
+    partial_prefix: bool,
     /// Partial context overrides, in encoder frames.
     audio_ctx_floor: Option<u32>,
     audio_ctx_margin: Option<u32>,
@@ -142,7 +150,7 @@ const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms 
                      [--language CODE] [--reference TXT] [--json OUT] [--verbose] [--no-offline] \
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
                      [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] \
-                     [--gpu] [--flash-attn on|off] \
+                     [--gpu] [--flash-attn on|off] [--partial-prefix on|off] \
                      [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES] \
                      [--audio-ctx-margin FRAMES]";
 
@@ -175,6 +183,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         gpu: false,
         final_fit: false,
         partial_context: None,
+        partial_prefix: false,
         audio_ctx_floor: None,
         audio_ctx_margin: None,
         speed: 1.0,
@@ -213,6 +222,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             }
             "--final-context" => args.final_fit = either(&a, &value()?, "full", "fit")?,
             "--flash-attn" => args.flash_attn = either(&a, &value()?, "off", "on")?,
+            "--partial-prefix" => args.partial_prefix = either(&a, &value()?, "off", "on")?,
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
             _ => positional.push(PathBuf::from(a)),
@@ -369,6 +379,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         } else {
             FinalContext::Full
         },
+        partial_prefix: args.partial_prefix,
         ..defaults
     };
     policy.validate()?;
@@ -384,8 +395,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         let speed = args.speed;
         let mut cost = |job: &transcribe_core::DecodeJob| -> u64 {
             let t = Instant::now();
+            let before = transcribe_engine::decode_stats();
             let result = session.transcribe(&job.samples, &job.options);
             let wall_s = t.elapsed().as_secs_f64() / speed;
+            let after = transcribe_engine::decode_stats();
             stash
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -394,6 +407,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                 id: job.id,
                 kind: job.kind,
                 wall_s,
+                steps: after.0 - before.0,
+                batched_tokens: after.1 - before.1,
             });
             (wall_s * f64::from(SAMPLE_RATE)).round() as u64
         };
@@ -446,6 +461,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         walls(Some(JobKind::Final)),
     );
     let decode_total_s = all_ms.iter().sum::<f64>() / 1000.0;
+    // Decoder calls per kind: single-token steps, tokens of batched calls.
+    let calls = |kind: JobKind| -> (f64, f64) {
+        let of_kind = costs.iter().filter(|c| c.kind == kind);
+        let steps: i64 = of_kind.clone().map(|c| c.steps).sum();
+        let batched: i64 = of_kind.map(|c| c.batched_tokens).sum();
+        (steps as f64, batched as f64)
+    };
+    let (partial_steps, partial_batched) = calls(JobKind::Partial);
+    let (final_steps, final_batched) = calls(JobKind::Final);
 
     // Finals: text, latency from utterance end and from endpoint detection.
     let mut finals = Vec::new();
@@ -710,6 +734,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("final_context_fit", f64::from(u8::from(args.final_fit))),
         ("audio_ctx_floor", f64::from(ctx_floor)),
         ("audio_ctx_margin", f64::from(ctx_margin)),
+        ("partial_prefix", f64::from(u8::from(args.partial_prefix))),
         ("speed", args.speed),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),
@@ -725,6 +750,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("partial_decode_ms_p95", percentile(&partial_ms, 95.0)),
         ("final_decode_ms_mean", mean(&final_ms)),
         ("final_decode_ms_p95", percentile(&final_ms, 95.0)),
+        ("partial_decoder_steps", partial_steps),
+        ("partial_decoder_batched_tokens", partial_batched),
+        ("final_decoder_steps", final_steps),
+        ("final_decoder_batched_tokens", final_batched),
         ("final_latency_s_p50", percentile(&latency_end, 50.0)),
         ("final_latency_s_p95", percentile(&latency_end, 95.0)),
         (

@@ -45,6 +45,7 @@ use std::sync::{Arc, Once};
 
 pub use session::{MIN_DECODE_SAMPLES, ProgressFn, WhisperSession};
 pub use transcribe_core::CancelHandle;
+use transcribe_core::EngineError;
 use whisper_rs::{WhisperContext, WhisperContextParameters};
 
 /// The compute backend compiled into this binary: `cuda`, `metal`, `vulkan` or `cpu`
@@ -175,6 +176,19 @@ pub fn batch_stats() -> (i64, i64) {
         whisper_rs_sys::whisper_batch_stats(&raw mut steps, &raw mut tokens);
     }
     (steps, tokens)
+}
+
+/// Decoder calls made in this process (every model, every session): single-token steps
+/// (pooled or not) and the tokens of batched calls (prompts and decoder prefixes).
+/// Differences between two readings measure a run's decoder work.
+pub fn decode_stats() -> (i64, i64) {
+    let (mut steps, mut batched) = (0_i64, 0_i64);
+    // SAFETY: plain C call writing two integers.
+    #[allow(unsafe_code)]
+    unsafe {
+        whisper_rs_sys::whisper_decode_stats(&raw mut steps, &raw mut batched);
+    }
+    (steps, batched)
 }
 
 /// Loads `path` with `params`, giving the context `slots` batch-pool slots. whisper.cpp
@@ -341,6 +355,17 @@ impl WhisperModel {
     /// The configuration the model was loaded with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Whisper's tokens for `text`, at most `max_tokens` of them.
+    ///
+    /// # Errors
+    /// [`EngineError::Inference`] when whisper.cpp cannot tokenize it.
+    pub fn tokenize(&self, text: &str, max_tokens: usize) -> Result<Vec<i32>, EngineError> {
+        self.inner
+            .ctx
+            .tokenize(text, max_tokens)
+            .map_err(|e| EngineError::Inference(format!("tokenizing {text:?}: {e}")))
     }
 
     pub(crate) fn context(&self) -> &WhisperContext {

@@ -201,6 +201,12 @@ impl Transcriber for WhisperSession {
             }
             _ => Vec::new(),
         };
+        // The prefix continues the task tokens as the model's own text would: a word starts
+        // with a space.
+        let prefix_tokens = match options.prefix.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => model.tokenize(&format!(" {p}"), 4 * MAX_PROMPT_TOKENS)?,
+            _ => Vec::new(),
+        };
         let threads = self.threads.unwrap_or(model.config().threads).max(1);
         let mut params = self.base_params(options.language.as_deref(), options.translate);
         params.set_n_threads(threads as i32);
@@ -225,7 +231,18 @@ impl Transcriber for WhisperSession {
             params.set_abort_callback(Some(abort_requested));
             params.set_abort_callback_user_data(flag as *mut c_void);
         }
+        // SAFETY: whisper.cpp copies the tokens (a thread-local vector, consumed by the next
+        // whisper_full call on this thread, which is the one below); the slice outlives the call.
+        unsafe {
+            whisper_rs_sys::whisper_set_next_prefix(
+                prefix_tokens.as_ptr(),
+                prefix_tokens.len() as std::ffi::c_int,
+            );
+        }
         let result = self.state.full(params, samples);
+        // SAFETY: clears this thread's prefix, in case whisper-rs returned before whisper.cpp
+        // consumed it.
+        unsafe { whisper_rs_sys::whisper_set_next_prefix(std::ptr::null(), 0) };
         if self.cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }

@@ -188,6 +188,14 @@ pub struct ServerArgs {
     )]
     pub partial_context: Option<PartialContextFlag>,
 
+    /// Partial decodes start from the words the stream already committed in the utterance
+    /// (fed to the decoder in one batched call as the transcript's start, openai/whisper's
+    /// `prefix`), so only the words after them are generated token by token. Finals decode
+    /// the whole utterance as before. Measured on the CPU only (BENCHMARKS.md "Prefix
+    /// decoding").
+    #[arg(long, env = "TRANSCRIBE_PARTIAL_PREFIX")]
+    pub partial_prefix: bool,
+
     /// The workers' decoder steps run as one batched step when several decode at once
     /// (their KV caches in one pool, one flash-attention call per layer for all of them).
     /// Needs flash attention; on a GPU it turns CUDA graphs off for the process. Measured
@@ -327,6 +335,8 @@ pub struct ServerConfig {
     pub final_context: FinalContext,
     /// Encoder context of partials, when set.
     pub partial_context: Option<PartialContextFlag>,
+    /// Partials decode after their committed words (`--partial-prefix`).
+    pub partial_prefix: bool,
     /// Workers' decoder steps batched (`--batch`).
     pub batch: bool,
     /// Endpoint silence override.
@@ -414,6 +424,7 @@ impl ServerConfig {
             (policy.audio_ctx_floor, policy.audio_ctx_margin) =
                 PartialContext::from(context).floor_and_margin();
         }
+        policy.partial_prefix = self.partial_prefix;
         if let Some(silence) = self.endpoint_silence {
             policy
                 .vad
@@ -692,6 +703,7 @@ impl ServerArgs {
             min_commit: self.min_commit,
             final_context: self.final_context.into(),
             partial_context: self.partial_context,
+            partial_prefix: self.partial_prefix,
             batch: self.batch,
             endpoint_silence: self.endpoint_silence,
             max_utterance: self.max_utterance,
@@ -1082,9 +1094,11 @@ mod tests {
             "800ms",
             "--max-utterance",
             "12s",
+            "--partial-prefix",
         ])
         .validate()?;
         config.apply_policy_flags(&mut policy);
+        assert!(policy.partial_prefix);
         assert_eq!(policy.step_samples, 64_000);
         assert_eq!(
             policy.max_step_samples, 64_000,

@@ -60,6 +60,7 @@ pub(crate) async fn recognize(
         max_tokens: state.config.max_tokens,
         single_segment: false,
         no_timestamps: state.config.no_timestamps,
+        prefix: None,
     };
     let submitted = lease.submit(Job {
         model: recognition.model,

@@ -65,6 +65,9 @@
 //!   [`FinalContext::Fit`], a context fitted with a wide margin (sooner, slightly less
 //!   accurate).
 //! - **Prompt**: the user's prompt and the last `prompt_max_chars` of previous finals.
+//! - **Prefix** (`partial_prefix`, off by default): a partial's decode starts from the
+//!   utterance's committed words (`DecodeOptions::prefix`), so the engine generates only the
+//!   words after them; finals decode without it.
 //! - **Guards**: segments Whisper marks as silence are dropped; a final made of nothing or
 //!   only of known silence hallucinations ("Thank you.") when the VAD saw little speech is
 //!   dropped; a final that loops (an n-gram repeated more than 3 times, or a compression
@@ -291,6 +294,10 @@ pub struct PolicyConfig {
     pub temperature_fallback: bool,
     /// Decode without timestamp tokens (see `DecodeOptions::no_timestamps`). Default off.
     pub no_timestamps: bool,
+    /// Partials start from the utterance's committed words as the decoder prefix
+    /// (`DecodeOptions::prefix`): only the words after them are generated token by token,
+    /// and a partial's hypothesis never revises them. Default off.
+    pub partial_prefix: bool,
 }
 
 impl Default for PolicyConfig {
@@ -316,6 +323,7 @@ impl Default for PolicyConfig {
             max_tokens: None,
             temperature_fallback: true,
             no_timestamps: false,
+            partial_prefix: false,
         }
     }
 }
@@ -820,6 +828,7 @@ impl StreamingPolicy {
         let (max_tokens, fallback) = (self.config.max_tokens, self.config.temperature_fallback);
         let no_timestamps = self.config.no_timestamps;
         let word_timestamps = kind == JobKind::Final || self.config.partial_word_timestamps;
+        let partial_prefix = self.config.partial_prefix;
         let u = self.utterance_mut(seq)?;
         let index = *u.index.get_or_insert(next_index);
         let retry = kind == JobKind::Final && u.retried;
@@ -842,6 +851,8 @@ impl StreamingPolicy {
             max_tokens,
             single_segment: kind == JobKind::Partial,
             no_timestamps,
+            prefix: (kind == JobKind::Partial && partial_prefix && !u.committed.is_empty())
+                .then(|| words::join_words(&u.committed)),
         };
         if kind == JobKind::Partial {
             u.decoded_len = u.audio.len();

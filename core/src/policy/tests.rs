@@ -211,6 +211,40 @@ fn commit_rules() -> TestResult {
 }
 
 #[test]
+fn partials_carry_the_committed_words_as_prefix_when_asked() -> TestResult {
+    for on in [false, true] {
+        let mut h = Harness::new(PolicyConfig {
+            partial_prefix: on,
+            ..PolicyConfig::default()
+        })?;
+        let mut prefixes = Vec::new();
+        for text in [
+            "Hello, world",
+            "hello world! again",
+            "hello world! again, yes",
+        ] {
+            let job = h.next_job()?;
+            assert_eq!(job.kind, JobKind::Partial);
+            prefixes.push(job.options.prefix.clone());
+            h.answer(&job, hyp(text));
+        }
+        let want = if on {
+            vec![None, None, Some("hello world!".to_string())]
+        } else {
+            vec![None, None, None]
+        };
+        assert_eq!(prefixes, want, "partial_prefix {on}");
+        // Finals decode the whole utterance, never after a prefix.
+        let finals = h.policy.finalize();
+        assert!(final_texts(&finals).is_empty());
+        let job = h.next_job()?;
+        assert_eq!(job.kind, JobKind::Final);
+        assert_eq!(job.options.prefix, None);
+    }
+    Ok(())
+}
+
+#[test]
 fn short_hypotheses_are_shown_but_not_committed() -> TestResult {
     // The first partials mishear the start and agree on it; from 2 s of audio on they hear
     // it right. With `min_commit_samples` the misheard words are never committed.

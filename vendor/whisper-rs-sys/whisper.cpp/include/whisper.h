@@ -371,6 +371,21 @@ extern "C" {
     // run, and tokens decoded in them (tokens / steps is the mean batch).
     WHISPER_API void whisper_batch_stats(int64_t * steps, int64_t * tokens);
 
+    // transcribe patch: a decoder prefix (openai/whisper's `prefix` decoding option). The
+    // next whisper_full / whisper_full_with_state call on the calling thread takes these text
+    // tokens as the start of its first window's text: they are fed to the decoder in one
+    // batched call after the task tokens (and after the first timestamp the decoder picks,
+    // when timestamps are on), appear in the result like generated tokens (their
+    // probabilities are the model's, unfiltered), and only the text after them is generated
+    // token by token. Greedy decoding's first attempt only: a temperature fallback attempt,
+    // beam search and later windows decode without it. The call consumes the prefix; a
+    // prefix of 0 tokens clears it. Prefixes longer than half the text context are ignored.
+    WHISPER_API void whisper_set_next_prefix(const whisper_token * tokens, int n_tokens);
+
+    // transcribe patch: decoder work of this process: single-token decoder calls (pooled or
+    // not) and the tokens of batched calls (prompts and prefixes).
+    WHISPER_API void whisper_decode_stats(int64_t * steps, int64_t * batched_tokens);
+
     // Convert the provided text into tokens.
     // The tokens pointer must be large enough to hold the resulting tokens.
     // Returns the number of tokens on success, no more than n_max_tokens

@@ -2966,6 +2966,28 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
 //   - n_tokens:   number of tokens in the prompt
 //   - n_past:     number of past tokens to prefix the prompt with
 //
+// transcribe patch: decoder work counters (whisper_decode_stats) and the decoder prefix of the
+// next whisper_full call on this thread (whisper_set_next_prefix)
+static std::atomic<int64_t> g_decode_steps{0};
+static std::atomic<int64_t> g_decode_batched_tokens{0};
+static thread_local std::vector<whisper_token> g_next_prefix;
+
+void whisper_set_next_prefix(const whisper_token * tokens, int n_tokens) {
+    g_next_prefix.clear();
+    if (tokens && n_tokens > 0) {
+        g_next_prefix.assign(tokens, tokens + n_tokens);
+    }
+}
+
+void whisper_decode_stats(int64_t * steps, int64_t * batched_tokens) {
+    if (steps) {
+        *steps = g_decode_steps.load();
+    }
+    if (batched_tokens) {
+        *batched_tokens = g_decode_batched_tokens.load();
+    }
+}
+
 static bool whisper_decode_internal(
         whisper_context & wctx,
           whisper_state & wstate,
@@ -2985,6 +3007,13 @@ static bool whisper_decode_internal(
     auto & logits_out = wstate.logits;
 
     struct ggml_tensor * logits;
+
+    // transcribe patch: count the decoder's work
+    if (n_tokens == 1) {
+        g_decode_steps++;
+    } else {
+        g_decode_batched_tokens += n_tokens;
+    }
 
     // transcribe patch: a pooled state's single-token step runs with the other states' steps
     if (wstate.pool && wstate.pool_self && n_tokens == 1 && batch.n_seq_id[0] == 1 && batch.seq_id[0][0] == 0 && !save_alignment_heads_QKs) {
@@ -7443,6 +7472,62 @@ static whisper_token_data whisper_sample_token(
     return result;
 }
 
+// transcribe patch: the data of a forced (prefix) token `id`, as whisper_sample_token gives a
+// sampled one from the decoder's processed distribution (timestamp fields from the rule-filtered
+// probabilities); p and plog come from the raw logits of row decoder.i_batch, since the rules may
+// suppress a token the prefix forces.
+static whisper_token_data whisper_forced_token(
+            whisper_context & ctx,
+              whisper_state & state,
+            whisper_decoder & decoder,
+              whisper_token   id) {
+    whisper_token_data result = {
+        id, 0, 0.0f, 0.0f, 0.0f, 0.0f, -1, -1, -1, 0.0f,
+    };
+
+    const auto & vocab = ctx.vocab;
+    const int n_logits = vocab.n_vocab;
+    const auto & probs = decoder.probs;
+
+    {
+        double sum_ts = 0.0;
+        double max_ts = 0.0;
+
+        for (int i = vocab.token_beg; i < n_logits; i++) {
+            if (probs[i] == -INFINITY) {
+                continue;
+            }
+
+            sum_ts += probs[i];
+            if (max_ts < probs[i]) {
+                max_ts = probs[i];
+                result.tid = i;
+            }
+        }
+
+        result.pt    = max_ts/(sum_ts + 1e-10);
+        result.ptsum = sum_ts;
+    }
+
+    {
+        const float * row = state.logits.data() + (size_t) decoder.i_batch*n_logits;
+        const float row_max = *std::max_element(row, row + n_logits);
+        double sum = 0.0;
+        for (int i = 0; i < n_logits; ++i) {
+            sum += exp(double(row[i] - row_max));
+        }
+        result.plog = float(double(row[id] - row_max) - log(sum));
+        result.p    = expf(result.plog);
+    }
+
+    if (result.id >= vocab.token_beg) {
+        result.tid = result.id;
+        result.pt  = result.p;
+    }
+
+    return result;
+}
+
 static std::vector<whisper_token_data> whisper_sample_token_topk(
             whisper_context & ctx,
             whisper_decoder & decoder,
@@ -7763,6 +7848,10 @@ int whisper_full_with_state(
         ~pool_leave_guard() { whisper_pool_leave(*st); }
     } pool_leave_guard_ { state };
 
+    // transcribe patch: the decoder prefix set for this call (whisper_set_next_prefix)
+    std::vector<whisper_token> prefix;
+    prefix.swap(g_next_prefix);
+
     // clear old results
     auto & result_all = state->result_all;
 
@@ -8050,6 +8139,10 @@ int whisper_full_with_state(
                 }
             }
 
+            // transcribe patch: tokens of decoder 0's sequence forced by the prefix (the loop
+            // below samples from this index on)
+            int n_forced = 0;
+
             // init prompt and kv cache for the current iteration
             // TODO: do not recompute the prompt if it is the same as previous time
             {
@@ -8112,6 +8205,14 @@ int whisper_full_with_state(
 
                 whisper_batch_prep_legacy(state->batch, prompt.data(), prompt.size(), 0, 0);
 
+                // transcribe patch: the no-speech probability is read at the start-of-transcript
+                // token (openai/whisper: `logits[:, sot_index]`). Upstream read row 0 of the
+                // logits, which the decode fills only when the prompt is that one token; with a
+                // previous-text prompt or language and task tokens it held the last row of an
+                // earlier decode.
+                const int i_sot = (int) (prompt.size() - prompt_init.size());
+                state->batch.logits[i_sot] = 1;
+
                 if (!whisper_decode_internal(*ctx, *state, state->batch, params.n_threads, false, params.abort_callback, params.abort_callback_user_data)) {
                     WHISPER_LOG_ERROR("%s: failed to decode\n", __func__);
                     return -8;
@@ -8123,9 +8224,11 @@ int whisper_full_with_state(
                     const int n_logits = ctx->vocab.id_to_token.size();
                     std::vector<float> logprobs(n_logits);
                     std::vector<float> probs(n_logits);
+                    const auto sot_row = state->logits.begin() + (size_t) i_sot*n_logits;
+                    const std::vector<float> sot_logits(sot_row, sot_row + n_logits);
 
-                    whisper_compute_logprobs(state->logits, n_logits, logprobs);
-                    whisper_compute_probs(state->logits, n_logits, logprobs, probs);
+                    whisper_compute_logprobs(sot_logits, n_logits, logprobs);
+                    whisper_compute_probs(sot_logits, n_logits, logprobs, probs);
                     state->no_speech_prob = probs[whisper_token_nosp(ctx)];
                 }
 
@@ -8135,6 +8238,59 @@ int whisper_full_with_state(
                     state->decoders[0].i_batch = prompt.size() - 1;
 
                     whisper_process_logits(*ctx, *state, state->decoders[0], params, t_cur);
+
+                    // transcribe patch: the decoder prefix (whisper_set_next_prefix): greedy
+                    // decoding's first attempt at the first window. With timestamps, a first
+                    // timestamp the decoder picks goes before it. The forced tokens are decoded in
+                    // one call, each gets its data from the row before it, and decoding goes on
+                    // from the last row.
+                    const int n_max_forced = whisper_n_text_ctx(ctx)/2 - 5;
+                    if (!prefix.empty() && (int) prefix.size() <= n_max_forced && it == 0 && n_decoders_cur == 1 &&
+                        params.strategy == whisper_sampling_strategy::WHISPER_SAMPLING_GREEDY && seek == seek_start) {
+                        auto & decoder = state->decoders[0];
+                        std::vector<whisper_token> forced;
+                        whisper_token_data first = {};
+                        if (!params.no_timestamps) {
+                            first = whisper_sample_token(*ctx, decoder, true);
+                            if (first.id >= whisper_token_beg(ctx)) {
+                                forced.push_back(first.id);
+                            }
+                        }
+                        if (forced.empty()) {
+                            first = whisper_forced_token(*ctx, *state, decoder, prefix[0]);
+                        }
+                        forced.insert(forced.end(), prefix.begin(), prefix.end());
+                        n_forced = (int) forced.size();
+
+                        whisper_batch_prep_legacy(state->batch, forced.data(), n_forced, prompt.size(), 0);
+                        for (int k = 0; k < n_forced; ++k) {
+                            state->batch.logits[k] = 1;
+                        }
+                        if (!whisper_decode_internal(*ctx, *state, state->batch, params.n_threads, false, params.abort_callback, params.abort_callback_user_data)) {
+                            WHISPER_LOG_ERROR("%s: failed to decode the prefix\n", __func__);
+                            return -8;
+                        }
+
+                        for (int k = 0; k < n_forced; ++k) {
+                            whisper_token_data token = first;
+                            if (k > 0) {
+                                decoder.i_batch = k - 1;
+                                whisper_process_logits(*ctx, *state, decoder, params, t_cur);
+                                token = whisper_forced_token(*ctx, *state, decoder, forced[k]);
+                            }
+                            decoder.sequence.tokens.push_back(token);
+                            decoder.sequence.sum_logprobs_all += token.plog;
+                            // as the loop below does for a sampled timestamp
+                            if (token.id > whisper_token_beg(ctx)) {
+                                decoder.seek_delta = 2*(token.id - whisper_token_beg(ctx));
+                                decoder.sequence.result_len = k + 1;
+                                decoder.has_ts = true;
+                            }
+                        }
+
+                        decoder.i_batch = n_forced - 1;
+                        whisper_process_logits(*ctx, *state, decoder, params, t_cur);
+                    }
 
                     for (int j = 1; j < n_decoders_cur; ++j) {
                         auto & decoder = state->decoders[j];
@@ -8150,7 +8306,7 @@ int whisper_full_with_state(
                 }
             }
 
-            for (int i = 0, n_max = whisper_n_text_ctx(ctx)/2 - 4; i < n_max; ++i) {
+            for (int i = n_forced, n_max = whisper_n_text_ctx(ctx)/2 - 4; i < n_max; ++i) {
                 const int64_t t_start_sample_us = ggml_time_us();
 
                 if (params.strategy == whisper_sampling_strategy::WHISPER_SAMPLING_BEAM_SEARCH) {
