@@ -393,12 +393,28 @@ fn main() -> Result<(), Box<dyn Error>> {
         let stash = Arc::clone(&stash);
         let costs = &mut costs;
         let speed = args.speed;
+        let verbose = args.verbose;
         let mut cost = |job: &transcribe_core::DecodeJob| -> u64 {
             let t = Instant::now();
             let before = transcribe_engine::decode_stats();
             let result = session.transcribe(&job.samples, &job.options);
             let wall_s = t.elapsed().as_secs_f64() / speed;
             let after = transcribe_engine::decode_stats();
+            if verbose {
+                let text = result
+                    .as_ref()
+                    .map_or_else(|e| e.to_string(), Transcript::text);
+                eprintln!(
+                    "job {} {:?} {:.2} s: {} steps, {} batched tokens, {:.0} ms; prefix {:?}: {text}",
+                    job.id,
+                    job.kind,
+                    samples_to_seconds(job.samples.len()),
+                    after.0 - before.0,
+                    after.1 - before.1,
+                    wall_s * 1e3,
+                    job.options.prefix.as_deref().unwrap_or(""),
+                );
+            }
             stash
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -14,8 +14,11 @@
 //! the same audio and settings (`single_segment`, `no_timestamps`, no fallback, the full 30 s
 //! encoder window): `engine/tests/greedy_prefix.rs` checks that on the speech fixtures.
 //!
-//! Not wired into streaming yet: it gives no word times or no-speech probability, which the
-//! policy's partials use. What it saves is measured in BENCHMARKS.md "Prefix decoding".
+//! Streaming does not use this loop: it gives no word times or no-speech probability, which
+//! the policy's partials use. `whisper_full` takes a prefix itself in our vendored
+//! whisper.cpp (`DecodeOptions::prefix`, VENDORED.md change 6); this loop is the independent
+//! reference `engine/tests/decoder_prefix.rs` checks it against. BENCHMARKS.md "Prefix
+//! decoding" has what a prefix saves.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

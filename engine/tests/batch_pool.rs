@@ -4,7 +4,8 @@
 //! the real tiny.en on the CPU over every speech fixture (skips, with a note, when tiny.en
 //! cannot be resolved). Several sessions decode at once on their own threads, with more
 //! sessions than slots (the extra one decodes alone), and the pool's counters show that
-//! steps did run together.
+//! steps did run together. The same holds with a decoder prefix (`DecodeOptions::prefix`:
+//! the first half of each text), whose batched call leaves the pool's stepping.
 //!
 //! On the CPU a pooled step computes each session's column with the same kernels as a lone
 //! step (masked keys add exact zeros), so the texts are expected to be equal, not close: a
@@ -28,11 +29,12 @@ fn config(batch_slots: usize) -> EngineConfig {
     }
 }
 
-/// Each session takes every `n`-th fixture from its index, all sessions at once.
+/// Each session takes every `n`-th fixture from its index, all sessions at once, each
+/// decoded with `options_for` its path.
 fn transcribe_all(
     sessions: &mut [WhisperSession],
     wavs: &[PathBuf],
-    options: &DecodeOptions,
+    options_for: &(dyn Fn(&PathBuf) -> DecodeOptions + Sync),
 ) -> Vec<(PathBuf, String)> {
     let n = sessions.len();
     let mut out: Vec<(PathBuf, String)> = std::thread::scope(|scope| {
@@ -47,7 +49,7 @@ fn transcribe_all(
                             .expect("fixture decodes")
                             .samples;
                         let text = session
-                            .transcribe(&samples, options)
+                            .transcribe(&samples, &options_for(wav))
                             .expect("transcribes")
                             .text();
                         texts.push((wav.clone(), text));
@@ -81,7 +83,7 @@ fn pooled_sessions_stepping_together_transcribe_like_sessions_alone()
 
     let alone_model = WhisperModel::load(&path, &config(0))?;
     let mut alone = vec![alone_model.session()?];
-    let expected = transcribe_all(&mut alone, &wavs, &options);
+    let expected = transcribe_all(&mut alone, &wavs, &|_| options.clone());
 
     // Three slots, four sessions: the fourth has no slot and decodes on its own cache.
     let pooled_model = WhisperModel::load(&path, &config(3))?;
@@ -89,8 +91,35 @@ fn pooled_sessions_stepping_together_transcribe_like_sessions_alone()
         .map(|_| pooled_model.session())
         .collect::<Result<Vec<_>, _>>()?;
     let before = batch_stats();
-    let got = transcribe_all(&mut pooled, &wavs, &options);
+    let got = transcribe_all(&mut pooled, &wavs, &|_| options.clone());
     let after = batch_stats();
+
+    // With the first half of each text as the decoder prefix (its batched call leaves the
+    // pool's stepping, its steps after it step with the others).
+    let prefixes: std::collections::HashMap<PathBuf, String> = expected
+        .iter()
+        .map(|(wav, text)| {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            (wav.clone(), words[..words.len() / 2].join(" "))
+        })
+        .collect();
+    let with_prefix = |wav: &PathBuf| DecodeOptions {
+        prefix: prefixes.get(wav).cloned(),
+        ..options.clone()
+    };
+    let expected_prefixed = transcribe_all(&mut alone, &wavs, &with_prefix);
+    let got_prefixed = transcribe_all(&mut pooled, &wavs, &with_prefix);
+    assert_eq!(
+        got_prefixed, expected_prefixed,
+        "pooled decodes after a prefix differ from the lone session's"
+    );
+    for (wav, text) in &got_prefixed {
+        assert!(
+            text.starts_with(&prefixes[wav]),
+            "{}: {text}",
+            wav.display()
+        );
+    }
 
     let mut words = 0;
     for ((wav, want), (_, text)) in expected.iter().zip(&got) {

@@ -70,7 +70,9 @@ fn decode_counted(
 
 #[test]
 fn whisper_full_after_a_prefix_generates_what_the_greedy_loop_does() -> TestResult {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(model) = load()? else {
         return Ok(());
     };
@@ -109,7 +111,9 @@ fn whisper_full_after_a_prefix_generates_what_the_greedy_loop_does() -> TestResu
 
 #[test]
 fn partials_after_their_first_words_keep_them_and_step_less() -> TestResult {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(model) = load()? else {
         return Ok(());
     };
@@ -182,7 +186,9 @@ fn partials_after_their_first_words_keep_them_and_step_less() -> TestResult {
 
 #[test]
 fn no_speech_probability_does_not_depend_on_the_previous_decode() -> TestResult {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(model) = load()? else {
         return Ok(());
     };

@@ -395,6 +395,7 @@ fn log_stream_policy(policy: &PolicyConfig) {
         max_utterance_ms = ms(policy.max_utterance_samples),
         partial_ctx_floor = policy.audio_ctx_floor,
         partial_ctx_margin = policy.audio_ctx_margin,
+        partial_prefix = policy.partial_prefix,
     );
 }
 

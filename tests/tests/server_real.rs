@@ -257,11 +257,14 @@ async fn a_few_samples_give_no_text_through_recognize_and_a_stream() -> TestResu
 /// tracks of several fixtures at once; both transcripts stay within the WER threshold, and
 /// the pool's counters show decoder steps that served both workers together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_workers_stream_two_tracks_at_once() -> TestResult {
+async fn batched_workers_stream_two_tracks_at_once_with_partial_prefixes() -> TestResult {
     let mut config = ServerConfig::with_models(&["tiny.en"])?;
     config.workers = 2;
     config.flash_attn = true;
     config.batch = true;
+    // Partials decode after their committed words (`--partial-prefix`): the prefix's
+    // batched call leaves the pool's stepping, the steps after it rejoin.
+    config.partial_prefix = true;
     let Some(loader) = whisper_loader(&config) else {
         return Ok(());
     };
