@@ -24,6 +24,9 @@ use transcribe_engine::{EngineConfig, WhisperModel, WhisperSession, decode_stats
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// A fixture's name and samples.
+type Clip = (String, Vec<f32>);
+
 /// The decoder counters are the process's: the tests of this file run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -39,7 +42,7 @@ fn load() -> Result<Option<WhisperModel>, Box<dyn std::error::Error>> {
 }
 
 /// Every speech fixture, cut to one window.
-fn fixtures() -> Result<Vec<(String, Vec<f32>)>, Box<dyn std::error::Error>> {
+fn fixtures() -> Result<Vec<Clip>, Box<dyn std::error::Error>> {
     let wavs = speech_fixtures();
     assert!(wavs.len() >= 5, "speech fixtures: {wavs:?}");
     let mut out = Vec::new();
