@@ -7,7 +7,7 @@
 //!     [--verbose] [--no-offline] [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS]
 //!     [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] [--gpu]
 //!     [--flash-attn on|off] [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES]
-//!     [--audio-ctx-margin FRAMES] [--partial-prefix on|off]
+//!     [--audio-ctx-margin FRAMES] [--partial-prefix on|off] [--partial-token-limit on|off]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
@@ -26,6 +26,8 @@
 //! committed words (the policy's `partial_prefix`, the server's `--partial-prefix`); the
 //! report's `partial_decoder_steps` and `partial_decoder_batched_tokens` (and the finals')
 //! count the decoder calls it saves: single-token steps, and tokens fed in batched calls.
+//! `--partial-token-limit off` lets partials decode up to whisper.cpp's own limit instead of
+//! the policy's `partial_token_limit` (a loop then runs to 220 tokens).
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.
@@ -137,6 +139,9 @@ struct Args {
     partial_context: Option<PartialContext>,
     /// `--partial-prefix on`: partials decode after their committed words.
     partial_prefix: bool,
+    /// `--partial-token-limit off`: partials decode up to whisper.cpp's limit (the policy's
+    /// `limit_partial_tokens`, default on).
+    partial_token_limit: bool,
     /// Partial context overrides, in encoder frames.
     audio_ctx_floor: Option<u32>,
     audio_ctx_margin: Option<u32>,
@@ -151,6 +156,7 @@ const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms 
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
                      [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] \
                      [--gpu] [--flash-attn on|off] [--partial-prefix on|off] \
+                     [--partial-token-limit on|off] \
                      [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES] \
                      [--audio-ctx-margin FRAMES]";
 
@@ -184,6 +190,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         final_fit: false,
         partial_context: None,
         partial_prefix: false,
+        partial_token_limit: true,
         audio_ctx_floor: None,
         audio_ctx_margin: None,
         speed: 1.0,
@@ -223,6 +230,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--final-context" => args.final_fit = either(&a, &value()?, "full", "fit")?,
             "--flash-attn" => args.flash_attn = either(&a, &value()?, "off", "on")?,
             "--partial-prefix" => args.partial_prefix = either(&a, &value()?, "off", "on")?,
+            "--partial-token-limit" => {
+                args.partial_token_limit = either(&a, &value()?, "off", "on")?;
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
             _ => positional.push(PathBuf::from(a)),
@@ -380,6 +390,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             FinalContext::Full
         },
         partial_prefix: args.partial_prefix,
+        limit_partial_tokens: args.partial_token_limit,
         ..defaults
     };
     policy.validate()?;
@@ -751,6 +762,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("audio_ctx_floor", f64::from(ctx_floor)),
         ("audio_ctx_margin", f64::from(ctx_margin)),
         ("partial_prefix", f64::from(u8::from(args.partial_prefix))),
+        (
+            "partial_token_limit",
+            f64::from(u8::from(args.partial_token_limit)),
+        ),
         ("speed", args.speed),
         ("model_load_s", load_s),
         ("decode_total_s", decode_total_s),

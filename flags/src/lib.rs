@@ -45,7 +45,8 @@ impl EngineArgs {
 /// models decode garbage of any length) and capacity measurements.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct DecodeArgs {
-    /// Upper bound on text tokens per segment (whisper's max_tokens) [default: no bound].
+    /// Upper bound on text tokens per segment (whisper's max_tokens) [default: no bound;
+    /// streaming partials: 16 plus 8 per second of their audio].
     #[arg(long, env = "TRANSCRIBE_MAX_TOKENS")]
     pub max_tokens: Option<u32>,
 

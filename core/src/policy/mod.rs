@@ -65,6 +65,9 @@
 //!   [`FinalContext::Fit`], a context fitted with a wide margin (sooner, slightly less
 //!   accurate).
 //! - **Prompt**: the user's prompt and the last `prompt_max_chars` of previous finals.
+//! - **Token limit of partials** (`limit_partial_tokens`, on by default): without an
+//!   explicit `max_tokens`, a partial decodes at most [`partial_token_limit`] tokens (16 plus 8
+//!   per second of audio), so that one that loops stops early; finals are not limited.
 //! - **Prefix** (`partial_prefix`, off by default): a partial's decode starts from the
 //!   utterance's committed words (`DecodeOptions::prefix`), so the engine generates only the
 //!   words after them; finals decode without it.
@@ -221,6 +224,28 @@ impl PartialContext {
     }
 }
 
+/// Tokens a partial may decode at least, whatever its length: 16 (see
+/// [`partial_token_limit`]).
+pub const PARTIAL_TOKENS_BASE: u32 = 16;
+
+/// Tokens a partial may decode per second of its audio beyond [`PARTIAL_TOKENS_BASE`]: 8,
+/// about twice the fastest speech the streaming simulations decoded (long_60s's partials:
+/// 66 tokens for 19.7 s; 16 for a 1.8 s sentence), so that only loops reach it.
+pub const PARTIAL_TOKENS_PER_SECOND: u32 = 8;
+
+/// Most tokens (the timestamp and text tokens of its one segment) a partial of `samples`
+/// decodes when no `max_tokens` is set: [`PARTIAL_TOKENS_BASE`] plus
+/// [`PARTIAL_TOKENS_PER_SECOND`] per started second. A partial that loops ("Even even even
+/// ...") otherwise runs to whisper.cpp's limit of 220 tokens, and the guards drop it anyway:
+/// in the simulated GPU policy with tiny.en, 23 of 501 partials did, a third of all partial
+/// decoder steps (BENCHMARKS.md "Prefix decoding").
+#[must_use]
+pub fn partial_token_limit(samples: usize) -> u32 {
+    let seconds = samples.div_ceil(crate::audio::SAMPLE_RATE as usize) as u64;
+    let limit = u64::from(PARTIAL_TOKENS_BASE) + u64::from(PARTIAL_TOKENS_PER_SECOND) * seconds;
+    limit.min(u64::from(u32::MAX)) as u32
+}
+
 /// Default prompt budget: the last 200 characters of previous finals (about 40 words; far
 /// below Whisper's 224-token prompt limit, openai/whisper `decoding.py` `n_ctx // 2`).
 pub const DEFAULT_PROMPT_MAX_CHARS: usize = 200;
@@ -288,8 +313,12 @@ pub struct PolicyConfig {
     pub logprob_threshold: f32,
     /// Encoder context of finals. Default [`FinalContext::Full`].
     pub final_context: FinalContext,
-    /// Upper bound on text tokens per decode (`None`: the model's). Default none.
+    /// Upper bound on text tokens per decode (`None`: the model's for finals, and
+    /// [`partial_token_limit`] for partials when `limit_partial_tokens`). Default none.
     pub max_tokens: Option<u32>,
+    /// Without `max_tokens`, partials decode at most [`partial_token_limit`] tokens, so that
+    /// a partial that loops stops early. Default on.
+    pub limit_partial_tokens: bool,
     /// Whisper's temperature fallback on finals (never on partials). Default on.
     pub temperature_fallback: bool,
     /// Decode without timestamp tokens (see `DecodeOptions::no_timestamps`). Default off.
@@ -321,6 +350,7 @@ impl Default for PolicyConfig {
             logprob_threshold: DEFAULT_LOGPROB_THRESHOLD,
             final_context: FinalContext::Full,
             max_tokens: None,
+            limit_partial_tokens: true,
             temperature_fallback: true,
             no_timestamps: false,
             partial_prefix: false,
@@ -829,6 +859,7 @@ impl StreamingPolicy {
         let no_timestamps = self.config.no_timestamps;
         let word_timestamps = kind == JobKind::Final || self.config.partial_word_timestamps;
         let partial_prefix = self.config.partial_prefix;
+        let limit_partial = self.config.limit_partial_tokens;
         let u = self.utterance_mut(seq)?;
         let index = *u.index.get_or_insert(next_index);
         let retry = kind == JobKind::Final && u.retried;
@@ -848,7 +879,13 @@ impl StreamingPolicy {
             },
             word_timestamps,
             temperature_fallback: kind == JobKind::Final && fallback,
-            max_tokens,
+            // An explicit bound (fixed work for capacity runs) is kept as it is.
+            max_tokens: match (kind, max_tokens) {
+                (JobKind::Partial, None) if limit_partial => {
+                    Some(partial_token_limit(u.audio.len()))
+                }
+                _ => max_tokens,
+            },
             single_segment: kind == JobKind::Partial,
             no_timestamps,
             prefix: (kind == JobKind::Partial && partial_prefix && !u.committed.is_empty())

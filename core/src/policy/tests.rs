@@ -245,6 +245,38 @@ fn partials_carry_the_committed_words_as_prefix_when_asked() -> TestResult {
 }
 
 #[test]
+fn partials_decode_at_most_their_token_limit_unless_max_tokens_is_set() -> TestResult {
+    assert_eq!(partial_token_limit(1), 24);
+    assert_eq!(partial_token_limit(16_000), 24);
+    assert_eq!(partial_token_limit(16_001), 32);
+    assert_eq!(partial_token_limit(20 * 16_000), 176);
+    for (max_tokens, limit, want_partial) in [
+        (None, true, |s| Some(partial_token_limit(s))),
+        (None, false, |_| None),
+        (Some(32), true, |_| Some(32)),
+    ]
+        as [(Option<u32>, bool, fn(usize) -> Option<u32>); 3]
+    {
+        let mut h = Harness::new(PolicyConfig {
+            max_tokens,
+            limit_partial_tokens: limit,
+            ..PolicyConfig::default()
+        })?;
+        for _ in 0..3 {
+            let job = h.next_job()?;
+            assert_eq!(job.kind, JobKind::Partial);
+            assert_eq!(job.options.max_tokens, want_partial(job.samples.len()));
+            h.answer(&job, hyp("a b c"));
+        }
+        let _ = h.policy.finalize();
+        let job = h.next_job()?;
+        assert_eq!(job.kind, JobKind::Final);
+        assert_eq!(job.options.max_tokens, max_tokens, "finals are not limited");
+    }
+    Ok(())
+}
+
+#[test]
 fn short_hypotheses_are_shown_but_not_committed() -> TestResult {
     // The first partials mishear the start and agree on it; from 2 s of audio on they hear
     // it right. With `min_commit_samples` the misheard words are never committed.
