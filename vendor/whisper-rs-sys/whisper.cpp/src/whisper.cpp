@@ -8244,7 +8244,9 @@ int whisper_full_with_state(
                     // timestamp the decoder picks goes before it. The forced tokens are decoded in
                     // one call, each gets its data from the row before it, and decoding goes on
                     // from the last row.
-                    const int n_max_forced = whisper_n_text_ctx(ctx)/2 - 5;
+                    // (at most the sampling loop's n_max - 2 tokens, with the timestamp n_max - 1,
+                    // so that the loop samples at least once)
+                    const int n_max_forced = whisper_n_text_ctx(ctx)/2 - 6;
                     if (!prefix.empty() && (int) prefix.size() <= n_max_forced && it == 0 && n_decoders_cur == 1 &&
                         params.strategy == whisper_sampling_strategy::WHISPER_SAMPLING_GREEDY && seek == seek_start) {
                         auto & decoder = state->decoders[0];
