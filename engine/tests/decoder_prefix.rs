@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::{speech_fixtures, tiny_en};
 use transcribe_core::audio::WINDOW_SAMPLES;
@@ -30,7 +30,12 @@ type Clip = (String, Vec<f32>);
 /// The decoder counters are the process's: the tests of this file run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn load() -> Result<Option<WhisperModel>, Box<dyn std::error::Error>> {
+/// This file's lock, held, and the model.
+type Locked = (MutexGuard<'static, ()>, WhisperModel);
+
+/// tiny.en on the CPU, with this file's lock held; `None`, with a note, without tiny.en.
+fn locked_model() -> Result<Option<Locked>, Box<dyn std::error::Error>> {
+    let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(path) = tiny_en() else {
         return Ok(None);
     };
@@ -38,7 +43,7 @@ fn load() -> Result<Option<WhisperModel>, Box<dyn std::error::Error>> {
         use_gpu: false,
         ..EngineConfig::default()
     };
-    Ok(Some(WhisperModel::load(&path, &config)?))
+    Ok(Some((serial, WhisperModel::load(&path, &config)?)))
 }
 
 /// Every speech fixture, cut to one window.
@@ -73,10 +78,7 @@ fn decode_counted(
 
 #[test]
 fn whisper_full_after_a_prefix_generates_what_the_greedy_loop_does() -> TestResult {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(model) = load()? else {
+    let Some((_serial, model)) = locked_model()? else {
         return Ok(());
     };
     let mut session = model.session()?;
@@ -114,10 +116,7 @@ fn whisper_full_after_a_prefix_generates_what_the_greedy_loop_does() -> TestResu
 
 #[test]
 fn partials_after_their_first_words_keep_them_and_step_less() -> TestResult {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(model) = load()? else {
+    let Some((_serial, model)) = locked_model()? else {
         return Ok(());
     };
     let mut session = model.session()?;
@@ -189,10 +188,7 @@ fn partials_after_their_first_words_keep_them_and_step_less() -> TestResult {
 
 #[test]
 fn no_speech_probability_does_not_depend_on_the_previous_decode() -> TestResult {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(model) = load()? else {
+    let Some((_serial, model)) = locked_model()? else {
         return Ok(());
     };
     let fixtures = fixtures()?;
