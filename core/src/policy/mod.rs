@@ -237,8 +237,8 @@ pub const PARTIAL_TOKENS_PER_SECOND: u32 = 8;
 /// decodes when no `max_tokens` is set: [`PARTIAL_TOKENS_BASE`] plus
 /// [`PARTIAL_TOKENS_PER_SECOND`] per started second. A partial that loops ("Even even even
 /// ...") otherwise runs to whisper.cpp's limit of 220 tokens, and the guards drop it anyway:
-/// in the simulated GPU policy with tiny.en, 23 of 501 partials did, a third of all partial
-/// decoder steps (BENCHMARKS.md "Prefix decoding").
+/// in the simulated GPU policy with tiny.en, 25 of 574 partials did, a third of all partial
+/// decoder steps (BENCHMARKS.md "A token limit for partials").
 #[must_use]
 pub fn partial_token_limit(samples: usize) -> u32 {
     let seconds = samples.div_ceil(crate::audio::SAMPLE_RATE as usize) as u64;
