@@ -411,6 +411,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             let result = session.transcribe(&job.samples, &job.options);
             let wall_s = t.elapsed().as_secs_f64() / speed;
             let after = transcribe_engine::decode_stats();
+            let (steps, batched_tokens) = (after.0 - before.0, after.1 - before.1);
             if verbose {
                 let text = result
                     .as_ref()
@@ -420,8 +421,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                     job.id,
                     job.kind,
                     samples_to_seconds(job.samples.len()),
-                    after.0 - before.0,
-                    after.1 - before.1,
+                    steps,
+                    batched_tokens,
                     wall_s * 1e3,
                     job.options.prefix.as_deref().unwrap_or(""),
                 );
@@ -434,8 +435,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                 id: job.id,
                 kind: job.kind,
                 wall_s,
-                steps: after.0 - before.0,
-                batched_tokens: after.1 - before.1,
+                steps,
+                batched_tokens,
             });
             (wall_s * f64::from(SAMPLE_RATE)).round() as u64
         };

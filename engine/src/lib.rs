@@ -169,26 +169,25 @@ pub const BATCH_WAIT_US: i64 = 2_000;
 /// Decoder steps run by batch pools in this process, and tokens decoded in them
 /// (tokens / steps is the mean batch size). (0, 0) without pools.
 pub fn batch_stats() -> (i64, i64) {
-    let (mut steps, mut tokens) = (0_i64, 0_i64);
-    // SAFETY: plain C call writing two integers.
-    #[allow(unsafe_code)]
-    unsafe {
-        whisper_rs_sys::whisper_batch_stats(&raw mut steps, &raw mut tokens);
-    }
-    (steps, tokens)
+    read_counters(whisper_rs_sys::whisper_batch_stats)
 }
 
 /// Decoder calls made in this process (every model, every session): single-token steps
 /// (pooled or not) and the tokens of batched calls (prompts and decoder prefixes).
 /// Differences between two readings measure a run's decoder work.
 pub fn decode_stats() -> (i64, i64) {
-    let (mut steps, mut batched) = (0_i64, 0_i64);
-    // SAFETY: plain C call writing two integers.
+    read_counters(whisper_rs_sys::whisper_decode_stats)
+}
+
+/// A pair of the vendored whisper.cpp's process-wide counters, read by `read`.
+fn read_counters(read: unsafe extern "C" fn(*mut i64, *mut i64)) -> (i64, i64) {
+    let (mut first, mut second) = (0_i64, 0_i64);
+    // SAFETY: the counter getters only write the two integers they are given.
     #[allow(unsafe_code)]
     unsafe {
-        whisper_rs_sys::whisper_decode_stats(&raw mut steps, &raw mut batched);
+        read(&raw mut first, &raw mut second);
     }
-    (steps, batched)
+    (first, second)
 }
 
 /// Loads `path` with `params`, giving the context `slots` batch-pool slots. whisper.cpp
