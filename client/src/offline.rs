@@ -134,9 +134,14 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     }
     if args.batch {
         let (steps, tokens) = transcribe_engine::batch_stats();
+        let (busy_us, request_us) = transcribe_engine::batch_time_us();
         eprintln!(
-            "batched decoding: {tokens} tokens in {steps} steps (mean batch {:.2})",
-            tokens as f64 / steps.max(1) as f64
+            "batched decoding: {tokens} tokens in {steps} steps (mean batch {:.2}); \
+             steps ran {:.2} s, {:.2} ms each; a token waited {:.2} ms for its step's end",
+            tokens as f64 / steps.max(1) as f64,
+            busy_us as f64 / 1e6,
+            busy_us as f64 / 1e3 / steps.max(1) as f64,
+            request_us as f64 / 1e3 / tokens.max(1) as f64,
         );
     }
     Ok(if failed == 0 {

@@ -172,6 +172,13 @@ pub fn batch_stats() -> (i64, i64) {
     read_counters(whisper_rs_sys::whisper_batch_stats)
 }
 
+/// Time the batch pools of this process spent running pooled steps, and the sum over pooled
+/// requests of the time from a session's request to its result (waiting included), both in
+/// microseconds. (0, 0) without pools.
+pub fn batch_time_us() -> (i64, i64) {
+    read_counters(whisper_rs_sys::whisper_batch_time)
+}
+
 /// Decoder calls made in this process (every model, every session): single-token steps
 /// (pooled or not) and the tokens of batched calls (prompts and decoder prefixes).
 /// Differences between two readings measure a run's decoder work.

@@ -371,6 +371,11 @@ extern "C" {
     // run, and tokens decoded in them (tokens / steps is the mean batch).
     WHISPER_API void whisper_batch_stats(int64_t * steps, int64_t * tokens);
 
+    // transcribe patch: microseconds the batch pools of this process spent running pooled
+    // steps (wall time, one step at a time), and the sum over pooled requests of the time
+    // from a state's request to its result (waiting included).
+    WHISPER_API void whisper_batch_time(int64_t * busy_us, int64_t * request_us);
+
     // transcribe patch: a decoder prefix (openai/whisper's `prefix` decoding option). The
     // next whisper_full / whisper_full_with_state call on the calling thread takes these text
     // tokens as the start of its first window's text: they are fed to the decoder in one

@@ -3546,6 +3546,8 @@ static std::atomic<int>     g_pool_slots{0};
 static std::atomic<int64_t> g_pool_wait_us{2000};
 static std::atomic<int64_t> g_pool_steps{0};
 static std::atomic<int64_t> g_pool_tokens{0};
+static std::atomic<int64_t> g_pool_busy_us{0};
+static std::atomic<int64_t> g_pool_request_us{0};
 static std::mutex           g_pool_attach_mutex;
 
 void whisper_set_batch_slots(int n_slots, int64_t wait_us) {
@@ -3559,6 +3561,15 @@ void whisper_batch_stats(int64_t * steps, int64_t * tokens) {
     }
     if (tokens) {
         *tokens = g_pool_tokens.load();
+    }
+}
+
+void whisper_batch_time(int64_t * busy_us, int64_t * request_us) {
+    if (busy_us) {
+        *busy_us = g_pool_busy_us.load();
+    }
+    if (request_us) {
+        *request_us = g_pool_request_us.load();
     }
 }
 
@@ -3638,7 +3649,7 @@ static bool whisper_pool_attach(whisper_context & ctx, whisper_state & state) {
         }
         ggml_backend_buffer_clear(pool->buffer, 0);
         pool->occupant.assign(pool->n_slots, nullptr);
-        if (ctx.params.use_gpu) {
+        if (ctx.params.use_gpu && getenv("TRANSCRIBE_POOL_CUDA_GRAPHS") == nullptr) {
             // On the H200, every run with a pool of 8 or 16 slots and CUDA graphs on ended in
             // a CUDA error (6 runs, both model shapes; the 6 runs with 32-64 slots did not);
             // the 2 runs with graphs off (8 and 16 slots) finished (BENCHMARKS.md "Batched
@@ -4671,7 +4682,18 @@ static struct ggml_cgraph * whisper_build_graph_pool(
     // 10-minute file, one run), but runs with 8 and 16 slots ended in a CUDA error with or
     // without this step captured; whisper_pool_attach turns CUDA graphs off (BENCHMARKS.md
     // "Batched decoding").
-    struct ggml_tensor * cur = ggml_add(ctx0,
+    // TRANSCRIBE_POOL_CAPTURE (a diagnostic, with TRANSCRIBE_POOL_CUDA_GRAPHS): the residual
+    // adds as [n_state, 1, S], so that ggml can capture the step.
+    static const bool capture = getenv("TRANSCRIBE_POOL_CAPTURE") != nullptr;
+    auto add_res = [&](struct ggml_tensor * a, struct ggml_tensor * b) {
+        if (!capture) {
+            return ggml_add(ctx0, a, b);
+        }
+        return ggml_reshape_2d(ctx0,
+                ggml_add(ctx0, ggml_reshape_3d(ctx0, a, n_state, 1, S), ggml_reshape_3d(ctx0, b, n_state, 1, S)),
+                n_state, S);
+    };
+    struct ggml_tensor * cur = add_res(
             ggml_get_rows(ctx0, model.d_te, embd),
             ggml_get_rows(ctx0, model.d_pe, position));
 
@@ -4708,7 +4730,7 @@ static struct ggml_cgraph * whisper_build_graph_pool(
         cur = ggml_mul_mat(ctx0, layer.attn_ln_1_w, cur);
         cur = ggml_add(ctx0, cur, layer.attn_ln_1_b);
 
-        struct ggml_tensor * inpCA = ggml_add(ctx0, cur, inpL);
+        struct ggml_tensor * inpCA = add_res(cur, inpL);
 
         cur = ggml_norm(ctx0, inpCA, hparams.eps);
         cur = ggml_add(ctx0, ggml_mul(ctx0, cur, layer.cross_attn_ln_0_w), layer.cross_attn_ln_0_b);
@@ -4728,7 +4750,7 @@ static struct ggml_cgraph * whisper_build_graph_pool(
         cur = ggml_mul_mat(ctx0, layer.cross_attn_ln_1_w, cur);
         cur = ggml_add(ctx0, cur, layer.cross_attn_ln_1_b);
 
-        cur = ggml_add(ctx0, cur, inpCA);
+        cur = add_res(cur, inpCA);
 
         struct ggml_tensor * inpFF = cur;
 
@@ -4741,7 +4763,7 @@ static struct ggml_cgraph * whisper_build_graph_pool(
         cur = ggml_mul_mat(ctx0, layer.mlp_1_w, cur);
         cur = ggml_add(ctx0, cur, layer.mlp_1_b);
 
-        inpL = ggml_add(ctx0, cur, inpFF);
+        inpL = add_res(cur, inpFF);
     }
 
     cur = ggml_norm(ctx0, inpL, hparams.eps);
@@ -4917,7 +4939,10 @@ static bool whisper_pool_step(whisper_context & wctx, whisper_state & wstate, co
             reqs.swap(pool.pending);
             pool.busy = true;
             lock.unlock();
+            const auto t0 = std::chrono::steady_clock::now();
             whisper_pool_run(wctx, pool, reqs, n_threads);
+            g_pool_busy_us += std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - t0).count();
             lock.lock();
             for (auto * r : reqs) {
                 r->done = true;
@@ -4933,6 +4958,8 @@ static bool whisper_pool_step(whisper_context & wctx, whisper_state & wstate, co
             pool.cv.wait_until(lock, deadline);
         }
     }
+    g_pool_request_us += std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - queued).count();
     return req.ok;
 }
 
