@@ -663,6 +663,49 @@ fn max_length_cuts_at_a_committed_word_and_carries_the_rest() -> TestResult {
 }
 
 #[test]
+fn a_max_length_cut_is_decoded_not_made_of_committed_words() -> TestResult {
+    // Partials that agree on wrong words (as tiny.en's looping partials did on a GPU build's
+    // schedule) commit them. At the maximum length the audio before the cut gets a final
+    // decode, whose words make the final; the committed ones stand only if it hears nothing.
+    let mut h = Harness::new(PolicyConfig {
+        max_utterance_samples: 4 * SR as usize,
+        ..PolicyConfig::default()
+    })?;
+    let mut final_job = None;
+    for _ in 0..20 {
+        let job = h.next_job()?;
+        if job.kind == JobKind::Final {
+            final_job = Some(job);
+            break;
+        }
+        // wrong words over the whole buffer (hyp's words end at 0.35 s + 0.3 s each)
+        let secs = job.samples.len() as f64 / SR as f64;
+        let n = ((secs - 0.35) / 0.3).floor().max(0.0) as usize + 1;
+        let wrong: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
+        h.answer(&job, hyp(&wrong.join(" ")));
+    }
+    let job = final_job.ok_or("no final job at the maximum length")?;
+    assert!(
+        interim_texts(&h.events)
+            .iter()
+            .any(|(c, _)| c.starts_with("g0 g1")),
+        "the wrong words were committed"
+    );
+    assert!(finals(&h.events).is_empty(), "no final before its decode");
+    assert!(job.samples.len() <= 4 * SR as usize);
+    h.answer(&job, hyp("the words that were said"));
+    let got = finals(&h.events);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].reason, EndReason::MaxLength);
+    assert_eq!(got[0].text, "the words that were said");
+    // The carried rest is the next utterance, starting at the cut.
+    let next = h.next_job()?;
+    assert_eq!(next.kind, JobKind::Partial);
+    assert_eq!(next.offset_samples, got[0].end);
+    Ok(())
+}
+
+#[test]
 fn max_length_without_partials_decodes_the_whole_utterance() -> TestResult {
     let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
     let text = words.join(" ");
