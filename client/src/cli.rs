@@ -104,9 +104,10 @@ pub struct Args {
     /// With --chunking fit|window: the --parallel states' decoder steps run as one batched
     /// step (their KV caches in one pool, one flash-attention call per layer for all of
     /// them). Needs flash attention. On a GPU it turns CUDA graphs off for the run (with them
-    /// on, 8-16 states ended in a CUDA error); with them on, 32 states made a large-v3 file
-    /// 1.4x faster, and the graphs-off setting is not yet measured (BENCHMARKS.md "Batched
-    /// decoding"). Prints the pool's steps and mean batch on stderr.
+    /// on, 8-16 states ended in a CUDA error); so set, 32 states decoded a 10-minute large-v3
+    /// file at 123x real time against 84x for 8 states without it on an H200 (BENCHMARKS.md
+    /// "The batch pool on the card again"). Prints the pool's steps, mean batch and step time
+    /// on stderr.
     #[arg(long)]
     pub batch: bool,
 
