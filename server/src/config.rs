@@ -177,9 +177,9 @@ pub struct ServerArgs {
     pub final_context: FinalContextFlag,
 
     /// Encoder context of partial decodes: `fit` (the audio so far plus 1.3 s, at least
-    /// 2.6 s: cheap), `wide` (plus 5.1 s, at least 10.2 s: steadier partials of short
-    /// audio on some clips, worse on others; BENCHMARKS.md) or `full` (the 30 s window finals use: a
-    /// full encoder pass each). [default: fit]
+    /// 2.6 s: cheap), `wide` (plus 5.1 s, at least 10.2 s: steadier partials of short audio
+    /// on some clips, worse on others; BENCHMARKS.md) or `full` (the 30 s window finals use:
+    /// a full encoder pass each). [default: fit]
     #[arg(
         long,
         env = "TRANSCRIBE_PARTIAL_CONTEXT",
@@ -201,9 +201,9 @@ pub struct ServerArgs {
     /// Needs flash attention; on a GPU it turns CUDA graphs off for the process. On an H200
     /// 16 workers with it kept 24 large-v3 streams against 12 for 8 workers without it
     /// (BENCHMARKS.md "The batch pool on the card again"); not yet measured with
-    /// large-v3-turbo, the GPU default for streams. A worker
-    /// whose final falls back to sampling at a temperature leaves the pool for good (its
-    /// several decoders need a cache of their own).
+    /// large-v3-turbo, the GPU default for streams. A worker whose final falls back to
+    /// sampling at a temperature leaves the pool for good (its several decoders need a cache
+    /// of their own).
     #[arg(long, env = "TRANSCRIBE_BATCH")]
     pub batch: bool,
 
