@@ -3652,10 +3652,12 @@ static bool whisper_pool_attach(whisper_context & ctx, whisper_state & state) {
         if (ctx.params.use_gpu && getenv("TRANSCRIBE_POOL_CUDA_GRAPHS") == nullptr) {
             // On the H200, every run with a pool of 8 or 16 slots and CUDA graphs on ended in
             // a CUDA error (6 runs, both model shapes; the 6 runs with 32-64 slots did not);
-            // the 2 runs with graphs off (8 and 16 slots) finished (BENCHMARKS.md "Batched
-            // decoding"; the cause was not found). ggml reads this once, at its first graph:
-            // the pool must come before any GPU decode of the process
-            // (whisper_set_batch_slots before the first load does that).
+            // the 2 runs with graphs off (8 and 16 slots) finished. The error is an illegal
+            // instruction in a replayed CUDA graph; its cause was not found (BENCHMARKS.md
+            // "The batch pool on the card again"). TRANSCRIBE_POOL_CUDA_GRAPHS keeps graphs
+            // on, for diagnosis. ggml reads this once, at its first graph: the pool must come
+            // before any GPU decode of the process (whisper_set_batch_slots before the first
+            // load does that).
             setenv("GGML_CUDA_DISABLE_GRAPHS", "1", 1);
         }
         pool->graph_size = hparams.n_text_layer*96 + 256;
@@ -4677,13 +4679,11 @@ static struct ggml_cgraph * whisper_build_graph_pool(
     };
 
     // Residual adds of two [n_state, S] matrices keep ggml's CUDA backend from capturing the
-    // step as a CUDA graph (its "batch size > 1" rule). Added as [n_state, 1, S] the step was
-    // captured, and faster (large-v3, 32 slots: 143x against 114-121x real time on a
-    // 10-minute file, one run), but runs with 8 and 16 slots ended in a CUDA error with or
-    // without this step captured; whisper_pool_attach turns CUDA graphs off (BENCHMARKS.md
-    // "Batched decoding").
-    // TRANSCRIBE_POOL_CAPTURE (a diagnostic, with TRANSCRIBE_POOL_CUDA_GRAPHS): the residual
-    // adds as [n_state, 1, S], so that ggml can capture the step.
+    // step as a CUDA graph (its "batch size > 1" rule). With TRANSCRIBE_POOL_CAPTURE (and
+    // TRANSCRIBE_POOL_CUDA_GRAPHS) they are added as [n_state, 1, S], so the step is
+    // captured: large-v3, 32 slots, a 10-minute file at 143-147x real time against 123x
+    // (BENCHMARKS.md "The batch pool on the card again"). It stays a diagnostic while pools
+    // turn CUDA graphs off (whisper_pool_attach).
     static const bool capture = getenv("TRANSCRIBE_POOL_CAPTURE") != nullptr;
     auto add_res = [&](struct ggml_tensor * a, struct ggml_tensor * b) {
         if (!capture) {
