@@ -900,6 +900,7 @@ struct whisper_state {
     // helpers for GPU offloading
     std::vector<float> inp_mel;
     std::vector<float> inp_mask;
+    std::vector<ggml_fp16_t> inp_pad_mask; // transcribe patch: see whisper_set_pad_mask
 
     // decode output (2-dimensional array: [n_tokens][n_vocab])
     std::vector<float> logits;
@@ -1105,6 +1106,31 @@ static void whisper_kv_cache_free(struct whisper_kv_cache & cache) {
 // padded full audio context, for every window's audio context.
 static int whisper_cross_layer_rows(const whisper_hparams & hparams) {
     return GGML_PAD(hparams.n_audio_ctx, 256);
+}
+
+// transcribe patch: the audio frames of a state's window (its audio_ctx, else the model's).
+static int whisper_n_audio_ctx_used(const whisper_hparams & hparams, const whisper_state & wstate) {
+    return wstate.exp_n_audio_ctx > 0 ? wstate.exp_n_audio_ctx : hparams.n_audio_ctx;
+}
+
+// transcribe patch: fills `mask` ([n_kv, n_rows], F16), the flash-attention mask of keys
+// padded to a multiple of 256 frames of which the first `n_valid` are the window's: 0 there,
+// -inf past them. Without it (upstream passes no mask) the padding rows are attended at
+// full weight, and they hold zeros on a fresh state or whatever an earlier window with
+// another audio_ctx left there, so a fitted window's text depended on the decodes before it.
+static void whisper_set_pad_mask(struct ggml_tensor * mask, int n_valid, std::vector<ggml_fp16_t> & buf) {
+    const int64_t n_kv   = mask->ne[0];
+    const int64_t n_rows = ggml_nrows(mask);
+    buf.resize(n_kv*n_rows);
+    const ggml_fp16_t zero    = ggml_fp32_to_fp16(0.0f);
+    const ggml_fp16_t neg_inf = ggml_fp32_to_fp16(-INFINITY);
+    for (int64_t j = 0; j < n_kv; ++j) {
+        buf[j] = j < n_valid ? zero : neg_inf;
+    }
+    for (int64_t r = 1; r < n_rows; ++r) {
+        memcpy(buf.data() + r*n_kv, buf.data(), n_kv*sizeof(ggml_fp16_t));
+    }
+    ggml_backend_tensor_set(mask, buf.data(), 0, buf.size()*sizeof(ggml_fp16_t));
 }
 
 static bool whisper_kv_cache_find_slot(
@@ -2192,6 +2218,15 @@ static struct ggml_cgraph * whisper_build_graph_encoder(
 
     struct ggml_tensor * inpL = cur;
 
+    // transcribe patch: with flash attention, K and V are padded to n_ctx_pad frames of which
+    // only n_ctx are written; the mask keeps attention off the rest (whisper_set_pad_mask).
+    struct ggml_tensor * KQ_mask_pad = nullptr;
+    if (wctx.params.flash_attn) {
+        KQ_mask_pad = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, n_ctx_pad, n_ctx);
+        ggml_set_name(KQ_mask_pad, "KQ_mask_enc");
+        ggml_set_input(KQ_mask_pad);
+    }
+
     for (int il = 0; il < n_layer; ++il) {
         const auto & layer = model.layers_encoder[il];
 
@@ -2253,7 +2288,7 @@ static struct ggml_cgraph * whisper_build_graph_encoder(
                             ggml_element_size(kv_pad.v)*n_state_head,
                             0);
 
-                cur = ggml_flash_attn_ext(ctx0, Q, K, V, nullptr, KQscale, 0.0f, 0.0f);
+                cur = ggml_flash_attn_ext(ctx0, Q, K, V, KQ_mask_pad, KQscale, 0.0f, 0.0f);
 
                 cur = ggml_reshape_2d(ctx0, cur, n_state, n_ctx);
             } else {
@@ -2530,6 +2565,10 @@ static bool whisper_encode_internal(
             return false;
         }
 
+        if (struct ggml_tensor * mask = ggml_graph_get_tensor(gf, "KQ_mask_enc")) {
+            whisper_set_pad_mask(mask, whisper_n_audio_ctx_used(wctx.model.hparams, wstate), wstate.inp_pad_mask);
+        }
+
         if (!ggml_graph_compute_helper(sched, gf, n_threads)) {
             return false;
         }
@@ -2623,6 +2662,15 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
     }
 
     struct ggml_tensor * KQ_mask_f16 = ggml_cast(ctx0, KQ_mask, GGML_TYPE_F16);
+
+    // transcribe patch: the cross-attention keys past the window's n_audio_ctx frames are
+    // padding (see whisper_build_graph_encoder)
+    struct ggml_tensor * KQ_mask_cross = nullptr;
+    if (wctx.params.flash_attn) {
+        KQ_mask_cross = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, n_audio_ctx_pad, n_tokens);
+        ggml_set_name(KQ_mask_cross, "KQ_mask_cross");
+        ggml_set_input(KQ_mask_cross);
+    }
 
     // token encoding + position encoding
     struct ggml_tensor * cur =
@@ -2813,7 +2861,7 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
                             ggml_element_size(wstate.kv_cross.v)*n_state_head,
                             ggml_element_size(wstate.kv_cross.v)*n_state*n_cross_rows*il);
 
-                cur = ggml_flash_attn_ext(ctx0, Q, Kcross, Vcross, nullptr, KQscale, 0.0f, 0.0f);
+                cur = ggml_flash_attn_ext(ctx0, Q, Kcross, Vcross, KQ_mask_cross, KQscale, 0.0f, 0.0f);
 
                 cur = ggml_reshape_2d(ctx0, cur, n_state, n_tokens);
             } else {
@@ -3107,6 +3155,10 @@ static bool whisper_decode_internal(
             }
 
             ggml_backend_tensor_set(KQ_mask, wstate.inp_mask.data(), 0, ggml_nelements(KQ_mask)*sizeof(float));
+        }
+
+        if (struct ggml_tensor * mask = ggml_graph_get_tensor(gf, "KQ_mask_cross")) {
+            whisper_set_pad_mask(mask, whisper_n_audio_ctx_used(wctx.model.hparams, wstate), wstate.inp_pad_mask);
         }
 
         logits = ggml_graph_node(gf, -1);
@@ -4342,6 +4394,7 @@ static struct ggml_cgraph * whisper_build_graph_decoder_multi(
 
     std::vector<struct ggml_tensor *> kv_idxs(n);
     std::vector<struct ggml_tensor *> masks(n);
+    std::vector<struct ggml_tensor *> cross_masks(n);
     for (int i = 0; i < n; ++i) {
         kv_idxs[i] = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, 1);
         ggml_format_name(kv_idxs[i], "kv_idxs_%d", i);
@@ -4351,6 +4404,12 @@ static struct ggml_cgraph * whisper_build_graph_decoder_multi(
         ggml_format_name(mask, "KQ_mask_%d", i);
         ggml_set_input(mask);
         masks[i] = ggml_cast(ctx0, mask, GGML_TYPE_F16);
+
+        // the padding of its cross-attention keys (see whisper_build_graph_encoder)
+        const int n_audio_ctx = states[i]->exp_n_audio_ctx > 0 ? states[i]->exp_n_audio_ctx : hparams.n_audio_ctx;
+        cross_masks[i] = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, GGML_PAD(n_audio_ctx, 256), 1);
+        ggml_format_name(cross_masks[i], "KQ_mask_cross_%d", i);
+        ggml_set_input(cross_masks[i]);
     }
 
     // column i of a [n_state, n] tensor as the [n_state_head, 1, n_head] query of attention
@@ -4449,7 +4508,7 @@ static struct ggml_cgraph * whisper_build_graph_decoder_multi(
                         ggml_element_size(st.kv_cross.v)*n_state_head,
                         ggml_element_size(st.kv_cross.v)*n_state*whisper_cross_layer_rows(hparams)*il);
 
-                attn = join(attn, ggml_flash_attn_ext(ctx0, query(Qcur, i), Kcross, Vcross, nullptr, KQscale, 0.0f, 0.0f));
+                attn = join(attn, ggml_flash_attn_ext(ctx0, query(Qcur, i), Kcross, Vcross, cross_masks[i], KQscale, 0.0f, 0.0f));
             }
             cur = attn;
         }
@@ -4596,6 +4655,9 @@ int whisper_decode_multi_with_states(struct whisper_context * ctx, struct whispe
         }
         snprintf(name, sizeof(name), "KQ_mask_%d", i);
         ggml_backend_tensor_set(ggml_graph_get_tensor(gf, name), mask.data(), 0, mask.size()*sizeof(float));
+
+        snprintf(name, sizeof(name), "KQ_mask_cross_%d", i);
+        whisper_set_pad_mask(ggml_graph_get_tensor(gf, name), whisper_n_audio_ctx_used(ctx->model.hparams, *states[i]), states[i]->inp_pad_mask);
     }
 
     struct ggml_tensor * logits = ggml_graph_get_tensor(gf, "logits");
@@ -4792,9 +4854,9 @@ static void whisper_pool_run(
     const uint32_t pad = whisper_kv_cache_get_padding(wctx);
 
     std::vector<whisper_pool::request *> by_slot(S, nullptr);
-    // each slot's own cross-attention keys: the padded audio context whisper_build_graph_decoder
-    // attends to
-    std::vector<int> audio_pad(S, 0);
+    // each slot's own cross-attention keys: its window's audio context (the padding past it
+    // is masked, as in whisper_build_graph_decoder; see whisper_set_pad_mask)
+    std::vector<int> audio_used(S, 0);
     int n_kv    = (int) pad;
     int n_audio = 256;
     for (auto * r : reqs) {
@@ -4805,10 +4867,9 @@ static void whisper_pool_run(
             continue;
         }
         kv.n = std::min(kv.size, std::max(pad, GGML_PAD(whisper_kv_cache_cell_max(kv), pad)));
-        const int n_audio_ctx = st.exp_n_audio_ctx > 0 ? st.exp_n_audio_ctx : hparams.n_audio_ctx;
-        audio_pad[st.pool_slot] = GGML_PAD(n_audio_ctx, 256);
+        audio_used[st.pool_slot] = whisper_n_audio_ctx_used(hparams, st);
         n_kv    = std::max<int>(n_kv, kv.n);
-        n_audio = std::max(n_audio, audio_pad[st.pool_slot]);
+        n_audio = std::max(n_audio, GGML_PAD(audio_used[st.pool_slot], 256));
         by_slot[st.pool_slot] = r;
         r->ok = true;
     }
@@ -4878,7 +4939,7 @@ static void whisper_pool_run(
                 ms[j] = 0.0f;
             }
         }
-        for (int j = 0; j < std::min(n_audio, audio_pad[s]); ++j) {
+        for (int j = 0; j < std::min(n_audio, audio_used[s]); ++j) {
             mc[j] = 0.0f;
         }
     }
