@@ -1137,15 +1137,17 @@ impl StreamingPolicy {
         if guards::is_hallucination(&words::join_words(&hypothesis), speech) {
             hypothesis.clear();
         }
-        let hypothesis = guards::truncate_loops(hypothesis);
-        // A decode that still loops (a phrase repeated up to MAX_REPEATS times, a long
-        // restatement: Whisper's compression-ratio test) is neither shown nor agreed on, as
-        // Whisper would not keep it either; partials get no retry, the next comes a step later.
+        // A decode that restarted its own text at the end keeps the first telling, however
+        // many times it restated it (a phrase longer than `find_loop`'s n-grams, restated
+        // until the token limit, is the usual partial loop of fitted context).
+        let hypothesis = guards::cut_restated_tail(guards::truncate_loops(hypothesis));
+        // A decode that still loops (a phrase repeated up to MAX_REPEATS times inside the
+        // text, a restatement Whisper's compression-ratio test catches) is neither shown nor
+        // agreed on, as Whisper would not keep it either; partials get no retry, the next
+        // comes a step later.
         if guards::is_repetitive(&hypothesis, &words::join_words(&hypothesis)) {
             return;
         }
-        // A decode that restarted its own text at the end keeps the first telling.
-        let hypothesis = guards::cut_restated_tail(hypothesis);
         let detect = self.config.language.is_none();
         let min_commit = self
             .config

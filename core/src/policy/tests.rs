@@ -958,9 +958,9 @@ fn repetition_loops_are_redecoded_without_prompt_then_truncated() -> TestResult 
         let all = format!("{committed} {tail}");
         assert!(all.matches("again and").count() <= 1, "{all}");
     }
-    // A long phrase three times (not a loop by count, but by compression ratio, as tiny.en
-    // restated a sentence in a partial's tail): such partials are not shown; the clean ones
-    // around them are, and the finals are untouched.
+    // A long phrase restated to the end of a partial (too long for `find_loop`'s n-grams,
+    // a loop by compression ratio: what tiny.en does with fitted context, restating the
+    // utterance until the token limit): the first telling is shown, as for short loops.
     let restated = "the cut on his chest still dripping blood the ache of his eyes";
     let fault = Fault::Loop {
         phrase: restated.into(),
@@ -972,6 +972,21 @@ fn repetition_loops_are_redecoded_without_prompt_then_truncated() -> TestResult 
         1_600,
         PolicyConfig::default(),
     )?);
+    let mut f = fake.clone().with_fault(When::Call(1), fault);
+    let events = run_stream(&mut f, &audio, 1_600, PolicyConfig::default())?;
+    let interims = interim_texts(&events);
+    let shown: Vec<String> = interims.iter().map(|(c, t)| format!("{c} {t}")).collect();
+    assert!(shown.iter().any(|t| t.ends_with(restated)), "{interims:?}");
+    assert!(shown.iter().all(|t| t.matches("dripping").count() <= 1));
+    assert_eq!(final_texts(&events), ["first phrase", "say it again"]);
+    // A restatement with other words after it is not a restated tail: such a partial is
+    // not shown (Whisper's compression-ratio test); the clean ones around it are, and the
+    // finals are untouched.
+    let fault = Fault::Text {
+        text: format!("first {restated} {restated} {restated} and then some"),
+        no_speech_prob: 0.01,
+        avg_logprob: -0.3,
+    };
     let mut f = fake.with_fault(When::Call(1), fault);
     let events = run_stream(&mut f, &audio, 1_600, PolicyConfig::default())?;
     let interims = interim_texts(&events);
