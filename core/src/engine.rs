@@ -40,6 +40,11 @@ pub struct DecodeOptions {
     /// attempt only (a temperature fallback attempt decodes without it); ignored when longer
     /// than half the model's text context.
     pub prefix: Option<String>,
+    /// End the decode as soon as its text restates itself
+    /// ([`crate::policy::restates_itself`] over its text tokens): a streaming
+    /// partial's fitted context makes Whisper restate the utterance until its token limit,
+    /// and the policy keeps only the first telling anyway.
+    pub stop_restated: bool,
 }
 
 impl Default for DecodeOptions {
@@ -55,6 +60,7 @@ impl Default for DecodeOptions {
             single_segment: false,
             no_timestamps: false,
             prefix: None,
+            stop_restated: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 //!     [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] [--gpu]
 //!     [--flash-attn on|off] [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES]
 //!     [--audio-ctx-margin FRAMES] [--partial-prefix on|off] [--partial-token-limit on|off]
+//!     [--partial-stop-restated on|off]
 //! ```
 //!
 //! `--step-ms`, `--max-step-ms` and `--min-partial-ms` set the policy's partial step, its
@@ -27,7 +28,9 @@
 //! report's `partial_decoder_steps` and `partial_decoder_batched_tokens` (and the finals')
 //! count the decoder calls it saves: single-token steps, and tokens fed in batched calls.
 //! `--partial-token-limit off` lets partials decode up to whisper.cpp's own limit instead of
-//! the policy's `partial_token_limit` (a loop then runs to 220 tokens).
+//! the policy's `partial_token_limit` (a loop then runs to 220 tokens);
+//! `--partial-stop-restated off` lets a partial decode on after its text restated itself
+//! (the policy's `stop_restated_partials`).
 //! `--speed F` charges each decode its measured time divided by F on the sample clock: a
 //! model of a device F times faster than this one (a GPU), to try its policy settings here
 //! before measuring them there. Compute load and decode times are reported as charged.
@@ -142,6 +145,9 @@ struct Args {
     /// `--partial-token-limit off`: partials decode up to whisper.cpp's limit (the policy's
     /// `limit_partial_tokens`, default on).
     partial_token_limit: bool,
+    /// `--partial-stop-restated off`: partials decode on after restating themselves (the
+    /// policy's `stop_restated_partials`, default on).
+    partial_stop_restated: bool,
     /// Partial context overrides, in encoder frames.
     audio_ctx_floor: Option<u32>,
     audio_ctx_margin: Option<u32>,
@@ -156,7 +162,7 @@ const USAGE: &str = "usage: stream_sim MODEL_PATH WAV [--threads N] [--chunk-ms 
                      [--step-ms MS] [--max-step-ms MS] [--min-partial-ms MS] \
                      [--final-context full|fit] [--partial-context fit|wide|full] [--speed F] \
                      [--gpu] [--flash-attn on|off] [--partial-prefix on|off] \
-                     [--partial-token-limit on|off] \
+                     [--partial-token-limit on|off] [--partial-stop-restated on|off] \
                      [--min-commit-ms MS] [--endpoint-ms MS] [--audio-ctx-floor FRAMES] \
                      [--audio-ctx-margin FRAMES]";
 
@@ -191,6 +197,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         partial_context: None,
         partial_prefix: false,
         partial_token_limit: true,
+        partial_stop_restated: true,
         audio_ctx_floor: None,
         audio_ctx_margin: None,
         speed: 1.0,
@@ -232,6 +239,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--partial-prefix" => args.partial_prefix = either(&a, &value()?, "off", "on")?,
             "--partial-token-limit" => {
                 args.partial_token_limit = either(&a, &value()?, "off", "on")?;
+            }
+            "--partial-stop-restated" => {
+                args.partial_stop_restated = either(&a, &value()?, "off", "on")?;
             }
             "-h" | "--help" => return Err(USAGE.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}").into()),
@@ -391,6 +401,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         },
         partial_prefix: args.partial_prefix,
         limit_partial_tokens: args.partial_token_limit,
+        stop_restated_partials: args.partial_stop_restated,
         ..defaults
     };
     policy.validate()?;
@@ -766,6 +777,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         (
             "partial_token_limit",
             f64::from(u8::from(args.partial_token_limit)),
+        ),
+        (
+            "partial_stop_restated",
+            f64::from(u8::from(args.partial_stop_restated)),
         ),
         ("speed", args.speed),
         ("model_load_s", load_s),

@@ -11,6 +11,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use transcribe_core::policy::restates_itself;
 use transcribe_core::{
     CancelHandle, DecodeOptions, Decoder, EngineError, Segment, Transcriber, Transcript,
 };
@@ -47,6 +48,52 @@ extern "C" fn abort_requested(user_data: *mut c_void) -> bool {
     // `CancelHandle` Arc, which the session keeps alive for the whole `full()` call.
     let flag = unsafe { &*(user_data as *const AtomicBool) };
     flag.load(Ordering::Relaxed)
+}
+
+/// What [`stop_restated`] needs of the model: its end-of-text token (text tokens are below
+/// it) and its vocabulary size (the logits' length).
+struct RestatedStop {
+    eot: i32,
+    n_vocab: usize,
+}
+
+/// whisper.cpp's logits filter for `DecodeOptions::stop_restated`: once the text tokens so
+/// far restate themselves ([`restates_itself`]), every token but end-of-text is suppressed,
+/// so the decode ends there.
+unsafe extern "C" fn stop_restated(
+    _ctx: *mut whisper_rs_sys::whisper_context,
+    _state: *mut whisper_rs_sys::whisper_state,
+    tokens: *const whisper_rs_sys::whisper_token_data,
+    n_tokens: std::ffi::c_int,
+    logits: *mut f32,
+    user_data: *mut c_void,
+) {
+    if user_data.is_null() || logits.is_null() || tokens.is_null() || n_tokens <= 0 {
+        return;
+    }
+    // SAFETY: `user_data` is the address of a `RestatedStop` that `transcribe` keeps alive
+    // for the whole `full()` call; whisper.cpp passes the decoder's tokens so far and the
+    // logits row it is about to sample from, `n_vocab` long.
+    let (stop, tokens, logits) = unsafe {
+        let stop = &*(user_data as *const RestatedStop);
+        (
+            stop,
+            std::slice::from_raw_parts(tokens, n_tokens as usize),
+            std::slice::from_raw_parts_mut(logits, stop.n_vocab),
+        )
+    };
+    let text: Vec<i32> = tokens
+        .iter()
+        .map(|t| t.id)
+        .filter(|&id| id < stop.eot)
+        .collect();
+    if restates_itself(&text) {
+        for (id, logit) in logits.iter_mut().enumerate() {
+            if id as i32 != stop.eot {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+    }
 }
 
 /// A decoding context with its own `WhisperState`. Not shared: one decode at a time.
@@ -223,6 +270,20 @@ impl Transcriber for WhisperSession {
         params.set_tokens(&prompt_tokens);
         if let Some(progress) = self.progress.clone() {
             params.set_progress_callback_safe(move |p: i32| progress(p));
+        }
+        let restated = RestatedStop {
+            eot: ctx.token_eot(),
+            n_vocab: ctx.n_vocab() as usize,
+        };
+        if options.stop_restated {
+            // SAFETY: `stop_restated` only reads `restated` and writes the logits row it is
+            // given; `restated` outlives the `full()` call below.
+            unsafe {
+                params.set_filter_logits_callback(Some(stop_restated));
+                params.set_filter_logits_callback_user_data(
+                    &restated as *const RestatedStop as *mut c_void,
+                );
+            }
         }
         let flag: *const AtomicBool = self.cancel.flag();
         // SAFETY: `abort_requested` only reads an `AtomicBool` through the pointer, and the

@@ -35,8 +35,8 @@ fn a_fitted_flash_attention_decode_does_not_depend_on_earlier_decodes()
     };
     let model = WhisperModel::load(&path, &config)?;
     let dir = speech_dir();
-    let pauses = transcribe_audio::decode_file(&dir.join("pauses.wav"))?.samples;
-    let long = transcribe_audio::decode_file(&dir.join("long_60s.wav"))?.samples;
+    let pauses = transcribe_audio::decode_file(dir.join("pauses.wav"))?.samples;
+    let long = transcribe_audio::decode_file(dir.join("long_60s.wav"))?.samples;
     let fitted = |samples: &[f32]| DecodeOptions {
         language: Some("en".into()),
         audio_ctx: Some(audio_ctx_for(

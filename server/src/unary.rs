@@ -61,6 +61,7 @@ pub(crate) async fn recognize(
         single_segment: false,
         no_timestamps: state.config.no_timestamps,
         prefix: None,
+        stop_restated: false,
     };
     let submitted = lease.submit(Job {
         model: recognition.model,

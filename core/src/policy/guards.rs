@@ -191,6 +191,30 @@ pub fn cut_restated_tail(mut words: Vec<Word>) -> Vec<Word> {
     words
 }
 
+/// Text tokens a decode must have restated before [`restates_itself`] holds: 6 (a short
+/// phrase then repeats 2 to 6 times, enough for [`find_loop`] or [`cut_restated_tail`] to
+/// cut it back to one telling).
+pub const MIN_RESTATED_TOKENS: usize = 6;
+
+/// Whether a decode's text tokens (`tokens`: ids, special and timestamp tokens left out)
+/// end by restating the phrase before them: for some period `p`, each of the last `L`
+/// tokens equals the one `p` before it, with `L` at least `p` (the phrase was told once
+/// more in full) and at least [`MIN_RESTATED_TOKENS`]. A partial decode that does this goes
+/// on restating to its token limit; the engine can stop it here
+/// (`DecodeOptions::stop_restated`), and what it stops is cut by [`cut_restated_tail`].
+#[must_use]
+pub fn restates_itself(tokens: &[i32]) -> bool {
+    let n = tokens.len();
+    // The periodic run at the end for period p: tokens equal to the one p before.
+    let run = |p: usize| {
+        (p..n)
+            .rev()
+            .take_while(|&i| tokens[i] == tokens[i - p])
+            .count()
+    };
+    (1..=n / 2).any(|p| run(p) >= p.max(MIN_RESTATED_TOKENS))
+}
+
 /// Whether `words` (or their text) look like a repetition loop: a looping n-gram, or a
 /// compression ratio above [`COMPRESSION_RATIO_THRESHOLD`].
 pub fn is_repetitive(words: &[Word], text: &str) -> bool {
@@ -326,6 +350,36 @@ mod tests {
         assert!(is_silent_segment(&seg(0.9, -1.5), t, l));
         assert!(!is_silent_segment(&seg(0.9, -0.3), t, l));
         assert!(!is_silent_segment(&seg(0.2, -1.5), t, l));
+    }
+
+    #[test]
+    fn restatements_are_seen_in_tokens_once_told_again() {
+        // "and so my fellow americans" as 5 tokens, then told again.
+        let phrase = [290, 523, 616, 5891, 3399];
+        let mut tokens = phrase.to_vec();
+        assert!(!restates_itself(&tokens));
+        tokens.extend_from_slice(&phrase[..4]);
+        assert!(!restates_itself(&tokens), "not yet told in full");
+        tokens.push(phrase[4]);
+        assert!(
+            !restates_itself(&tokens),
+            "5 repeated tokens are under the minimum"
+        );
+        tokens.push(phrase[0]);
+        assert!(restates_itself(&tokens));
+        // A long sentence restated once in full.
+        let sentence: Vec<i32> = (100..112).collect();
+        let mut tokens = sentence.clone();
+        tokens.extend_from_slice(&sentence[..11]);
+        assert!(!restates_itself(&tokens));
+        tokens.push(111);
+        assert!(restates_itself(&tokens));
+        // One token repeated: from the seventh copy.
+        assert!(!restates_itself(&[7; 6]));
+        assert!(restates_itself(&[7; 7]));
+        // Speech that repeats a word or two and goes on is not a restatement.
+        assert!(!restates_itself(&[1, 2, 2, 3, 4, 3, 4, 5, 6, 7, 8, 9]));
+        assert!(!restates_itself(&[]));
     }
 
     #[test]

@@ -71,6 +71,9 @@
 //! - **Token limit of partials** (`limit_partial_tokens`, on by default): without an
 //!   explicit `max_tokens`, a partial decodes at most [`partial_token_limit`] tokens (16 plus 8
 //!   per second of audio), so that one that loops stops early; finals are not limited.
+//! - **Restatements stop partials** (`stop_restated_partials`, on by default): a partial's
+//!   decode ends once its text restates itself ([`restates_itself`]), as partials with
+//!   a fitted context do; finals decode to the end.
 //! - **Prefix** (`partial_prefix`, off by default): a partial's decode starts from the
 //!   utterance's committed words (`DecodeOptions::prefix`), so the engine generates only the
 //!   words after them; finals decode without it.
@@ -105,8 +108,8 @@ use crate::vad::{ConfigError, FRAME_SAMPLES, Vad, VadConfig, VadEvent, check_ran
 pub use guards::{
     COMPRESSION_RATIO_THRESHOLD, DEFAULT_LOGPROB_THRESHOLD, DEFAULT_NO_SPEECH_THRESHOLD,
     HALLUCINATION_MAX_SPEECH_SAMPLES, KNOWN_HALLUCINATIONS, MAX_LOOP_NGRAM, MAX_REPEATS,
-    MIN_RESTATED_WORDS, compression_ratio, cut_restated_tail, find_loop, is_hallucination,
-    truncate_loops,
+    MIN_RESTATED_TOKENS, MIN_RESTATED_WORDS, compression_ratio, cut_restated_tail, find_loop,
+    is_hallucination, restates_itself, truncate_loops,
 };
 pub use words::{
     ALIGN_TOLERANCE_SECONDS, MAX_OVERLAP_WORDS, common_prefix, tail_after, words_of,
@@ -322,6 +325,9 @@ pub struct PolicyConfig {
     /// Without `max_tokens`, partials decode at most [`partial_token_limit`] tokens, so that
     /// a partial that loops stops early. Default on.
     pub limit_partial_tokens: bool,
+    /// Partials end as soon as their text restates itself (`DecodeOptions::stop_restated`),
+    /// instead of restating to their token limit. Default on.
+    pub stop_restated_partials: bool,
     /// Whisper's temperature fallback on finals (never on partials). Default on.
     pub temperature_fallback: bool,
     /// Decode without timestamp tokens (see `DecodeOptions::no_timestamps`). Default off.
@@ -354,6 +360,7 @@ impl Default for PolicyConfig {
             final_context: FinalContext::Full,
             max_tokens: None,
             limit_partial_tokens: true,
+            stop_restated_partials: true,
             temperature_fallback: true,
             no_timestamps: false,
             partial_prefix: false,
@@ -863,6 +870,7 @@ impl StreamingPolicy {
         let word_timestamps = kind == JobKind::Final || self.config.partial_word_timestamps;
         let partial_prefix = self.config.partial_prefix;
         let limit_partial = self.config.limit_partial_tokens;
+        let stop_restated = self.config.stop_restated_partials;
         let u = self.utterance_mut(seq)?;
         let index = *u.index.get_or_insert(next_index);
         let retry = kind == JobKind::Final && u.retried;
@@ -893,6 +901,7 @@ impl StreamingPolicy {
             no_timestamps,
             prefix: (kind == JobKind::Partial && partial_prefix && !u.committed.is_empty())
                 .then(|| words::join_words(&u.committed)),
+            stop_restated: kind == JobKind::Partial && stop_restated,
         };
         if kind == JobKind::Partial {
             u.decoded_len = u.audio.len();
