@@ -22,8 +22,9 @@
 //! (default `fit`); `--audio-ctx-floor` and `--audio-ctx-margin` then set the partial
 //! context's floor and margin in encoder frames of 20 ms (the policy's `audio_ctx_floor`,
 //! `audio_ctx_margin`). `--flash-attn on` decodes with flash attention, as GPU builds do
-//! (default off, as CPU builds): its rounding tips near-ties in partials, so simulated GPU
-//! latencies should use it. `--partial-prefix on` decodes partials after their utterance's
+//! (default off, as CPU builds): its rounding tips near-ties in partials (and, before the
+//! vendored whisper.cpp masked its padding, leftovers of earlier decodes changed them), so
+//! simulated GPU latencies should use it. `--partial-prefix on` decodes partials after their utterance's
 //! committed words (the policy's `partial_prefix`, the server's `--partial-prefix`); the
 //! report's `partial_decoder_steps` and `partial_decoder_batched_tokens` (and the finals')
 //! count the decoder calls it saves: single-token steps, and tokens fed in batched calls.
