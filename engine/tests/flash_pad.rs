@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::{speech_dir, tiny_en};
+use common::{speech_dir, tiny_en_on_cpu};
 use transcribe_core::policy::{DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN, audio_ctx_for};
 use transcribe_core::{DecodeOptions, Transcriber, Transcript};
-use transcribe_engine::{EngineConfig, WhisperModel};
 
 /// Every word with its probability: equal only for the same decode, bit for bit.
 fn words(t: &Transcript) -> Vec<(String, u32)> {
@@ -25,15 +24,9 @@ fn words(t: &Transcript) -> Vec<(String, u32)> {
 #[test]
 fn a_fitted_flash_attention_decode_does_not_depend_on_earlier_decodes()
 -> Result<(), Box<dyn std::error::Error>> {
-    let Some(path) = tiny_en() else {
+    let Some(model) = tiny_en_on_cpu(true)? else {
         return Ok(());
     };
-    let config = EngineConfig {
-        use_gpu: false,
-        flash_attn: true,
-        ..EngineConfig::default()
-    };
-    let model = WhisperModel::load(&path, &config)?;
     let dir = speech_dir();
     let pauses = transcribe_audio::decode_file(dir.join("pauses.wav"))?.samples;
     let long = transcribe_audio::decode_file(dir.join("long_60s.wav"))?.samples;

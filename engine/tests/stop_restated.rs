@@ -8,13 +8,12 @@
 
 mod common;
 
-use common::{speech_dir, tiny_en};
+use common::{speech_dir, tiny_en_on_cpu};
 use transcribe_core::policy::{
     DEFAULT_AUDIO_CTX_FLOOR, DEFAULT_AUDIO_CTX_MARGIN, audio_ctx_for, cut_restated_tail,
     partial_token_limit,
 };
 use transcribe_core::{DecodeOptions, Transcriber, Word};
-use transcribe_engine::{EngineConfig, WhisperModel};
 
 fn words(t: &transcribe_core::Transcript) -> Vec<Word> {
     t.segments.iter().flat_map(|s| s.words.clone()).collect()
@@ -27,15 +26,9 @@ fn texts(words: &[Word]) -> Vec<String> {
 #[test]
 fn a_partial_that_restates_itself_stops_after_the_first_restatement()
 -> Result<(), Box<dyn std::error::Error>> {
-    let Some(path) = tiny_en() else {
+    let Some(model) = tiny_en_on_cpu(true)? else {
         return Ok(());
     };
-    let config = EngineConfig {
-        use_gpu: false,
-        flash_attn: true,
-        ..EngineConfig::default()
-    };
-    let model = WhisperModel::load(&path, &config)?;
     let mut session = model.session()?;
     let market = transcribe_audio::decode_file(speech_dir().join("market.wav"))?.samples;
     let partial = &market[..36_800];

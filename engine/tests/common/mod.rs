@@ -31,3 +31,19 @@ pub fn speech_fixtures() -> Vec<PathBuf> {
     wavs.sort();
     wavs
 }
+
+/// The real tiny.en loaded on the CPU, with flash attention on or off (GPU builds decode
+/// with it on); `None`, with a note, where tiny.en cannot be had.
+pub fn tiny_en_on_cpu(
+    flash_attn: bool,
+) -> Result<Option<transcribe_engine::WhisperModel>, transcribe_engine::LoadError> {
+    let Some(path) = tiny_en() else {
+        return Ok(None);
+    };
+    let config = transcribe_engine::EngineConfig {
+        use_gpu: false,
+        flash_attn,
+        ..transcribe_engine::EngineConfig::default()
+    };
+    transcribe_engine::WhisperModel::load(&path, &config).map(Some)
+}
