@@ -4406,8 +4406,8 @@ static struct ggml_cgraph * whisper_build_graph_decoder_multi(
         masks[i] = ggml_cast(ctx0, mask, GGML_TYPE_F16);
 
         // the padding of its cross-attention keys (see whisper_build_graph_encoder)
-        const int n_audio_ctx = states[i]->exp_n_audio_ctx > 0 ? states[i]->exp_n_audio_ctx : hparams.n_audio_ctx;
-        cross_masks[i] = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, GGML_PAD(n_audio_ctx, 256), 1);
+        const int n_audio_ctx_pad = GGML_PAD(whisper_n_audio_ctx_used(hparams, *states[i]), 256);
+        cross_masks[i] = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, n_audio_ctx_pad, 1);
         ggml_format_name(cross_masks[i], "KQ_mask_cross_%d", i);
         ggml_set_input(cross_masks[i]);
     }
