@@ -271,17 +271,17 @@ impl Transcriber for WhisperSession {
         if let Some(progress) = self.progress.clone() {
             params.set_progress_callback_safe(move |p: i32| progress(p));
         }
-        let restated = RestatedStop {
+        let restated = options.stop_restated.then(|| RestatedStop {
             eot: ctx.token_eot(),
             n_vocab: ctx.n_vocab() as usize,
-        };
-        if options.stop_restated {
+        });
+        if let Some(restated) = &restated {
             // SAFETY: `stop_restated` only reads `restated` and writes the logits row it is
             // given; `restated` outlives the `full()` call below.
             unsafe {
                 params.set_filter_logits_callback(Some(stop_restated));
                 params.set_filter_logits_callback_user_data(
-                    &restated as *const RestatedStop as *mut c_void,
+                    restated as *const RestatedStop as *mut c_void,
                 );
             }
         }

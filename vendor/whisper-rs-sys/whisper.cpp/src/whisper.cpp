@@ -838,6 +838,14 @@ struct vad_time_mapping {
 // transcribe patch: the batch pool (whisper_set_batch_slots): see whisper_pool below.
 struct whisper_pool;
 
+// transcribe patch: a flash-attention padding mask as last filled (whisper_set_pad_mask)
+struct whisper_pad_mask {
+    std::vector<ggml_fp16_t> data;
+    int64_t n_kv    = 0;
+    int64_t n_rows  = 0;
+    int     n_valid = -1;
+};
+
 struct whisper_state {
     int64_t t_sample_us = 0;
     int64_t t_encode_us = 0;
@@ -900,7 +908,9 @@ struct whisper_state {
     // helpers for GPU offloading
     std::vector<float> inp_mel;
     std::vector<float> inp_mask;
-    std::vector<ggml_fp16_t> inp_pad_mask; // transcribe patch: see whisper_set_pad_mask
+    // transcribe patch: the padding masks of flash attention (whisper_set_pad_mask)
+    whisper_pad_mask pad_mask_enc;
+    whisper_pad_mask pad_mask_cross;
 
     // decode output (2-dimensional array: [n_tokens][n_vocab])
     std::vector<float> logits;
@@ -1118,19 +1128,26 @@ static int whisper_n_audio_ctx_used(const whisper_hparams & hparams, const whisp
 // -inf past them. Without it (upstream passes no mask) the padding rows are attended at
 // full weight, and they hold zeros on a fresh state or whatever an earlier window with
 // another audio_ctx left there, so a fitted window's text depended on the decodes before it.
-static void whisper_set_pad_mask(struct ggml_tensor * mask, int n_valid, std::vector<ggml_fp16_t> & buf) {
+// The host copy is refilled only when the shape or the window changes (the encoder's mask
+// of the full window is 4.6 MB).
+static void whisper_set_pad_mask(struct ggml_tensor * mask, int n_valid, whisper_pad_mask & m) {
     const int64_t n_kv   = mask->ne[0];
     const int64_t n_rows = ggml_nrows(mask);
-    buf.resize(n_kv*n_rows);
-    const ggml_fp16_t zero    = ggml_fp32_to_fp16(0.0f);
-    const ggml_fp16_t neg_inf = ggml_fp32_to_fp16(-INFINITY);
-    for (int64_t j = 0; j < n_kv; ++j) {
-        buf[j] = j < n_valid ? zero : neg_inf;
+    if (m.n_kv != n_kv || m.n_rows != n_rows || m.n_valid != n_valid) {
+        m.data.resize(n_kv*n_rows);
+        const ggml_fp16_t zero    = ggml_fp32_to_fp16(0.0f);
+        const ggml_fp16_t neg_inf = ggml_fp32_to_fp16(-INFINITY);
+        for (int64_t j = 0; j < n_kv; ++j) {
+            m.data[j] = j < n_valid ? zero : neg_inf;
+        }
+        for (int64_t r = 1; r < n_rows; ++r) {
+            memcpy(m.data.data() + r*n_kv, m.data.data(), n_kv*sizeof(ggml_fp16_t));
+        }
+        m.n_kv    = n_kv;
+        m.n_rows  = n_rows;
+        m.n_valid = n_valid;
     }
-    for (int64_t r = 1; r < n_rows; ++r) {
-        memcpy(buf.data() + r*n_kv, buf.data(), n_kv*sizeof(ggml_fp16_t));
-    }
-    ggml_backend_tensor_set(mask, buf.data(), 0, buf.size()*sizeof(ggml_fp16_t));
+    ggml_backend_tensor_set(mask, m.data.data(), 0, m.data.size()*sizeof(ggml_fp16_t));
 }
 
 static bool whisper_kv_cache_find_slot(
@@ -2566,7 +2583,7 @@ static bool whisper_encode_internal(
         }
 
         if (struct ggml_tensor * mask = ggml_graph_get_tensor(gf, "KQ_mask_enc")) {
-            whisper_set_pad_mask(mask, whisper_n_audio_ctx_used(wctx.model.hparams, wstate), wstate.inp_pad_mask);
+            whisper_set_pad_mask(mask, whisper_n_audio_ctx_used(wctx.model.hparams, wstate), wstate.pad_mask_enc);
         }
 
         if (!ggml_graph_compute_helper(sched, gf, n_threads)) {
@@ -3158,7 +3175,7 @@ static bool whisper_decode_internal(
         }
 
         if (struct ggml_tensor * mask = ggml_graph_get_tensor(gf, "KQ_mask_cross")) {
-            whisper_set_pad_mask(mask, whisper_n_audio_ctx_used(wctx.model.hparams, wstate), wstate.inp_pad_mask);
+            whisper_set_pad_mask(mask, whisper_n_audio_ctx_used(wctx.model.hparams, wstate), wstate.pad_mask_cross);
         }
 
         logits = ggml_graph_node(gf, -1);
@@ -4657,7 +4674,7 @@ int whisper_decode_multi_with_states(struct whisper_context * ctx, struct whispe
         ggml_backend_tensor_set(ggml_graph_get_tensor(gf, name), mask.data(), 0, mask.size()*sizeof(float));
 
         snprintf(name, sizeof(name), "KQ_mask_cross_%d", i);
-        whisper_set_pad_mask(ggml_graph_get_tensor(gf, name), whisper_n_audio_ctx_used(ctx->model.hparams, *states[i]), states[i]->inp_pad_mask);
+        whisper_set_pad_mask(ggml_graph_get_tensor(gf, name), whisper_n_audio_ctx_used(ctx->model.hparams, *states[i]), states[i]->pad_mask_cross);
     }
 
     struct ggml_tensor * logits = ggml_graph_get_tensor(gf, "logits");
