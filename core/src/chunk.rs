@@ -14,7 +14,7 @@
 use std::ops::Range;
 
 use crate::SAMPLE_RATE;
-use crate::vad::{FRAME_SAMPLES, Vad, VadConfig, VadEvent};
+use crate::vad::{FRAME_SAMPLES, Vad, VadConfig, VadEvent, quietest_frame};
 
 /// Longest chunk: Whisper's 30 s window less 1 s, so the decoder's last timestamp token
 /// still fits inside the window.
@@ -55,14 +55,6 @@ pub fn speech_runs(samples: &[f32], config: &VadConfig) -> Vec<Range<usize>> {
     runs
 }
 
-/// Mean square of each 20 ms frame of `samples`.
-fn frame_energy(samples: &[f32]) -> Vec<f32> {
-    samples
-        .chunks(FRAME_SAMPLES)
-        .map(|f| f.iter().map(|x| x * x).sum::<f32>() / f.len() as f32)
-        .collect()
-}
-
 /// Where to cut `samples[range]` so the first part is at most `max` long: the start of the
 /// quietest frame within the last [`SPLIT_SEARCH_SAMPLES`] before `range.start + max` (and
 /// not before half of `max`).
@@ -71,13 +63,9 @@ fn quiet_cut(samples: &[f32], range: &Range<usize>, max: usize) -> usize {
     let from = limit
         .saturating_sub(SPLIT_SEARCH_SAMPLES)
         .max(range.start + max / 2);
-    let energies = frame_energy(&samples[from..limit]);
-    let best = energies
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i);
-    (from + best * FRAME_SAMPLES).clamp(range.start + 1, limit)
+    quietest_frame(samples, from..limit)
+        .unwrap_or(from)
+        .clamp(range.start + 1, limit)
 }
 
 /// Plans the chunks of `samples`: speech runs (by [`speech_runs`]) merged while the gap

@@ -569,6 +569,21 @@ impl Spectrum {
     }
 }
 
+/// Start of the quietest [`FRAME_SAMPLES`]-long frame of `samples[range]` by mean square,
+/// frames counted from `range.start` (a shorter last frame counts too); the first of equal
+/// ones. `None` when the range is empty or outside `samples`. Where to cut speech when no
+/// pause is near: between words, or at a consonant's closure, rather than inside a vowel.
+pub fn quietest_frame(samples: &[f32], range: std::ops::Range<usize>) -> Option<usize> {
+    let range = range.start..range.end.min(samples.len());
+    samples
+        .get(range.clone())?
+        .chunks(FRAME_SAMPLES)
+        .map(|f| f.iter().map(|x| x * x).sum::<f32>() / f.len() as f32)
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| range.start + i * FRAME_SAMPLES)
+}
+
 /// Spectral flatness (geometric over arithmetic mean) of non-negative `power` values, in
 /// `[0, 1]`; 1 for an empty or all-zero input. Each value is floored at 10^-6 of the mean
 /// (-60 dB) so that a few empty bins do not send it to 0.

@@ -103,7 +103,7 @@ use crate::audio::{WINDOW_SAMPLES, samples_to_seconds, seconds_to_samples};
 pub use crate::engine::FailureKind;
 use crate::engine::{DecodeOptions, EngineError};
 use crate::transcript::{Transcript, Word};
-use crate::vad::{ConfigError, FRAME_SAMPLES, Vad, VadConfig, VadEvent, check_range};
+use crate::vad::{self, ConfigError, FRAME_SAMPLES, Vad, VadConfig, VadEvent, check_range};
 
 pub use guards::{
     COMPRESSION_RATIO_THRESHOLD, DEFAULT_LOGPROB_THRESHOLD, DEFAULT_NO_SPEECH_THRESHOLD,
@@ -278,6 +278,12 @@ pub const MAX_CARRY_SHARE: f64 = 0.5;
 /// Longest silence kept after the last committed word when cutting at the maximum length
 /// with no next word in sight: 0.2 s (the VAD's default post-roll).
 const CUT_PAD_SAMPLES: u64 = 3_200;
+
+/// How far a cut at the maximum length may move, either way, to the quietest 20 ms frame
+/// around it: 0.25 s. Word times from a fitted-context decode are rough, and a cut inside
+/// a word leaves both utterances half of it ("counted the" | "tars until we fell asleep",
+/// whose final decode then made up a phrase for the half word).
+const CUT_SNAP_SAMPLES: u64 = 4_000;
 
 /// Policy settings; durations are sample counts at 16 kHz.
 #[derive(Clone, Debug, PartialEq)]
@@ -1076,7 +1082,8 @@ impl StreamingPolicy {
     }
 
     /// Where to cut an utterance after its committed words: halfway to the next word of the
-    /// latest hypothesis, or a short pad after the last committed word.
+    /// latest hypothesis, or a short pad after the last committed word; then moved to the
+    /// middle of the quietest 20 ms frame within [`CUT_SNAP_SAMPLES`] of that.
     fn cut_point(&self, u: &Utterance) -> Option<u64> {
         let last = u.committed.last()?;
         let last_end = seconds_to_samples(last.end) as u64;
@@ -1088,7 +1095,12 @@ impl StreamingPolicy {
             Some(_) => last_end,
             None => last_end + CUT_PAD_SAMPLES,
         };
-        Some(cut.clamp(u.start, u.end()))
+        let cut = cut.clamp(u.start, u.end());
+        let near = cut.saturating_sub(CUT_SNAP_SAMPLES).max(u.start) - u.start;
+        let far = (cut + CUT_SNAP_SAMPLES).min(u.end()) - u.start;
+        let quiet = vad::quietest_frame(&u.audio, near as usize..far as usize)
+            .map(|f| u.start + (f + FRAME_SAMPLES / 2) as u64);
+        Some(quiet.map_or(cut, |q| q.min(u.end())))
     }
 
     fn adapt_step(&mut self, cost: u64) {

@@ -706,6 +706,43 @@ fn a_max_length_cut_is_decoded_not_made_of_committed_words() -> TestResult {
 }
 
 #[test]
+fn a_max_length_cut_moves_to_the_quiet_between_words() -> TestResult {
+    // The hypotheses' word times (0.25 s long, 0.5 s apart, from 0.2 s in the buffer) are
+    // off from the audio's words (0.4 s of sound, 0.1 s of silence, from 0.5 s), as a
+    // fitted-context decode's times often are, so the cut they give falls inside a word;
+    // the cut goes to the silence nearest to it instead.
+    let mut h = Harness::new(PolicyConfig {
+        max_utterance_samples: 4 * SR as usize,
+        ..PolicyConfig::default()
+    })?;
+    let mut final_job = None;
+    for _ in 0..20 {
+        let job = h.next_job()?;
+        if job.kind == JobKind::Final {
+            final_job = Some(job);
+            break;
+        }
+        let secs = job.samples.len() as f64 / SR as f64;
+        let n = ((secs - 0.45) / 0.5).floor().max(0.0) as usize + 1;
+        let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+        let mut t = hyp(&words.join(" "));
+        for (i, w) in t.segments[0].words.iter_mut().enumerate() {
+            (w.start, w.end) = (0.2 + 0.5 * i as f64, 0.45 + 0.5 * i as f64);
+        }
+        h.answer(&job, t);
+    }
+    let job = final_job.ok_or("no final job at the maximum length")?;
+    let cut = job.offset_samples as usize + job.samples.len();
+    let around = &h.audio[cut - 160..cut + 160];
+    assert!(
+        around.iter().all(|x| x.abs() < 1e-3), // the render's dither only
+        "cut at {:.3} s is not in a pause between words",
+        cut as f64 / SR as f64
+    );
+    Ok(())
+}
+
+#[test]
 fn max_length_without_partials_decodes_the_whole_utterance() -> TestResult {
     let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
     let text = words.join(" ");
