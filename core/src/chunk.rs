@@ -14,7 +14,7 @@
 use std::ops::Range;
 
 use crate::SAMPLE_RATE;
-use crate::vad::{FRAME_SAMPLES, Vad, VadConfig, VadEvent, quietest_frame};
+use crate::vad::{FRAME_SAMPLES, Vad, VadConfig, VadEvent, quietest_frames};
 
 /// Longest chunk: Whisper's 30 s window less 1 s, so the decoder's last timestamp token
 /// still fits inside the window.
@@ -63,8 +63,8 @@ fn quiet_cut(samples: &[f32], range: &Range<usize>, max: usize) -> usize {
     let from = limit
         .saturating_sub(SPLIT_SEARCH_SAMPLES)
         .max(range.start + max / 2);
-    quietest_frame(samples, from..limit)
-        .unwrap_or(from)
+    quietest_frames(samples, from..limit, 1)
+        .map_or(from, |r| r.start)
         .clamp(range.start + 1, limit)
 }
 
