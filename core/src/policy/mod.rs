@@ -54,7 +54,9 @@
 //!   busy cores). Committed words from short partials were wrong and agreed twice ("you know
 //!   all don't set" for "the old dog slept"), and partial and full-window word times
 //!   disagree, so the words after the committed ones were misplaced. At the maximum length the
-//!   utterance is cut after its last committed word: the audio before the cut gets its final
+//!   utterance is cut after its last committed word, at the quietest 100 ms within 0.2 s
+//!   of where the word times put the gap (they are rough, and a cut inside "stars" left the
+//!   next final inventing a phrase for "tars"): the audio before the cut gets its final
 //!   decode, and the rest is carried into the next utterance. (Until 2026-12-05 the cut's
 //!   final was the committed words, no decode; on a GPU build's schedule tiny.en's partials
 //!   agreed on restated sentences, which then stood in the final: long_60s at 75% streaming
