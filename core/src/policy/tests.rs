@@ -90,6 +90,22 @@ impl Harness {
         self.events.extend(events.clone());
         events
     }
+
+    /// Answers partials with `partial(seconds of the job's audio)` until the policy asks
+    /// for a final (at most 20 jobs), and returns that final's job unanswered.
+    fn partials_until_final(
+        &mut self,
+        partial: impl Fn(f64) -> Transcript,
+    ) -> Result<DecodeJob, String> {
+        for _ in 0..20 {
+            let job = self.next_job()?;
+            if job.kind == JobKind::Final {
+                return Ok(job);
+            }
+            self.answer(&job, partial(job.samples.len() as f64 / SR as f64));
+        }
+        Err("no final job within 20 jobs".into())
+    }
 }
 
 fn interim_texts(events: &[PolicyEvent]) -> Vec<(String, String)> {
@@ -671,20 +687,12 @@ fn a_max_length_cut_is_decoded_not_made_of_committed_words() -> TestResult {
         max_utterance_samples: 4 * SR as usize,
         ..PolicyConfig::default()
     })?;
-    let mut final_job = None;
-    for _ in 0..20 {
-        let job = h.next_job()?;
-        if job.kind == JobKind::Final {
-            final_job = Some(job);
-            break;
-        }
-        // wrong words over the whole buffer (hyp's words end at 0.35 s + 0.3 s each)
-        let secs = job.samples.len() as f64 / SR as f64;
+    // wrong words over the whole buffer (hyp's words end at 0.35 s + 0.3 s each)
+    let job = h.partials_until_final(|secs| {
         let n = ((secs - 0.35) / 0.3).floor().max(0.0) as usize + 1;
         let wrong: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
-        h.answer(&job, hyp(&wrong.join(" ")));
-    }
-    let job = final_job.ok_or("no final job at the maximum length")?;
+        hyp(&wrong.join(" "))
+    })?;
     assert!(
         interim_texts(&h.events)
             .iter()
@@ -715,23 +723,15 @@ fn a_max_length_cut_moves_to_the_quiet_between_words() -> TestResult {
         max_utterance_samples: 4 * SR as usize,
         ..PolicyConfig::default()
     })?;
-    let mut final_job = None;
-    for _ in 0..20 {
-        let job = h.next_job()?;
-        if job.kind == JobKind::Final {
-            final_job = Some(job);
-            break;
-        }
-        let secs = job.samples.len() as f64 / SR as f64;
+    let job = h.partials_until_final(|secs| {
         let n = ((secs - 0.45) / 0.5).floor().max(0.0) as usize + 1;
         let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
         let mut t = hyp(&words.join(" "));
         for (i, w) in t.segments[0].words.iter_mut().enumerate() {
             (w.start, w.end) = (0.2 + 0.5 * i as f64, 0.45 + 0.5 * i as f64);
         }
-        h.answer(&job, t);
-    }
-    let job = final_job.ok_or("no final job at the maximum length")?;
+        t
+    })?;
     let cut = job.offset_samples as usize + job.samples.len();
     let around = &h.audio[cut - 160..cut + 160];
     assert!(
