@@ -1099,4 +1099,26 @@ pub(crate) mod tests {
         );
         Ok(())
     }
+
+    #[test]
+    fn quietest_frames_prefers_a_pause_to_a_short_closure() {
+        // 1 s of a loud tone with a silent 20 ms "closure" at 0.3 s and a silent 100 ms
+        // "pause" at 0.6 s; a half-loud frame at 0.8 s.
+        let mut x: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.3).sin()).collect();
+        let f = FRAME_SAMPLES;
+        x[15 * f..16 * f].fill(0.0);
+        x[30 * f..35 * f].fill(0.0);
+        x[40 * f..41 * f].iter_mut().for_each(|v| *v *= 0.5);
+        // One frame: the first silent frame, the closure.
+        assert_eq!(quietest_frames(&x, 0..x.len(), 1), Some(15 * f..16 * f));
+        // Five frames: the pause.
+        assert_eq!(quietest_frames(&x, 0..x.len(), 5), Some(30 * f..35 * f));
+        // Frames count from the range's start; a range shorter than the run is one run.
+        assert_eq!(quietest_frames(&x, 40 * f..42 * f, 1), Some(40 * f..41 * f));
+        assert_eq!(quietest_frames(&x, 40 * f..42 * f, 5), Some(40 * f..42 * f));
+        // The end is clipped to the samples; nothing to search gives None.
+        assert_eq!(quietest_frames(&x, 49 * f..60 * f, 1), Some(49 * f..50 * f));
+        assert_eq!(quietest_frames(&x, 10..10, 1), None);
+        assert_eq!(quietest_frames(&x, 20_000..30_000, 1), None);
+    }
 }
