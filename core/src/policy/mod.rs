@@ -1106,7 +1106,7 @@ impl StreamingPolicy {
         let far = (cut + CUT_SNAP_SAMPLES).min(u.end()) - u.start;
         let quiet = vad::quietest_frames(&u.audio, near as usize..far as usize, CUT_QUIET_FRAMES)
             .map(|q| u.start + (q.start + q.end) as u64 / 2);
-        Some(quiet.map_or(cut, |q| q.min(u.end())))
+        Some(quiet.unwrap_or(cut))
     }
 
     fn adapt_step(&mut self, cost: u64) {
